@@ -1,0 +1,440 @@
+"""The `pixelreg` command line: parse options, call the library, print.
+
+People read stderr (progress, tables, errors); scripts read stdout (paths, or JSON with
+--json). Exit codes: 0 success, 1 an error with a one-line `Error: ...`, 2 a usage error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, save_dataset
+from .errors import PixelregError
+from .models import DEFAULT_MODEL, MODELS
+
+app = typer.Typer(
+    name="pixelreg",
+    help="Train neural networks to locate bright points in images, and measure them honestly.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one `Error:` line to stderr and return the Exit to raise."""
+    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
+
+
+def command(function: F) -> F:
+    """Register a command whose expected failures become one `Error:` line, never a traceback."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except PixelregError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise fail(f"{exc.strerror or exc}{where}") from None
+        except typer.Exit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug still gets one line, with details on request
+            if os.environ.get("PIXELREG_DEBUG"):
+                traceback.print_exc()
+            raise fail(
+                f"unexpected {type(exc).__name__}: {exc} (set PIXELREG_DEBUG=1 for the traceback "
+                "and please report it)"
+            ) from None
+
+    return app.command()(wrapper)  # type: ignore[return-value]
+
+
+def emit(data: Any, as_json: bool) -> None:
+    """Write the command's result to stdout: JSON, or one path per line."""
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    elif data is not None:
+        sys.stdout.write(f"{data}\n")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'50' -> (50, 50); '30x70' or '30,70' -> (30, 70) as (height, width)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        raise PixelregError(f"--size must be N, or H W (also HxW), got {text!r}") from None
+    if len(numbers) == 1:
+        return numbers[0], numbers[0]
+    if len(numbers) == 2:
+        return numbers[0], numbers[1]
+    raise PixelregError(f"--size must be N, or H W (also HxW), got {text!r}")
+
+
+# --- options shared by `generate` and `train` -----------------------------------------------
+
+NImages = Annotated[int, typer.Option("--n", help="Number of images.")]
+Size = Annotated[str, typer.Option(help="Image size: N for NxN, or H W (also HxW) for rows x columns.")]
+Seed = Annotated[int, typer.Option(help="Seed for every random choice.")]
+ValFraction = Annotated[float, typer.Option(help="Share of images in the validation split, in [0, 1).")]
+TestFraction = Annotated[float, typer.Option(help="Share of images in the test split, in [0, 1).")]
+Holdout = Annotated[
+    str,
+    typer.Option(
+        help="Which positions train never sees: random (val/test positions disjoint from train), "
+        "quadrant (train never sees the bottom-right quadrant), none (independent images)."
+    ),
+]
+Points = Annotated[int, typer.Option(help="Bright points per image.")]
+MinDistance = Annotated[float, typer.Option(help="Minimum distance between points of one image, pixels.")]
+Blur = Annotated[float, typer.Option(help="Gaussian point-spread sigma in pixels (0: one pixel).")]
+Subpixel = Annotated[bool, typer.Option("--subpixel/--no-subpixel", help="Continuous positions, spot integrated over pixels.")]
+Noise = Annotated[float, typer.Option(help="Additive Gaussian noise sigma, grey levels (then clipped to 0..255).")]
+Brightness = Annotated[float, typer.Option(help="Total intensity of a spot: grey levels summed over its pixels.")]
+Background = Annotated[float, typer.Option(help="Constant grey level under the spots.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but the result on stdout.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+Device = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")]
+
+
+def make_spec(**options: Any) -> DataSpec:
+    """A DataSpec from command-line options (size given as text)."""
+    height, width = parse_size(options.pop("size"))
+    return DataSpec(height=height, width=width, **options)
+
+
+@command
+def generate(
+    out: Annotated[Path, typer.Option(help="Where to write the dataset (.npz).")] = Path("dataset.npz"),
+    n: NImages = 10_000,
+    size: Size = "50",
+    seed: Seed = 0,
+    val_fraction: ValFraction = 0.1,
+    test_fraction: TestFraction = 0.1,
+    holdout: Holdout = "random",
+    points: Points = 1,
+    min_distance: MinDistance = 0.0,
+    blur: Blur = 0.0,
+    subpixel: Subpixel = False,
+    noise: Noise = 0.0,
+    brightness: Brightness = 255.0,
+    background: Background = 0.0,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Render a dataset of images with bright points and write it as .npz."""
+    spec = make_spec(
+        n=n, size=size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+        holdout=holdout, points=points, min_distance=min_distance, blur=blur, subpixel=subpixel,
+        noise=noise, brightness=brightness, background=background,
+    )  # fmt: skip
+    dataset = make_dataset(spec)
+    path = save_dataset(out, dataset)
+    counts = {name: int((dataset.split == name).sum()) for name in SPLITS}
+    if not quiet:
+        console.print(
+            f"Wrote {len(dataset)} images of {spec.height}x{spec.width} to {path} "
+            f"(train {counts['train']}, val {counts['val']}, test {counts['test']}; holdout {spec.holdout})"
+        )
+    emit({"path": str(path), "counts": counts, "spec": spec.to_dict()} if as_json else str(path), as_json)
+
+
+class ConsoleReporter:
+    """Training progress on stderr: a live bar on a terminal, one plain line per epoch always."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.epochs = 0
+
+    def start(self, run_dir: Path, first_epoch: int, epochs: int, batches: int) -> None:
+        self.epochs = epochs
+        if self.quiet:
+            return
+        console.print(f"Training into {run_dir} (epochs {first_epoch}..{epochs}, {batches} batches each)")
+        if console.is_terminal:
+            self.progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+                BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=console, transient=True,
+            )  # fmt: skip
+            total = batches * (epochs - first_epoch + 1)
+            self.task = self.progress.add_task("train", total=total, epoch=first_epoch, epochs=epochs)
+            self.progress.start()
+
+    def batch(self) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def epoch(self, row: dict[str, float], best: bool) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, epoch=min(int(row["epoch"]) + 1, self.epochs))
+        if not self.quiet:
+            console.print(
+                f"epoch {int(row['epoch']):>3}/{self.epochs}  train_loss {row['train_loss']:.3e}  "
+                f"val_loss {row['val_loss']:.3e}  val_mean_px {row['val_mean_px']:.4f}  "
+                f"{row['seconds']:.1f}s" + ("  best" if best else "")
+            )
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+@command
+def train(
+    data: Annotated[Optional[Path], typer.Option(help="Dataset .npz from `pixelreg generate`; without it, data is made in memory from the options below.")] = None,  # noqa: UP045
+    model: Annotated[str, typer.Option(help=f"Architecture: {', '.join(MODELS)}.")] = DEFAULT_MODEL,
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Images per optimisation step.")] = 64,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (cosine-decayed); default 1e-2 for heatmap, 1e-3 otherwise.", show_default=False)] = None,  # noqa: UP045
+    channels: Annotated[Optional[int], typer.Option(help="Heatmap model: feature channels (default 8).", show_default=False)] = None,  # noqa: UP045
+    depth: Annotated[Optional[int], typer.Option(help="Heatmap model: convolution layers (default 2).", show_default=False)] = None,  # noqa: UP045
+    seed: Seed = 0,
+    device: Device = "auto",
+    out: Annotated[Path, typer.Option(help="Directory that holds runs.")] = Path("runs"),
+    name: Annotated[Optional[str], typer.Option(help="Run name; default: the first free of train, train2, ...", show_default=False)] = None,  # noqa: UP045
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Write into an existing run directory.")] = False,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run of this last.pt, in its directory, with its settings.", show_default=False)] = None,  # noqa: UP045
+    n: NImages = 10_000,
+    size: Size = "50",
+    val_fraction: ValFraction = 0.1,
+    test_fraction: TestFraction = 0.1,
+    holdout: Holdout = "random",
+    points: Points = 1,
+    min_distance: MinDistance = 0.0,
+    blur: Blur = 0.0,
+    subpixel: Subpixel = False,
+    noise: Noise = 0.0,
+    brightness: Brightness = 255.0,
+    background: Background = 0.0,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Train a model; print the run directory (config, history, best.pt, last.pt) on stdout."""
+    from .train import TrainConfig, TrainingInterrupted, next_run_dir
+    from .train import train as run_training
+
+    model_args: dict[str, Any] = {}
+    for option, value in (("channels", channels), ("depth", depth)):
+        if value is not None:
+            if model != "heatmap":
+                raise PixelregError(f"--{option} applies to the heatmap model only, not {model!r}")
+            if value < 1:
+                raise PixelregError(f"--{option} must be at least 1, got {value}")
+            model_args[option] = value
+    run_dir = None
+    config = None
+    if resume is None:
+        spec = None
+        if data is None:
+            spec = make_spec(
+                n=n, size=size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                holdout=holdout, points=points, min_distance=min_distance, blur=blur,
+                subpixel=subpixel, noise=noise, brightness=brightness, background=background,
+            )  # fmt: skip
+        config = TrainConfig(
+            model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+            data=str(data) if data is not None else None, spec=spec.to_dict() if spec else {},
+            model_args=model_args,
+        )  # fmt: skip
+        config.validate()
+        run_dir = next_run_dir(out, name, exist_ok)
+    reporter = ConsoleReporter(quiet)
+    try:
+        result = run_training(config or TrainConfig(), run_dir, reporter, resume=resume)
+    except TrainingInterrupted as stop:
+        reporter.close()
+        sys.stderr.write(
+            f"Interrupted after epoch {stop.epoch}; {stop.last_path} holds the last finished epoch. "
+            f"Resume with: pixelreg train --resume {stop.last_path}\n"
+        )
+        raise typer.Exit(130) from None
+    finally:
+        reporter.close()
+    if result.already_finished and not quiet:
+        console.print(f"{result.run_dir} already finished all its epochs; nothing to resume.")
+    best = min(result.history, key=lambda row: (row["val_mean_px"], row["val_loss"]), default=None)
+    if not quiet and best is not None and not result.already_finished:
+        console.print(f"Best epoch {int(best['epoch'])}: val_mean_px {best['val_mean_px']:.4f}. Run: {result.run_dir}")
+    summary = {
+        "run_dir": str(result.run_dir),
+        "best": str(result.best_path),
+        "last": str(result.last_path),
+        "epochs": len(result.history),
+        "best_epoch": int(best["epoch"]) if best else None,
+        "best_val_mean_px": best["val_mean_px"] if best else None,
+    }
+    emit(summary if as_json else str(result.run_dir), as_json)
+
+
+def metrics_table(report: dict[str, Any]) -> Table:
+    """The metrics of an evaluation as a rich table."""
+    table = Table(title=f"{report['model']} on split {report['split']!r}", title_style="bold")
+    for column in ("group", "n", "mean_px", "median_px", "p95_px", "max_px", "exact"):
+        table.add_column(column, justify="left" if column == "group" else "right", no_wrap=True)
+    groups = [(name, report["metrics"][name]) for name in ("all", "seen", "unseen")]
+    groups += [(f"every pixel, {name}", block) for name, block in report.get("positions", {}).items()]
+    for name, block in groups:
+        cells = [name, str(block["n"])]
+        for key in ("mean_px", "median_px", "p95_px", "max_px"):
+            cells.append("-" if block[key] is None else f"{block[key]:.4f}")
+        cells.append("-" if block["exact"] is None else f"{block['exact']:.2%}")
+        table.add_row(*cells)
+    return table
+
+
+CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint (.pt), or a run directory meaning its best.pt.")]
+
+
+@command
+def evaluate(
+    checkpoint: CheckpointArg,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset .npz; default: rebuild the training data from the checkpoint.", show_default=False)] = None,  # noqa: UP045
+    split: Annotated[str, typer.Option(help="Split to evaluate: train, val, test or all.")] = "test",
+    out: Annotated[Optional[Path], typer.Option(help="Directory for metrics.json and predictions.npz; default: beside the checkpoint.", show_default=False)] = None,  # noqa: UP045
+    device: Device = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Evaluate a checkpoint: errors on all, seen and never-seen positions; writes metrics.json."""
+    from .checkpoint import resolve_checkpoint
+    from .evaluate import evaluate as run_evaluation
+    from .evaluate import save_evaluation
+
+    if split not in (*SPLITS, "all"):
+        raise PixelregError(f"--split must be one of train, val, test, all; got {split!r}")
+    checkpoint = resolve_checkpoint(checkpoint)
+    evaluation = run_evaluation(checkpoint, data, split, device)
+    metrics_path, _ = save_evaluation(evaluation, out if out is not None else checkpoint.parent)
+    if not quiet:
+        console.print(metrics_table(evaluation.report))
+    emit(evaluation.report if as_json else str(metrics_path), as_json)
+
+
+@command
+def predict(
+    checkpoint: CheckpointArg,
+    images: Annotated[list[Path], typer.Argument(help="PNG files (8-bit grey or RGB) or .npy arrays (H, W) or (N, H, W).")],
+    device: Device = "auto",
+    as_json: AsJson = False,
+) -> None:
+    """Locate the points in image files; CSV (path,index,x,y) or JSON on stdout."""
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .imageio import read_images
+    from .train import predict_images, resolve_device
+
+    payload = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload)
+    torch_device = resolve_device(device)
+    model.to(torch_device)
+    rows: list[dict[str, Any]] = []
+    for path in images:
+        array = read_images(path)
+        if model.fixed_size and array.shape[1:] != (model.height, model.width):
+            raise PixelregError(
+                f"{path} is {array.shape[1]}x{array.shape[2]}, but this {model.name} model takes "
+                f"{model.height}x{model.width} images only; use a heatmap model for other sizes"
+            )
+        for index, points in enumerate(predict_images(model, array, torch_device)):
+            for point, (x, y) in enumerate(points):
+                row = {"path": str(path), "index": index, "x": round(float(x), 4), "y": round(float(y), 4)}
+                if model.points > 1:
+                    row = {"path": str(path), "index": index, "point": point, **{k: row[k] for k in ("x", "y")}}
+                rows.append(row)
+    if as_json:
+        emit(rows, True)
+        return
+    columns = list(rows[0]) if rows else ["path", "index", "x", "y"]
+    lines = [",".join(columns)] + [",".join(_csv_cell(row[c]) for c in columns) for row in rows]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _csv_cell(value: Any) -> str:
+    text = str(value)
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
+
+
+@command
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `pixelreg train`.")],
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Draw a run's figures into RUN_DIR/figures (evaluating best.pt first if needed)."""
+    from .evaluate import evaluate as run_evaluation
+    from .evaluate import load_predictions, save_evaluation
+    from .plots import plot_run
+
+    if not run_dir.is_dir():
+        raise PixelregError(f"run directory not found: {run_dir}")
+    if not (run_dir / "history.csv").is_file():
+        raise PixelregError(f"{run_dir} has no history.csv; pass a directory made by `pixelreg train`")
+    predictions_path = run_dir / "predictions.npz"
+    if not predictions_path.is_file():
+        if not quiet:
+            console.print(f"No predictions.npz in {run_dir}: evaluating its best checkpoint first")
+        save_evaluation(run_evaluation(run_dir, device=device), run_dir)
+    for path in plot_run(run_dir, load_predictions(predictions_path)):
+        emit(str(path), False)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"pixelreg {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Train neural networks to locate bright points in images, and measure them honestly."""
+
+
+def _join_size_arguments(argv: list[str]) -> list[str]:
+    """Let `--size H W` (two numbers) stand for `--size HxW`, since options take one value."""
+    joined: list[str] = []
+    i = 0
+    while i < len(argv):
+        joined.append(argv[i])
+        if argv[i] == "--size" and i + 2 < len(argv):
+            if argv[i + 1].isdigit() and argv[i + 2].isdigit():
+                joined.append(f"{argv[i + 1]}x{argv[i + 2]}")
+                i += 3
+                continue
+        i += 1
+    return joined
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(args=_join_size_arguments(sys.argv[1:]), prog_name="pixelreg")
+
+
+__all__ = ["HOLDOUTS", "app", "main"]

@@ -1,0 +1,389 @@
+"""Synthetic images of bright points: coordinates, rendering, dataset specs, splits, npz I/O.
+
+Conventions (shared by every module):
+- `x` is the column, `y` the row; pixel centres lie on integer coordinates, so the image
+  spans [-0.5, W - 0.5] and pixel (0, 0) is the point (0.0, 0.0).
+- Points have shape (N, K, 2) in the order (x, y), in pixel units, float32.
+- Images on disk are uint8 (N, H, W); models see float32 (N, 1, H, W) in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import PixelregError
+from .files import require_file, write_atomic
+
+SPLITS = ("train", "val", "test")
+HOLDOUTS = ("random", "quadrant", "none")
+MIN_SIZE, MAX_SIZE = 8, 512
+
+
+# --- the one place where pixel and normalised coordinates meet ---------------------------
+
+
+def to_normalized(points: Any, height: int, width: int) -> Any:
+    """Pixel (x, y) -> normalised (u, v) = (x / (W - 1), y / (H - 1)); numpy or torch."""
+    return points / _scale_like(points, height, width)
+
+
+def from_normalized(uv: Any, height: int, width: int) -> Any:
+    """Normalised (u, v) -> pixel (x, y); the inverse of `to_normalized`."""
+    return uv * _scale_like(uv, height, width)
+
+
+def _scale_like(array: Any, height: int, width: int) -> Any:
+    if hasattr(array, "new_tensor"):  # a torch tensor, without importing torch here
+        return array.new_tensor([width - 1, height - 1])
+    return np.asarray([width - 1, height - 1], dtype=np.asarray(array).dtype)
+
+
+# --- how a dataset is made -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Everything that determines a synthetic dataset; the same spec gives the same bytes."""
+
+    n: int = 10_000  # number of images
+    height: int = 50  # rows
+    width: int = 50  # columns
+    seed: int = 0  # every random choice flows from this
+    val_fraction: float = 0.1  # share of images in the validation split
+    test_fraction: float = 0.1  # share of images in the test split
+    holdout: str = "random"  # random | quadrant | none: which positions train never sees
+    points: int = 1  # bright points per image
+    min_distance: float = 0.0  # minimum distance between points of one image, pixels
+    blur: float = 0.0  # Gaussian point-spread sigma, pixels (0: a single pixel)
+    subpixel: bool = False  # continuous positions instead of pixel centres
+    noise: float = 0.0  # additive Gaussian noise sigma, grey levels
+    brightness: float = 255.0  # total intensity of a spot (grey levels summed over pixels)
+    background: float = 0.0  # constant grey level under the spots
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise PixelregError naming the first impossible setting."""
+        if self.n < 1:
+            raise PixelregError(f"--n must be at least 1, got {self.n}")
+        for name, value in (("height", self.height), ("width", self.width)):
+            if not MIN_SIZE <= value <= MAX_SIZE:
+                raise PixelregError(f"image {name} must be {MIN_SIZE} to {MAX_SIZE}, got {value}")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not (0.0 <= value < 1.0) or math.isnan(value):
+                flag = "--" + name.replace("_", "-")
+                raise PixelregError(f"{flag} must be in [0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise PixelregError(
+                "--val-fraction plus --test-fraction must be below 1 so that some images train, "
+                f"got {self.val_fraction + self.test_fraction:g}"
+            )
+        if self.holdout not in HOLDOUTS:
+            raise PixelregError(f"--holdout must be one of {', '.join(HOLDOUTS)}, got {self.holdout!r}")
+        if self.points < 1:
+            raise PixelregError(f"--points must be at least 1, got {self.points}")
+        for name in ("min_distance", "blur", "noise", "background"):
+            value = getattr(self, name)
+            if not (value >= 0.0 and math.isfinite(value)):
+                raise PixelregError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+        if not (self.brightness > 0.0 and math.isfinite(self.brightness)):
+            raise PixelregError(f"--brightness must be a finite number > 0, got {self.brightness}")
+        room = self.height * self.width / max(1.0, math.pi * self.min_distance**2 / 4)
+        if self.points > room / 4:
+            raise PixelregError(
+                f"{self.points} points with --min-distance {self.min_distance:g} do not fit in a "
+                f"{self.height}x{self.width} image; lower one of them"
+            )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PixelregError(
+                f"dataset spec has unknown fields {unknown}; it was made by a newer pixelreg"
+            )
+        return cls(**data)
+
+    def with_(self, **changes: Any) -> DataSpec:
+        return replace(self, **changes)
+
+
+@dataclass
+class Dataset:
+    """Images, their true points and a split label for each image."""
+
+    images: np.ndarray  # (N, H, W) uint8
+    points: np.ndarray  # (N, K, 2) float32, pixel units (x, y)
+    split: np.ndarray  # (N,) str: train | val | test
+    spec: DataSpec | None = None  # how it was made, when known
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def select(self, split: str) -> np.ndarray:
+        """Indices of the images in `split` ('all' for every image)."""
+        if split == "all":
+            return np.arange(len(self))
+        return np.flatnonzero(self.split == split)
+
+    def train_mask(self) -> np.ndarray:
+        """(H, W) bool: the pixel positions that occur in the training split."""
+        return position_mask(self.points[self.split == "train"], *self.size)
+
+
+def position_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) bool marking the pixels that the given points fall in."""
+    mask = np.zeros((height, width), dtype=bool)
+    cells = pixel_of(points).reshape(-1, 2)
+    mask[cells[:, 1], cells[:, 0]] = True
+    return mask
+
+
+def pixel_of(points: np.ndarray) -> np.ndarray:
+    """The integer (x, y) of the pixel each point falls in (round half away from zero)."""
+    return np.floor(np.asarray(points, dtype=np.float64) + 0.5).astype(np.int64)
+
+
+# --- positions and splits ------------------------------------------------------------------
+
+
+def split_positions(spec: DataSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Flat pixel indices (y * W + x) each split may draw from.
+
+    `random` and `quadrant` keep train, val and test positions disjoint, so that evaluation
+    measures positions the model never saw; `none` lets every split use every position.
+    """
+    height, width = spec.size
+    every = np.arange(height * width)
+    if spec.holdout == "none":
+        return {"train": every, "val": every, "test": every}
+    if spec.holdout == "random":
+        held = rng.permutation(every)
+        n_val = _share(spec.val_fraction, every.size)
+        n_test = _share(spec.test_fraction, every.size)
+    else:  # quadrant: train never sees the bottom-right quadrant
+        ys, xs = np.divmod(every, width)
+        in_quadrant = (xs >= width // 2) & (ys >= height // 2)
+        quadrant = rng.permutation(every[in_quadrant])
+        outside = every[~in_quadrant]
+        total = spec.val_fraction + spec.test_fraction
+        n_val = round(quadrant.size * spec.val_fraction / total) if total > 0 else 0
+        n_test = quadrant.size - n_val if total > 0 else 0
+        held = np.concatenate([quadrant, rng.permutation(outside)])
+        if total == 0:
+            return {"train": outside, "val": held[:0], "test": held[:0]}
+    val, test = held[:n_val], held[n_val : n_val + n_test]
+    train = np.sort(held[n_val + n_test :])
+    return {"train": train, "val": np.sort(val), "test": np.sort(test)}
+
+
+def _share(fraction: float, total: int) -> int:
+    return max(1, round(fraction * total)) if fraction > 0 else 0
+
+
+def split_counts(spec: DataSpec) -> dict[str, int]:
+    """How many images each split gets."""
+    n_val = round(spec.val_fraction * spec.n)
+    n_test = round(spec.test_fraction * spec.n)
+    return {"train": spec.n - n_val - n_test, "val": n_val, "test": n_test}
+
+
+def sample_points(
+    pool: np.ndarray, count: int, spec: DataSpec, rng: np.random.Generator
+) -> np.ndarray:
+    """(count, K, 2) points whose pixels come from `pool`, at least `min_distance` apart."""
+    k = spec.points
+    points = _draw(pool, (count, k), spec, rng)
+    if k > 1 and spec.min_distance > 0:
+        for _ in range(1000):
+            bad = _too_close(points, spec.min_distance)
+            if not bad.any():
+                break
+            points[bad] = _draw(pool, (int(bad.sum()), k), spec, rng)
+        else:
+            raise PixelregError("could not place the points apart; lower --min-distance")
+    return points
+
+
+def _draw(pool: np.ndarray, shape: tuple[int, int], spec: DataSpec, rng: np.random.Generator):
+    cells = rng.choice(pool, size=shape)
+    ys, xs = np.divmod(cells, spec.width)
+    points = np.stack([xs, ys], axis=-1).astype(np.float64)
+    if spec.subpixel:
+        points += rng.uniform(-0.5, 0.5, size=points.shape)
+        points[..., 0] = np.clip(points[..., 0], 0, spec.width - 1)
+        points[..., 1] = np.clip(points[..., 1], 0, spec.height - 1)
+    return points.astype(np.float32)
+
+
+def _too_close(points: np.ndarray, min_distance: float) -> np.ndarray:
+    diff = points[:, :, None, :] - points[:, None, :, :]
+    dist = np.sqrt((diff**2).sum(-1))
+    k = points.shape[1]
+    dist[:, np.arange(k), np.arange(k)] = np.inf
+    return (dist < min_distance).any(axis=(1, 2))
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+
+def expected_image(points: np.ndarray, spec: DataSpec) -> np.ndarray:
+    """Noise-free (N, H, W) float64 image: background plus each spot integrated over pixels.
+
+    With blur 0 a spot puts all its brightness into the pixel it falls in; with blur > 0 each
+    pixel receives the integral of a Gaussian point spread over its area, so the total
+    intensity and centroid of a spot are exact, not sampled at pixel centres.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    n, k, _ = points.shape
+    height, width = spec.size
+    image = np.full((n, height, width), spec.background, dtype=np.float64)
+    if spec.blur == 0:
+        cells = pixel_of(points)
+        rows = np.repeat(np.arange(n), k)
+        np.add.at(image, (rows, cells[..., 1].ravel(), cells[..., 0].ravel()), spec.brightness)
+        return image
+    for j in range(k):  # K is small; each term is vectorised over images and pixels
+        wx = _pixel_integrals(points[:, j, 0], width, spec.blur)  # (N, W)
+        wy = _pixel_integrals(points[:, j, 1], height, spec.blur)  # (N, H)
+        image += spec.brightness * wy[:, :, None] * wx[:, None, :]
+    return image
+
+
+def _pixel_integrals(centres: np.ndarray, length: int, sigma: float) -> np.ndarray:
+    """Share of a 1-D Gaussian(centre, sigma) falling in each pixel [i - 0.5, i + 0.5]."""
+    edges = np.arange(length + 1, dtype=np.float64) - 0.5  # pixel i spans edges[i]..edges[i+1]
+    z = (edges[None, :] - centres[:, None]) / (sigma * math.sqrt(2.0))
+    cdf = 0.5 * (1.0 + torch.special.erf(torch.from_numpy(z)).numpy())
+    return np.diff(cdf, axis=1)
+
+
+def render(points: np.ndarray, spec: DataSpec, rng: np.random.Generator | None = None) -> np.ndarray:
+    """(N, H, W) uint8 images of `points` under `spec`, noise drawn from `rng`."""
+    if spec.blur == 0 and spec.noise == 0 and spec.points == 1:  # the clean task, fast
+        n, height, width = len(points), spec.height, spec.width
+        images = np.full((n, height, width), min(255, round(spec.background)), dtype=np.uint8)
+        cells = pixel_of(points)[:, 0]
+        images[np.arange(n), cells[:, 1], cells[:, 0]] = min(255, round(spec.background + spec.brightness))
+        return images
+    image = expected_image(points, spec)
+    if spec.noise > 0:
+        if rng is None:
+            raise ValueError("a noisy spec needs an rng")
+        image += rng.normal(0.0, spec.noise, size=image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def make_dataset(spec: DataSpec) -> Dataset:
+    """Build the dataset `spec` describes; deterministic in `spec.seed`."""
+    rng = np.random.default_rng(spec.seed)
+    pools = split_positions(spec, rng)
+    counts = split_counts(spec)
+    parts, labels = [], []
+    for name in SPLITS:
+        if counts[name] == 0:
+            continue
+        if pools[name].size == 0:
+            raise PixelregError(
+                f"the {name} split has {counts[name]} images but no positions to draw from; "
+                "raise --val-fraction/--test-fraction or use a larger --size"
+            )
+        parts.append(sample_points(pools[name], counts[name], spec, rng))
+        labels.append(np.full(counts[name], name))
+    points = np.concatenate(parts)
+    images = np.empty((spec.n, spec.height, spec.width), dtype=np.uint8)
+    chunk = max(1, 2**24 // (spec.height * spec.width))
+    for start in range(0, spec.n, chunk):
+        images[start : start + chunk] = render(points[start : start + chunk], spec, rng)
+    return Dataset(images, points, np.concatenate(labels).astype("<U5"), spec)
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def save_dataset(path: str | Path, dataset: Dataset) -> Path:
+    """Write `dataset` as a compressed .npz (atomically)."""
+    spec_json = json.dumps(dataset.spec.to_dict() if dataset.spec else None)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(
+                handle,
+                images=dataset.images,
+                points=dataset.points,
+                split=dataset.split,
+                spec=np.asarray(spec_json),
+            )
+
+    return write_atomic(path, write)
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Read and validate a dataset .npz; every problem becomes one clear PixelregError."""
+    path = require_file(path, "dataset")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise PixelregError(
+            f"{path} is not a readable .npz dataset ({exc}); make one with `pixelreg generate`"
+        ) from exc
+    missing = [key for key in ("images", "points") if key not in arrays]
+    if missing:
+        raise PixelregError(f"{path} lacks the array(s) {', '.join(missing)}; expected images, points, split")
+    images, points = arrays["images"], arrays["points"]
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise PixelregError(
+            f"{path}: images must be uint8 of shape (N, H, W), got {images.dtype} {images.shape}"
+        )
+    n, height, width = images.shape
+    if n == 0:
+        raise PixelregError(f"{path} holds no images")
+    if not (MIN_SIZE <= height <= MAX_SIZE and MIN_SIZE <= width <= MAX_SIZE):
+        raise PixelregError(f"{path}: images are {height}x{width}; each side must be {MIN_SIZE} to {MAX_SIZE}")
+    if points.dtype.kind != "f" or points.ndim != 3 or points.shape[0] != n or points.shape[2] != 2:
+        raise PixelregError(
+            f"{path}: points must be float of shape ({n}, K, 2), got {points.dtype} {points.shape}"
+        )
+    if not np.isfinite(points).all():
+        raise PixelregError(f"{path}: points contain NaN or infinity")
+    outside = (points[..., 0] < -0.5) | (points[..., 0] > width - 0.5)
+    outside |= (points[..., 1] < -0.5) | (points[..., 1] > height - 0.5)
+    if outside.any():
+        raise PixelregError(
+            f"{path}: {int(outside.any(axis=1).sum())} image(s) have points outside the "
+            f"{height}x{width} image"
+        )
+    split = arrays.get("split", np.full(n, "test"))
+    if split.shape != (n,) or split.dtype.kind != "U" or not np.isin(split, SPLITS).all():
+        raise PixelregError(f"{path}: split must be {n} labels among {', '.join(SPLITS)}")
+    spec = None
+    if "spec" in arrays:
+        try:
+            spec_dict = json.loads(str(arrays["spec"]))
+        except json.JSONDecodeError as exc:
+            raise PixelregError(f"{path}: the stored spec is not valid JSON") from exc
+        spec = DataSpec.from_dict(spec_dict) if spec_dict else None
+    return Dataset(images, points.astype(np.float32), split.astype("<U5"), spec)

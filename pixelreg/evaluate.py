@@ -1,0 +1,161 @@
+"""Evaluate a checkpoint honestly: on positions never seen in training, and on every position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from .data import DataSpec, Dataset, load_dataset, make_dataset, pixel_of, render
+from .errors import PixelregError
+from .files import write_atomic, write_json
+from .metrics import match_points, summarize
+from .models import PointModel
+from .train import predict_images, resolve_device
+
+SWEEP_MAX_PIXELS = 128 * 128  # evaluate every position only for images up to this size
+
+
+@dataclass
+class Evaluation:
+    report: dict[str, Any]  # the contents of metrics.json
+    predictions: dict[str, np.ndarray]  # the contents of predictions.npz
+
+
+def dataset_for(payload: dict[str, Any], data: str | Path | None) -> tuple[Dataset, str]:
+    """The evaluation data: `data` if given, else the training data rebuilt from the checkpoint."""
+    if data is not None:
+        return load_dataset(data), str(data)
+    if payload.get("data_spec"):
+        spec = DataSpec.from_dict(payload["data_spec"])
+        return make_dataset(spec), "rebuilt from the checkpoint's data spec"
+    if payload.get("data_path"):
+        return load_dataset(payload["data_path"]), str(payload["data_path"])
+    raise PixelregError("the checkpoint records no data to evaluate on; pass --data dataset.npz")
+
+
+def seen_in_training(points: np.ndarray, train_mask: np.ndarray) -> np.ndarray:
+    """(N,) bool: whether every point of an image lies on a pixel the training split used."""
+    height, width = train_mask.shape
+    cells = pixel_of(points)
+    inside = (cells[..., 0] >= 0) & (cells[..., 0] < width) & (cells[..., 1] >= 0) & (cells[..., 1] < height)
+    xs, ys = np.clip(cells[..., 0], 0, width - 1), np.clip(cells[..., 1], 0, height - 1)
+    return (inside & train_mask[ys, xs]).all(axis=1)
+
+
+def position_sweep(
+    model: PointModel, spec: DataSpec, train_mask: np.ndarray, device: torch.device
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics over one image per pixel position, and the (H, W) error at each position."""
+    height, width = spec.size
+    ys, xs = np.divmod(np.arange(height * width), width)
+    points = np.stack([xs, ys], axis=-1).astype(np.float32)[:, None, :]
+    sweep_spec = spec.with_(points=1, subpixel=False)
+    images = render(points, sweep_spec, np.random.default_rng(spec.seed + 1))
+    pred = predict_images(model, images, device)
+    errors = np.linalg.norm(pred[:, 0] - points[:, 0], axis=-1).reshape(height, width)
+    unseen = ~train_mask.reshape(-1)
+    metrics = {
+        "all": summarize(pred, points, height, width),
+        "unseen": summarize(pred[unseen], points[unseen], height, width),
+    }
+    return metrics, errors
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path | None = None,
+    split: str = "test",
+    device: str = "auto",
+    sweep: bool = True,
+) -> Evaluation:
+    """Predict `split` with a checkpoint and summarise errors for all, seen and unseen positions."""
+    checkpoint = resolve_checkpoint(checkpoint)
+    payload = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload)
+    torch_device = resolve_device(device)
+    model.to(torch_device)
+    dataset, source = dataset_for(payload, data)
+    height, width = dataset.size
+    if model.fixed_size and (height, width) != (model.height, model.width):
+        raise PixelregError(
+            f"the {model.name} model takes {model.height}x{model.width} images, the data is "
+            f"{height}x{width}; evaluate on data of the training size"
+        )
+    if dataset.points.shape[1] != model.points:
+        raise PixelregError(
+            f"the model predicts {model.points} point(s) per image, the data has "
+            f"{dataset.points.shape[1]}; evaluate on data like its training data"
+        )
+    index = dataset.select(split)
+    if index.size == 0:
+        raise PixelregError(f"the data has no images in split {split!r}; choose another --split")
+    train_mask = _train_mask(payload, (height, width))
+    true = dataset.points[index]
+    pred = match_points(predict_images(model, dataset.images[index], torch_device), true)
+    seen = seen_in_training(true, train_mask)
+    metrics = {
+        "all": summarize(pred, true, height, width),
+        "seen": summarize(pred[seen], true[seen], height, width),
+        "unseen": summarize(pred[~seen], true[~seen], height, width),
+    }
+    report: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "data": source,
+        "split": split,
+        "model": payload["model"],
+        "epoch": int(payload.get("epoch", 0)),
+        "metrics": metrics,
+    }
+    predictions = {
+        "index": index,
+        "images": dataset.images[index],
+        "true": true,
+        "pred": pred,
+        "error_px": np.linalg.norm(pred - true, axis=-1).mean(1),
+        "seen": seen,
+        "train_mask": train_mask,
+    }
+    spec = dataset.spec
+    if sweep and spec is not None and height * width <= SWEEP_MAX_PIXELS and spec.points == 1:
+        report["positions"], predictions["position_error"] = position_sweep(
+            model, spec, train_mask, torch_device
+        )
+    return Evaluation(report, predictions)
+
+
+def _train_mask(payload: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
+    mask = payload.get("train_mask")
+    if mask is None or tuple(mask.shape) != size:
+        return np.zeros(size, dtype=bool)  # another image size: every position is unseen
+    return mask.numpy().astype(bool)
+
+
+def save_evaluation(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write metrics.json and predictions.npz into `out_dir` (atomically)."""
+    out_dir = Path(out_dir)
+    predictions_path = out_dir / "predictions.npz"
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **evaluation.predictions)
+
+    write_atomic(predictions_path, write)
+    metrics_path = write_json(out_dir / "metrics.json", evaluation.report)
+    return metrics_path, predictions_path
+
+
+def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a predictions.npz written by `save_evaluation`."""
+    path = Path(path)
+    if not path.is_file():
+        raise PixelregError(f"{path} not found; run `pixelreg evaluate` first")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same answer
+        raise PixelregError(f"{path} is not a readable predictions file; run `pixelreg evaluate` again") from exc

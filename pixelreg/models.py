@@ -1,0 +1,221 @@
+"""Architectures that map images to points, and a registry to build them by name.
+
+Every model takes float32 images (N, 1, H, W) in [0, 1] and offers:
+- `loss(images, points)`: the training objective for true points (N, K, 2) in pixels;
+- `predict(images)`: points (N, K, 2) in pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data import from_normalized, to_normalized
+from .errors import PixelregError
+
+
+class PointModel(nn.Module):
+    """Base class: a model that locates `points` bright points in an image."""
+
+    fixed_size = True  # whether the model only takes the image size it was built for
+
+    def __init__(self, height: int, width: int, points: int = 1) -> None:
+        super().__init__()
+        self.height, self.width, self.points = height, width, points
+
+    def check_input(self, images: Tensor) -> None:
+        """Refuse images the model cannot take, with a message that says why."""
+        if images.ndim != 4 or images.shape[1] != 1:
+            raise PixelregError(f"expected images of shape (N, 1, H, W), got {tuple(images.shape)}")
+        size = tuple(images.shape[-2:])
+        if self.fixed_size and size != (self.height, self.width):
+            raise PixelregError(
+                f"this {self.name} model takes {self.height}x{self.width} images only, got "
+                f"{size[0]}x{size[1]}; use the heatmap model for other sizes"
+            )
+
+    name = "base"
+
+
+class CNNRegressor(PointModel):
+    """The published baseline: three conv/ReLU/max-pool stages and a fully connected head."""
+
+    name = "cnn"
+
+    def __init__(
+        self,
+        height: int = 50,
+        width: int = 50,
+        points: int = 1,
+        channels: tuple[int, ...] = (16, 32, 64),
+        hidden: int = 128,
+    ) -> None:
+        super().__init__(height, width, points)
+        _single_point_only(self.name, points)
+        layers: list[nn.Module] = []
+        in_channels, h, w = 1, height, width
+        for out_channels in channels:
+            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            in_channels, h, w = out_channels, h // 2, w // 2
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_channels * h * w, hidden), nn.ReLU(), nn.Linear(hidden, 2)
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images))  # (N, 2) normalised (u, v)
+
+    def loss(self, images: Tensor, points: Tensor) -> Tensor:
+        return F.mse_loss(self(images), to_normalized(points[:, 0], self.height, self.width))
+
+    def predict(self, images: Tensor) -> Tensor:
+        self.check_input(images)
+        return from_normalized(self(images), self.height, self.width)[:, None, :]
+
+
+class CoordConvRegressor(CNNRegressor):
+    """CoordConv (Liu et al. 2018): the baseline with x and y coordinate channels added."""
+
+    name = "coordconv"
+
+    def __init__(self, height: int = 50, width: int = 50, points: int = 1, **kwargs: Any) -> None:
+        super().__init__(height, width, points, **kwargs)
+        first = self.features[0]
+        self.features[0] = nn.Conv2d(3, first.out_channels, 3, padding=1)
+        ys = torch.linspace(-1.0, 1.0, height)[:, None].expand(height, width)
+        xs = torch.linspace(-1.0, 1.0, width)[None, :].expand(height, width)
+        self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        coords = self.coords.expand(images.shape[0], -1, -1, -1)
+        return super().forward(torch.cat([images, coords], dim=1))
+
+
+class HeatmapLocalizer(PointModel):
+    """Fully convolutional heatmap read out by a spatial soft-argmax (DSNT / integral regression).
+
+    Translation-equivariant, so it finds points where it never saw one and takes images of
+    any size. The loss is the coordinate MSE of the global soft-argmax plus a per-pixel
+    cross-entropy that drives the heatmap towards the target itself, which makes the readout
+    exact rather than merely close. Prediction takes the K highest local maxima and refines
+    each with a soft-argmax over a window kept symmetric about the peak, so that the image
+    border cannot pull the estimate inwards.
+    """
+
+    name = "heatmap"
+    fixed_size = False
+
+    def __init__(
+        self,
+        height: int = 50,
+        width: int = 50,
+        points: int = 1,
+        channels: int = 8,
+        depth: int = 2,
+        window: int = 2,
+    ) -> None:
+        super().__init__(height, width, points)
+        if depth < 2:
+            raise PixelregError(f"heatmap depth must be at least 2, got {depth}")
+        self.window = window
+        layers: list[nn.Module] = [nn.Conv2d(1, channels, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
+        layers.append(nn.Conv2d(channels, 1, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.body(images)[:, 0]  # (N, H, W) logits
+
+    def loss(self, images: Tensor, points: Tensor) -> Tensor:
+        logits = self(images)
+        n, height, width = logits.shape
+        log_probs = F.log_softmax(logits.reshape(n, -1), dim=1)
+        target = splat(points, height, width).reshape(n, -1)
+        cross_entropy = -(target * log_probs).sum(1).mean()
+        if points.shape[1] != 1:
+            return cross_entropy
+        probs = log_probs.exp().reshape(n, height, width)
+        xs = torch.arange(width, dtype=probs.dtype, device=probs.device)
+        ys = torch.arange(height, dtype=probs.dtype, device=probs.device)
+        expected = torch.stack([(probs.sum(1) * xs).sum(1), (probs.sum(2) * ys).sum(1)], dim=1)
+        mse = F.mse_loss(
+            to_normalized(expected, height, width), to_normalized(points[:, 0], height, width)
+        )
+        return cross_entropy + mse
+
+    def predict(self, images: Tensor) -> Tensor:
+        self.check_input(images)
+        return peaks_to_points(self(images), self.points, self.window)
+
+
+def splat(points: Tensor, height: int, width: int) -> Tensor:
+    """(N, H, W) target distribution: each point's mass 1/K split bilinearly over 4 pixels.
+
+    Its mean is the points' mean exactly, and for a point on a pixel centre it is one-hot.
+    """
+    n, k, _ = points.shape
+    target = points.new_zeros(n, height * width)
+    x = points[..., 0].clamp(0, width - 1)
+    y = points[..., 1].clamp(0, height - 1)
+    x0 = x.floor().clamp(max=width - 2)
+    y0 = y.floor().clamp(max=height - 2)
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        index = (y0 + dy) * width + (x0 + dx)
+        target.scatter_add_(1, index, weight / k)
+    return target.reshape(n, height, width)
+
+
+def peaks_to_points(logits: Tensor, k: int, radius: int) -> Tensor:
+    """(N, K, 2) points: the K strongest local maxima, each refined by a local soft-argmax."""
+    n, height, width = logits.shape
+    flat = logits.reshape(n, -1)
+    if k == 1:
+        peak = flat.argmax(1, keepdim=True)  # (N, 1)
+    else:
+        pooled = F.max_pool2d(logits[:, None], 3, stride=1, padding=1)[:, 0].reshape(n, -1)
+        suppressed = torch.where(flat == pooled, flat, torch.full_like(flat, -math.inf))
+        peak = suppressed.topk(k, dim=1).indices  # (N, K)
+    py, px = peak // width, peak % width
+    offsets = torch.arange(-radius, radius + 1, device=logits.device)
+    # a window symmetric about the peak: shrink it where the border would cut one side
+    reach_x = torch.minimum(px, width - 1 - px).clamp(max=radius)[..., None]
+    reach_y = torch.minimum(py, height - 1 - py).clamp(max=radius)[..., None]
+    dx = offsets[None, None, None, :]  # window columns
+    dy = offsets[None, None, :, None]  # window rows
+    inside = (dx.abs() <= reach_x[..., None]) & (dy.abs() <= reach_y[..., None])  # (N,K,2r+1,2r+1)
+    cols = (px[..., None, None] + dx).clamp(0, width - 1)
+    rows = (py[..., None, None] + dy).clamp(0, height - 1)
+    values = flat.gather(1, (rows * width + cols).reshape(n, -1)).reshape(inside.shape)
+    values = values.masked_fill(~inside, -math.inf)
+    weights = torch.softmax(values.reshape(n, k, -1), dim=-1).reshape(inside.shape)
+    x = px + (weights * dx).sum((-2, -1))
+    y = py + (weights * dy).sum((-2, -1))
+    return torch.stack([x, y], dim=-1).to(logits.dtype)
+
+
+def _single_point_only(name: str, points: int) -> None:
+    if points != 1:
+        raise PixelregError(
+            f"the {name} model predicts one point per image, but the data has {points}; "
+            "use --model heatmap for several points"
+        )
+
+
+MODELS: dict[str, type[PointModel]] = {
+    cls.name: cls for cls in (HeatmapLocalizer, CNNRegressor, CoordConvRegressor)
+}
+DEFAULT_MODEL = "heatmap"
+
+
+def build_model(name: str, **kwargs: Any) -> PointModel:
+    """Build a registered model by name; unknown names raise a clear PixelregError."""
+    if name not in MODELS:
+        raise PixelregError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](**kwargs)

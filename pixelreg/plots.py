@@ -1,0 +1,164 @@
+"""Figures of a run: one function per figure, headless (Agg), each written atomically."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from .errors import PixelregError  # noqa: E402
+from .files import write_atomic  # noqa: E402
+
+TRUE_STYLE = {"marker": "o", "s": 90, "facecolors": "none", "edgecolors": "#2ca02c", "linewidths": 1.8}
+PRED_STYLE = {"marker": "x", "s": 60, "c": "#d62728", "linewidths": 1.8}
+SEEN_COLOR, UNSEEN_COLOR = "#1f77b4", "#ff7f0e"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def read_history(path: str | Path) -> dict[str, np.ndarray]:
+    """history.csv as columns of floats."""
+    path = Path(path)
+    if not path.is_file():
+        raise PixelregError(f"{path} not found; is this a run directory made by `pixelreg train`?")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise PixelregError(f"{path} has no epochs yet")
+    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
+
+
+def plot_loss(history: dict[str, np.ndarray], path: Path) -> Path:
+    """Train and validation loss per epoch (log scale), beside the validation pixel error."""
+    fig, (ax_loss, ax_px) = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = history["epoch"]
+    ax_loss.plot(epochs, history["train_loss"], "-o", ms=3, label="train")
+    ax_loss.plot(epochs, history["val_loss"], "-o", ms=3, label="validation")
+    ax_loss.set_yscale("log")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax_loss.legend()
+    ax_px.plot(epochs, history["val_mean_px"], "-o", ms=3, color="#9467bd")
+    ax_px.set_yscale("symlog", linthresh=1e-3)
+    ax_px.set_ylim(bottom=0)
+    ax_px.set(xlabel="epoch", ylabel="mean error (px)", title="Validation error (pixels)")
+    for ax in (ax_loss, ax_px):
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_scatter(predictions: dict[str, np.ndarray], size: tuple[int, int], path: Path) -> Path:
+    """Predicted against true x and y, seen and unseen positions told apart, with the diagonal."""
+    true, pred, seen = predictions["true"], predictions["pred"], predictions["seen"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
+    for axis, (ax, name, extent) in enumerate(zip(axes, ("x", "y"), (size[1], size[0]))):
+        ax.plot([-0.5, extent - 0.5], [-0.5, extent - 0.5], color="0.6", lw=1, zorder=0, label="prediction = truth")
+        for mask, color, label in ((seen, SEEN_COLOR, "seen in training"), (~seen, UNSEEN_COLOR, "never seen")):
+            if mask.any():
+                ax.scatter(true[mask, :, axis].ravel(), pred[mask, :, axis].ravel(), s=6, alpha=0.6, color=color, label=f"{label} ({int(mask.sum())})")
+        ax.set(xlabel=f"true {name} (px)", ylabel=f"predicted {name} (px)", title=f"{name}: predicted vs true")
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_samples(predictions: dict[str, np.ndarray], path: Path, count: int = 12, crop: int = 8) -> Path:
+    """A grid of evaluated images zoomed around the true point, true and predicted points marked.
+
+    Half are drawn at random, half are the worst errors, so that failures are never hidden.
+    """
+    images, true, pred, errors = (predictions[key] for key in ("images", "true", "pred", "error_px"))
+    rng = np.random.default_rng(0)
+    worst = np.argsort(errors)[::-1][: count // 2]
+    rest = np.setdiff1d(np.arange(len(images)), worst)
+    chosen = np.concatenate([rng.choice(rest, size=min(count - len(worst), rest.size), replace=False), worst])
+    cols = 4
+    rows = max(1, int(np.ceil(len(chosen) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.1 * rows), squeeze=False)
+    height, width = images.shape[1:]
+    for ax, i in zip(axes.ravel(), chosen):
+        cx, cy = true[i, 0]
+        x0 = int(np.clip(round(cx) - crop, 0, max(0, width - 2 * crop - 1)))
+        y0 = int(np.clip(round(cy) - crop, 0, max(0, height - 2 * crop - 1)))
+        x1, y1 = min(width, x0 + 2 * crop + 1), min(height, y0 + 2 * crop + 1)
+        ax.imshow(images[i, y0:y1, x0:x1], cmap="gray", vmin=0, vmax=255, interpolation="nearest",
+                  extent=(x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5))
+        ax.scatter(true[i, :, 0], true[i, :, 1], **TRUE_STYLE)
+        ax.scatter(pred[i, :, 0], pred[i, :, 1], **PRED_STYLE)
+        ax.set_xlim(x0 - 0.5, x1 - 0.5)
+        ax.set_ylim(y1 - 0.5, y0 - 0.5)
+        tag = "worst" if i in worst else "random"
+        ax.set_title(f"#{predictions['index'][i]} ({tag}): error {errors[i]:.3f} px", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(chosen):]:
+        ax.axis("off")
+    handles = [
+        Line2D([], [], marker="o", ls="", mfc="none", mec=TRUE_STYLE["edgecolors"], mew=1.8, ms=9, label="true point"),
+        Line2D([], [], marker="x", ls="", color=PRED_STYLE["c"], mew=1.8, ms=8, label="predicted point"),
+    ]
+    fig.legend(handles=handles, loc="upper center", ncol=2, bbox_to_anchor=(0.5, 1.02))
+    fig.suptitle(f"Images zoomed to {2 * crop + 1}x{2 * crop + 1} px around the true point (axes in image pixels)", y=1.05, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_error_map(predictions: dict[str, np.ndarray], path: Path) -> Path:
+    """Mean error at each pixel position; positions never seen in training outlined."""
+    train_mask = predictions["train_mask"].astype(bool)
+    height, width = train_mask.shape
+    if "position_error" in predictions:
+        error = predictions["position_error"]
+        source = "one image at every position"
+    else:
+        error = _binned_error(predictions, height, width)
+        source = "evaluated images, binned by true pixel (blank: no image)"
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    vmax = max(float(np.nanmax(error)) if np.isfinite(error).any() else 0.0, 1e-3)
+    shown = ax.imshow(error, cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+    fig.colorbar(shown, ax=ax, label="mean error (px)", shrink=0.85)
+    unseen_y, unseen_x = np.nonzero(~train_mask)
+    marker_size = (fig.get_size_inches()[0] * 72 * 0.7 / width) ** 2 * 0.55
+    ax.scatter(unseen_x, unseen_y, marker="s", s=marker_size, facecolors="none", edgecolors="#4fc3f7", linewidths=0.6)
+    ax.set(xlabel="x (column)", ylabel="y (row)")
+    finite = error[np.isfinite(error)]
+    exact_note = f"max {finite.max():.3f} px" if finite.size else "no data"
+    ax.set_title(f"Error by position ({source})\n{exact_note}; outlined: never seen in training ({unseen_x.size})", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _binned_error(predictions: dict[str, np.ndarray], height: int, width: int) -> np.ndarray:
+    cells = np.floor(predictions["true"][:, 0] + 0.5).astype(int)
+    total = np.zeros((height, width))
+    count = np.zeros((height, width))
+    np.add.at(total, (cells[:, 1], cells[:, 0]), predictions["error_px"])
+    np.add.at(count, (cells[:, 1], cells[:, 0]), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def plot_run(run_dir: str | Path, predictions: dict[str, Any]) -> list[Path]:
+    """Every figure of a run, written to RUN_DIR/figures."""
+    run_dir = Path(run_dir)
+    figures = run_dir / "figures"
+    size = tuple(predictions["train_mask"].shape)
+    return [
+        plot_loss(read_history(run_dir / "history.csv"), figures / "loss.png"),
+        plot_scatter(predictions, size, figures / "scatter.png"),
+        plot_samples(predictions, figures / "samples.png"),
+        plot_error_map(predictions, figures / "error_map.png"),
+    ]
