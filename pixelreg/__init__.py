@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .data import DataSpec, Dataset, from_normalized, load_dataset, make_dataset, to_normalized  # noqa: E402
+from .data import Dataset, DataSpec, from_normalized, load_dataset, make_dataset, to_normalized  # noqa: E402
 from .errors import PixelregError  # noqa: E402
 
 __all__ = [

@@ -45,6 +45,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # no forbidden class or function: just bad bytes
+            raise PixelregError(f"{path} is not a readable checkpoint (truncated or corrupt?)") from exc
         raise PixelregError(
             f"{path} holds objects other than tensors and plain values, so it was not loaded "
             "(loading it could run code); use a checkpoint written by pixelreg"

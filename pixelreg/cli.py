@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -111,9 +111,15 @@ Holdout = Annotated[
 Points = Annotated[int, typer.Option(help="Bright points per image.")]
 MinDistance = Annotated[float, typer.Option(help="Minimum distance between points of one image, pixels.")]
 Blur = Annotated[float, typer.Option(help="Gaussian point-spread sigma in pixels (0: one pixel).")]
-Subpixel = Annotated[bool, typer.Option("--subpixel/--no-subpixel", help="Continuous positions, spot integrated over pixels.")]
-Noise = Annotated[float, typer.Option(help="Additive Gaussian noise sigma, grey levels (then clipped to 0..255).")]
-Brightness = Annotated[float, typer.Option(help="Total intensity of a spot: grey levels summed over its pixels.")]
+Subpixel = Annotated[
+    bool, typer.Option("--subpixel/--no-subpixel", help="Continuous positions, spot integrated over pixels.")
+]
+Noise = Annotated[
+    float, typer.Option(help="Additive Gaussian noise sigma, grey levels (then clipped to 0..255).")
+]
+Brightness = Annotated[
+    float, typer.Option(help="Total intensity of a spot: grey levels summed over its pixels.")
+]
 Background = Annotated[float, typer.Option(help="Constant grey level under the spots.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but the result on stdout.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
@@ -208,19 +214,44 @@ class ConsoleReporter:
 
 @command
 def train(
-    data: Annotated[Optional[Path], typer.Option(help="Dataset .npz from `pixelreg generate`; without it, data is made in memory from the options below.")] = None,  # noqa: UP045
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dataset .npz from `pixelreg generate`; without it, data is made in memory from the options below."
+        ),
+    ] = None,
     model: Annotated[str, typer.Option(help=f"Architecture: {', '.join(MODELS)}.")] = DEFAULT_MODEL,
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 30,
     batch_size: Annotated[int, typer.Option(help="Images per optimisation step.")] = 64,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (cosine-decayed); default 1e-2 for heatmap, 1e-3 otherwise.", show_default=False)] = None,  # noqa: UP045
-    channels: Annotated[Optional[int], typer.Option(help="Heatmap model: feature channels (default 8).", show_default=False)] = None,  # noqa: UP045
-    depth: Annotated[Optional[int], typer.Option(help="Heatmap model: convolution layers (default 2).", show_default=False)] = None,  # noqa: UP045
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Adam learning rate (cosine-decayed); default 1e-2 for heatmap, 1e-3 otherwise.",
+            show_default=False,
+        ),
+    ] = None,
+    channels: Annotated[
+        int | None, typer.Option(help="Heatmap model: feature channels (default 8).", show_default=False)
+    ] = None,
+    depth: Annotated[
+        int | None, typer.Option(help="Heatmap model: convolution layers (default 2).", show_default=False)
+    ] = None,
     seed: Seed = 0,
     device: Device = "auto",
     out: Annotated[Path, typer.Option(help="Directory that holds runs.")] = Path("runs"),
-    name: Annotated[Optional[str], typer.Option(help="Run name; default: the first free of train, train2, ...", show_default=False)] = None,  # noqa: UP045
-    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Write into an existing run directory.")] = False,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run of this last.pt, in its directory, with its settings.", show_default=False)] = None,  # noqa: UP045
+    name: Annotated[
+        str | None,
+        typer.Option(help="Run name; default: the first free of train, train2, ...", show_default=False),
+    ] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Write into an existing run directory.")
+    ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the run of this last.pt, in its directory, with its settings.", show_default=False
+        ),
+    ] = None,
     n: NImages = 10_000,
     size: Size = "50",
     val_fraction: ValFraction = 0.1,
@@ -281,7 +312,9 @@ def train(
         console.print(f"{result.run_dir} already finished all its epochs; nothing to resume.")
     best = min(result.history, key=lambda row: (row["val_mean_px"], row["val_loss"]), default=None)
     if not quiet and best is not None and not result.already_finished:
-        console.print(f"Best epoch {int(best['epoch'])}: val_mean_px {best['val_mean_px']:.4f}. Run: {result.run_dir}")
+        console.print(
+            f"Best epoch {int(best['epoch'])}: val_mean_px {best['val_mean_px']:.4f}. Run: {result.run_dir}"
+        )
     summary = {
         "run_dir": str(result.run_dir),
         "best": str(result.best_path),
@@ -309,15 +342,28 @@ def metrics_table(report: dict[str, Any]) -> Table:
     return table
 
 
-CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint (.pt), or a run directory meaning its best.pt.")]
+CheckpointArg = Annotated[
+    Path, typer.Argument(help="A checkpoint (.pt), or a run directory meaning its best.pt.")
+]
 
 
 @command
 def evaluate(
     checkpoint: CheckpointArg,
-    data: Annotated[Optional[Path], typer.Option(help="Dataset .npz; default: rebuild the training data from the checkpoint.", show_default=False)] = None,  # noqa: UP045
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dataset .npz; default: rebuild the training data from the checkpoint.", show_default=False
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate: train, val, test or all.")] = "test",
-    out: Annotated[Optional[Path], typer.Option(help="Directory for metrics.json and predictions.npz; default: beside the checkpoint.", show_default=False)] = None,  # noqa: UP045
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for metrics.json and predictions.npz; default: beside the checkpoint.",
+            show_default=False,
+        ),
+    ] = None,
     device: Device = "auto",
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -340,7 +386,9 @@ def evaluate(
 @command
 def predict(
     checkpoint: CheckpointArg,
-    images: Annotated[list[Path], typer.Argument(help="PNG files (8-bit grey or RGB) or .npy arrays (H, W) or (N, H, W).")],
+    images: Annotated[
+        list[Path], typer.Argument(help="PNG files (8-bit grey or RGB) or .npy arrays (H, W) or (N, H, W).")
+    ],
     device: Device = "auto",
     as_json: AsJson = False,
 ) -> None:
@@ -365,7 +413,12 @@ def predict(
             for point, (x, y) in enumerate(points):
                 row = {"path": str(path), "index": index, "x": round(float(x), 4), "y": round(float(y), 4)}
                 if model.points > 1:
-                    row = {"path": str(path), "index": index, "point": point, **{k: row[k] for k in ("x", "y")}}
+                    row = {
+                        "path": str(path),
+                        "index": index,
+                        "point": point,
+                        **{k: row[k] for k in ("x", "y")},
+                    }
                 rows.append(row)
     if as_json:
         emit(rows, True)
@@ -412,7 +465,12 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Train neural networks to locate bright points in images, and measure them honestly."""
 

@@ -117,9 +117,7 @@ class DataSpec:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise PixelregError(
-                f"dataset spec has unknown fields {unknown}; it was made by a newer pixelreg"
-            )
+            raise PixelregError(f"dataset spec has unknown fields {unknown}; it was made by a newer pixelreg")
         return cls(**data)
 
     def with_(self, **changes: Any) -> DataSpec:
@@ -210,9 +208,7 @@ def split_counts(spec: DataSpec) -> dict[str, int]:
     return {"train": spec.n - n_val - n_test, "val": n_val, "test": n_test}
 
 
-def sample_points(
-    pool: np.ndarray, count: int, spec: DataSpec, rng: np.random.Generator
-) -> np.ndarray:
+def sample_points(pool: np.ndarray, count: int, spec: DataSpec, rng: np.random.Generator) -> np.ndarray:
     """(count, K, 2) points whose pixels come from `pool`, at least `min_distance` apart."""
     k = spec.points
     points = _draw(pool, (count, k), spec, rng)
@@ -362,7 +358,9 @@ def load_dataset(path: str | Path) -> Dataset:
     if n == 0:
         raise PixelregError(f"{path} holds no images")
     if not (MIN_SIZE <= height <= MAX_SIZE and MIN_SIZE <= width <= MAX_SIZE):
-        raise PixelregError(f"{path}: images are {height}x{width}; each side must be {MIN_SIZE} to {MAX_SIZE}")
+        raise PixelregError(
+            f"{path}: images are {height}x{width}; each side must be {MIN_SIZE} to {MAX_SIZE}"
+        )
     if points.dtype.kind != "f" or points.ndim != 3 or points.shape[0] != n or points.shape[2] != 2:
         raise PixelregError(
             f"{path}: points must be float of shape ({n}, K, 2), got {points.dtype} {points.shape}"

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from .data import DataSpec, Dataset, load_dataset, make_dataset, pixel_of, render
+from .data import Dataset, DataSpec, load_dataset, make_dataset, pixel_of, render
 from .errors import PixelregError
 from .files import write_atomic, write_json
 from .metrics import match_points, summarize
@@ -158,4 +158,6 @@ def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same answer
-        raise PixelregError(f"{path} is not a readable predictions file; run `pixelreg evaluate` again") from exc
+        raise PixelregError(
+            f"{path} is not a readable predictions file; run `pixelreg evaluate` again"
+        ) from exc

@@ -143,9 +143,7 @@ class HeatmapLocalizer(PointModel):
         xs = torch.arange(width, dtype=probs.dtype, device=probs.device)
         ys = torch.arange(height, dtype=probs.dtype, device=probs.device)
         expected = torch.stack([(probs.sum(1) * xs).sum(1), (probs.sum(2) * ys).sum(1)], dim=1)
-        mse = F.mse_loss(
-            to_normalized(expected, height, width), to_normalized(points[:, 0], height, width)
-        )
+        mse = F.mse_loss(to_normalized(expected, height, width), to_normalized(points[:, 0], height, width))
         return cross_entropy + mse
 
     def predict(self, images: Tensor) -> Tensor:
@@ -166,7 +164,12 @@ def splat(points: Tensor, height: int, width: int) -> Tensor:
     y0 = y.floor().clamp(max=height - 2)
     fx, fy = x - x0, y - y0
     x0, y0 = x0.long(), y0.long()
-    for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+    for dx, dy, weight in (
+        (0, 0, (1 - fx) * (1 - fy)),
+        (1, 0, fx * (1 - fy)),
+        (0, 1, (1 - fx) * fy),
+        (1, 1, fx * fy),
+    ):
         index = (y0 + dy) * width + (x0 + dx)
         target.scatter_add_(1, index, weight / k)
     return target.reshape(n, height, width)

@@ -63,12 +63,31 @@ def plot_scatter(predictions: dict[str, np.ndarray], size: tuple[int, int], path
     """Predicted against true x and y, seen and unseen positions told apart, with the diagonal."""
     true, pred, seen = predictions["true"], predictions["pred"], predictions["seen"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
-    for axis, (ax, name, extent) in enumerate(zip(axes, ("x", "y"), (size[1], size[0]))):
-        ax.plot([-0.5, extent - 0.5], [-0.5, extent - 0.5], color="0.6", lw=1, zorder=0, label="prediction = truth")
-        for mask, color, label in ((seen, SEEN_COLOR, "seen in training"), (~seen, UNSEEN_COLOR, "never seen")):
+    for axis, (ax, name, extent) in enumerate(zip(axes, ("x", "y"), (size[1], size[0]), strict=True)):
+        ax.plot(
+            [-0.5, extent - 0.5],
+            [-0.5, extent - 0.5],
+            color="0.6",
+            lw=1,
+            zorder=0,
+            label="prediction = truth",
+        )
+        for mask, color, label in (
+            (seen, SEEN_COLOR, "seen in training"),
+            (~seen, UNSEEN_COLOR, "never seen"),
+        ):
             if mask.any():
-                ax.scatter(true[mask, :, axis].ravel(), pred[mask, :, axis].ravel(), s=6, alpha=0.6, color=color, label=f"{label} ({int(mask.sum())})")
-        ax.set(xlabel=f"true {name} (px)", ylabel=f"predicted {name} (px)", title=f"{name}: predicted vs true")
+                ax.scatter(
+                    true[mask, :, axis].ravel(),
+                    pred[mask, :, axis].ravel(),
+                    s=6,
+                    alpha=0.6,
+                    color=color,
+                    label=f"{label} ({int(mask.sum())})",
+                )
+        ax.set(
+            xlabel=f"true {name} (px)", ylabel=f"predicted {name} (px)", title=f"{name}: predicted vs true"
+        )
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper left", fontsize=8)
@@ -90,13 +109,19 @@ def plot_samples(predictions: dict[str, np.ndarray], path: Path, count: int = 12
     rows = max(1, int(np.ceil(len(chosen) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.1 * rows), squeeze=False)
     height, width = images.shape[1:]
-    for ax, i in zip(axes.ravel(), chosen):
+    for ax, i in zip(axes.ravel(), chosen, strict=False):
         cx, cy = true[i, 0]
         x0 = int(np.clip(round(cx) - crop, 0, max(0, width - 2 * crop - 1)))
         y0 = int(np.clip(round(cy) - crop, 0, max(0, height - 2 * crop - 1)))
         x1, y1 = min(width, x0 + 2 * crop + 1), min(height, y0 + 2 * crop + 1)
-        ax.imshow(images[i, y0:y1, x0:x1], cmap="gray", vmin=0, vmax=255, interpolation="nearest",
-                  extent=(x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5))
+        ax.imshow(
+            images[i, y0:y1, x0:x1],
+            cmap="gray",
+            vmin=0,
+            vmax=255,
+            interpolation="nearest",
+            extent=(x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5),
+        )
         ax.scatter(true[i, :, 0], true[i, :, 1], **TRUE_STYLE)
         ax.scatter(pred[i, :, 0], pred[i, :, 1], **PRED_STYLE)
         ax.set_xlim(x0 - 0.5, x1 - 0.5)
@@ -104,14 +129,28 @@ def plot_samples(predictions: dict[str, np.ndarray], path: Path, count: int = 12
         tag = "worst" if i in worst else "random"
         ax.set_title(f"#{predictions['index'][i]} ({tag}): error {errors[i]:.3f} px", fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(chosen):]:
+    for ax in axes.ravel()[len(chosen) :]:
         ax.axis("off")
     handles = [
-        Line2D([], [], marker="o", ls="", mfc="none", mec=TRUE_STYLE["edgecolors"], mew=1.8, ms=9, label="true point"),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            ls="",
+            mfc="none",
+            mec=TRUE_STYLE["edgecolors"],
+            mew=1.8,
+            ms=9,
+            label="true point",
+        ),
         Line2D([], [], marker="x", ls="", color=PRED_STYLE["c"], mew=1.8, ms=8, label="predicted point"),
     ]
     fig.legend(handles=handles, loc="upper center", ncol=2, bbox_to_anchor=(0.5, 1.02))
-    fig.suptitle(f"Images zoomed to {2 * crop + 1}x{2 * crop + 1} px around the true point (axes in image pixels)", y=1.05, fontsize=10)
+    fig.suptitle(
+        f"Images zoomed to {2 * crop + 1}x{2 * crop + 1} px around the true point (axes in image pixels)",
+        y=1.05,
+        fontsize=10,
+    )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -132,11 +171,16 @@ def plot_error_map(predictions: dict[str, np.ndarray], path: Path) -> Path:
     fig.colorbar(shown, ax=ax, label="mean error (px)", shrink=0.85)
     unseen_y, unseen_x = np.nonzero(~train_mask)
     marker_size = (fig.get_size_inches()[0] * 72 * 0.7 / width) ** 2 * 0.55
-    ax.scatter(unseen_x, unseen_y, marker="s", s=marker_size, facecolors="none", edgecolors="#4fc3f7", linewidths=0.6)
+    ax.scatter(
+        unseen_x, unseen_y, marker="s", s=marker_size, facecolors="none", edgecolors="#4fc3f7", linewidths=0.6
+    )
     ax.set(xlabel="x (column)", ylabel="y (row)")
     finite = error[np.isfinite(error)]
     exact_note = f"max {finite.max():.3f} px" if finite.size else "no data"
-    ax.set_title(f"Error by position ({source})\n{exact_note}; outlined: never seen in training ({unseen_x.size})", fontsize=9)
+    ax.set_title(
+        f"Error by position ({source})\n{exact_note}; outlined: never seen in training ({unseen_x.size})",
+        fontsize=9,
+    )
     fig.tight_layout()
     return _save(fig, path)
 

@@ -23,7 +23,7 @@ import torch
 
 from . import __version__
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from .data import DataSpec, Dataset, load_dataset, make_dataset
+from .data import Dataset, DataSpec, load_dataset, make_dataset
 from .errors import PixelregError
 from .files import write_json, write_text
 from .metrics import match_points
@@ -166,7 +166,9 @@ def predict_images(
 
 
 @torch.no_grad()
-def validate(model: PointModel, images: torch.Tensor, points: torch.Tensor, batch_size: int) -> tuple[float, float]:
+def validate(
+    model: PointModel, images: torch.Tensor, points: torch.Tensor, batch_size: int
+) -> tuple[float, float]:
     """(mean loss, mean pixel error of matched points) over a held-out split."""
     model.eval()
     total_loss, errors = 0.0, []
@@ -291,7 +293,9 @@ def train(
         for epoch in range(first_epoch, config.epochs + 1):
             started = time.perf_counter()
             model.train()
-            order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+            order = torch.randperm(
+                len(train_idx), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+            )
             loss_sum = 0.0
             for start in range(0, len(order), config.batch_size):
                 if stop["signal"] is not None:

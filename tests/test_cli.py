@@ -1,0 +1,281 @@
+"""The commands end to end, through Typer's CliRunner, as a user or a script would call them."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pixelreg.cli import _join_size_arguments, app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def write_png(path: Path, pixels: np.ndarray) -> Path:
+    """A minimal PNG writer (8-bit grey or RGB), independent of the project and of Pillow."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    colour_type = 2 if pixels.ndim == 3 else 0
+    raw = b"".join(b"\x00" + pixels[row].tobytes() for row in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.mark.parametrize("command", ["", "generate", "train", "evaluate", "predict", "plot"])
+def test_every_command_has_help(command):
+    result = run(*([command] if command else []), "--help")
+    assert result.exit_code == 0
+    assert "Usage" in result.stdout
+
+
+def test_generate_prints_the_path_and_writes_the_dataset(tmp_path):
+    out = tmp_path / "d.npz"
+    result = run("generate", "--out", out, "--n", 300, "--size", "12x20", "--holdout", "quadrant")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == str(out)
+    with np.load(out, allow_pickle=False) as data:
+        assert data["images"].shape == (300, 12, 20) and data["points"].shape == (300, 1, 2)
+        assert json.loads(str(data["spec"]))["holdout"] == "quadrant"
+
+
+def test_size_given_as_two_numbers_is_joined():
+    assert _join_size_arguments(["generate", "--size", "30", "70", "--n", "5"]) == [
+        "generate",
+        "--size",
+        "30x70",
+        "--n",
+        "5",
+    ]
+    assert _join_size_arguments(["generate", "--size", "30", "--n", "5"]) == [
+        "generate",
+        "--size",
+        "30",
+        "--n",
+        "5",
+    ]
+
+
+def test_generate_train_evaluate_predict_plot_chain(tmp_path):
+    data = tmp_path / "d.npz"
+    assert run("generate", "--out", data, "--n", 600, "--size", 16, "--seed", 2).exit_code == 0
+    result = run(
+        "train",
+        "--data",
+        data,
+        "--epochs",
+        2,
+        "--batch-size",
+        32,
+        "--out",
+        tmp_path / "runs",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.stderr
+    run_dir = Path(result.stdout.strip())
+    assert run_dir == tmp_path / "runs" / "train"
+    result = run("evaluate", run_dir / "best.pt", "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["metrics"]) == {"all", "seen", "unseen"}
+    assert set(report["metrics"]["unseen"]) >= {
+        "n",
+        "mse",
+        "mean_px",
+        "median_px",
+        "p95_px",
+        "max_px",
+        "exact",
+    }
+    assert report["metrics"]["unseen"]["n"] == 60  # the default holdout: test positions are unseen
+    assert json.loads((run_dir / "metrics.json").read_text()) == report
+    image = np.zeros((16, 16), dtype=np.uint8)
+    image[11, 4] = 255
+    png = write_png(tmp_path / "one.png", image)
+    result = run("predict", run_dir, png, "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    header, row = result.stdout.strip().splitlines()
+    assert header == "path,index,x,y"
+    path, index, x, y = row.split(",")
+    assert (path, index, round(float(x)), round(float(y))) == (str(png), "0", 4, 11)
+    result = run("plot", run_dir)
+    assert result.exit_code == 0, result.stderr
+    names = sorted(Path(line).name for line in result.stdout.split())
+    assert names == ["error_map.png", "loss.png", "samples.png", "scatter.png"]
+    for name in names:
+        assert (run_dir / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_finds_every_position_in_independent_images_of_other_sizes(small_run, tmp_path):
+    """A 16x16-trained heatmap model, given PNG and .npy images of other shapes made here."""
+    for height, width in [(16, 16), (20, 12), (9, 30)]:
+        ys, xs = np.divmod(np.arange(height * width), width)
+        stack = np.zeros((height * width, height, width), dtype=np.uint8)
+        stack[np.arange(height * width), ys, xs] = 255
+        np.save(tmp_path / "all.npy", stack)
+        result = run("predict", small_run / "best.pt", tmp_path / "all.npy", "--json", "--device", "cpu")
+        assert result.exit_code == 0, result.stderr
+        found = np.array([[row["x"], row["y"]] for row in json.loads(result.stdout)])
+        np.testing.assert_array_equal(np.rint(found), np.stack([xs, ys], 1))
+    rgb = np.zeros((16, 16, 3), dtype=np.uint8)
+    rgb[2, 13] = 255
+    result = run(
+        "predict", small_run / "best.pt", write_png(tmp_path / "rgb.png", rgb), "--json", "--device", "cpu"
+    )
+    assert result.exit_code == 0, result.stderr
+    row = json.loads(result.stdout)[0]
+    assert (round(row["x"]), round(row["y"])) == (13, 2)
+
+
+def test_an_existing_run_name_is_refused_and_nothing_is_written(tmp_path):
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    result = run(
+        "train", "--n", 200, "--size", 16, "--epochs", 1, "--out", tmp_path / "runs", "--name", "mine"
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: run directory")
+    assert list((tmp_path / "runs" / "mine").iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory, small_run: Path) -> Path:
+    """A folder of broken or wrong inputs, one per case below."""
+    root = tmp_path_factory.mktemp("bad")
+    (root / "empty.npz").write_bytes(b"")
+    (root / "text.npz").write_text("not a zip\n")
+    (root / "folder.npz").mkdir()
+    good = np.load(small_run.parent.parent / "data.npz") if False else None  # noqa: F841
+    images = np.zeros((4, 16, 16), dtype=np.uint8)
+    points = np.zeros((4, 1, 2), dtype=np.float32)
+    split = np.array(["train", "val", "test", "test"])
+    np.savez(root / "nopoints.npz", images=images, split=split)
+    np.savez(root / "float_images.npz", images=images.astype(np.float32), points=points, split=split)
+    np.savez(root / "nan_points.npz", images=images, points=np.full_like(points, np.nan), split=split)
+    np.savez(root / "outside.npz", images=images, points=points + 40, split=split)
+    np.savez(root / "flat_points.npz", images=images, points=points[:, 0], split=split)
+    np.savez(root / "bad_split.npz", images=images, points=points, split=np.array(["a", "b", "c", "d"]))
+    data = (small_run / "best.pt").read_bytes()
+    (root / "truncated.pt").write_bytes(data[: len(data) // 3])
+    (root / "garbage.pt").write_bytes(b"\x00\x01garbage" * 10)
+    torch.save({"weights": torch.zeros(3)}, root / "foreign.pt")
+    (root / "notes.png").write_text("this is text, not a picture\n")
+    (root / "notes.txt").write_text("hello\n")
+    np.save(root / "nan.npy", np.full((16, 16), np.nan))
+    np.save(root / "cube.npy", np.zeros((2, 2, 16, 16)))
+    return root
+
+
+CKPT = "{run}/best.pt"
+BAD_INPUTS = [
+    # (arguments, exit code, words the one-line message must contain)
+    (["evaluate", "missing.pt"], 1, "checkpoint not found"),
+    (["evaluate", "{bad}/folder.npz"], 1, "is a directory"),
+    (["evaluate", "{bad}/truncated.pt"], 1, "truncated or corrupt"),
+    (["evaluate", "{bad}/garbage.pt"], 1, "truncated or corrupt"),
+    (["evaluate", "{bad}/foreign.pt"], 1, "not a pixelreg checkpoint"),
+    (["evaluate", CKPT, "--data", "{bad}/empty.npz"], 1, "is empty"),
+    (["evaluate", CKPT, "--data", "{bad}/text.npz"], 1, "not a readable .npz"),
+    (["evaluate", CKPT, "--data", "{bad}/nopoints.npz"], 1, "lacks the array(s) points"),
+    (["evaluate", CKPT, "--data", "{bad}/float_images.npz"], 1, "images must be uint8"),
+    (["evaluate", CKPT, "--data", "{bad}/nan_points.npz"], 1, "NaN"),
+    (["evaluate", CKPT, "--data", "{bad}/outside.npz"], 1, "outside"),
+    (["evaluate", CKPT, "--data", "{bad}/flat_points.npz"], 1, "points must be float of shape"),
+    (["evaluate", CKPT, "--data", "{bad}/bad_split.npz"], 1, "split must be"),
+    (["evaluate", CKPT, "--split", "holdout"], 1, "--split must be one of"),
+    (["train", "--data", "missing.npz", "--epochs", "1"], 1, "dataset not found"),
+    (["train", "--epochs", "0"], 1, "--epochs must be at least 1"),
+    (["train", "--epochs", "-3"], 1, "--epochs must be at least 1"),
+    (["train", "--batch-size", "0"], 1, "--batch-size must be at least 1"),
+    (["train", "--model", "resnet"], 1, "unknown model 'resnet'"),
+    (["train", "--device", "tpu", "--epochs", "1", "--n", "100", "--size", "16"], 1, "unknown device 'tpu'"),
+    (["train", "--lr", "-1"], 1, "--lr must be a positive number"),
+    (["train", "--model", "cnn", "--channels", "4"], 1, "heatmap model only"),
+    (["generate", "--n", "0"], 1, "--n must be at least 1"),
+    (["generate", "--n", "-5"], 1, "--n must be at least 1"),
+    (["generate", "--val-fraction", "1.5"], 1, "--val-fraction must be in [0, 1)"),
+    (["generate", "--test-fraction", "-0.1"], 1, "--test-fraction must be in [0, 1)"),
+    (["generate", "--val-fraction", "0.6", "--test-fraction", "0.5"], 1, "must be below 1"),
+    (["generate", "--holdout", "diagonal"], 1, "--holdout must be one of"),
+    (["generate", "--size", "4"], 1, "must be 8 to 512"),
+    (["generate", "--size", "big"], 1, "--size must be N"),
+    (["generate", "--n", "ten"], 2, "Invalid value"),
+    (["predict", CKPT, "{bad}/notes.png"], 1, "not a readable PNG"),
+    (["predict", CKPT, "{bad}/notes.txt"], 1, "unsupported image type .txt"),
+    (["predict", CKPT, "{bad}/nan.npy"], 1, "NaN"),
+    (["predict", CKPT, "{bad}/cube.npy"], 1, "expected an array of shape"),
+    (["predict", CKPT, "missing.png"], 1, "image not found"),
+    (["plot", "missing_run"], 1, "run directory not found"),
+    (["plot", "{bad}"], 1, "has no history.csv"),
+]
+
+
+@pytest.mark.parametrize("args, code, words", BAD_INPUTS, ids=[" ".join(case[0])[:60] for case in BAD_INPUTS])
+def test_bad_input_gives_one_error_line_and_no_traceback(
+    args, code, words, bad_files, small_run, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    before = set(bad_files.iterdir())
+    result = run(*[a.format(bad=bad_files, run=small_run) for a in args])
+    assert result.exit_code == code, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert words in result.stderr
+    if code == 1:
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert result.stdout == ""
+    assert set(bad_files.iterdir()) == before
+    assert list(tmp_path.iterdir()) == []  # nothing half-written where we stand
+
+
+def test_cuda_on_a_machine_without_it_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run("train", "--device", "cuda", "--n", 100, "--size", 16, "--epochs", 1, "--out", tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: --device cuda: no CUDA GPU is available")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cnn_checkpoint_refuses_an_image_of_another_size(tmp_path):
+    result = run(
+        "train",
+        "--model",
+        "cnn",
+        "--n",
+        200,
+        "--size",
+        16,
+        "--epochs",
+        1,
+        "--out",
+        tmp_path,
+        "--quiet",
+        "--device",
+        "cpu",
+    )
+    assert result.exit_code == 0, result.stderr
+    image = write_png(tmp_path / "big.png", np.zeros((20, 20), dtype=np.uint8))
+    result = run("predict", result.stdout.strip(), image)
+    assert result.exit_code == 1
+    assert "takes 16x16 images only" in result.stderr

@@ -1,0 +1,37 @@
+import numpy as np
+
+from pixelreg.metrics import match_points, summarize
+
+
+def test_summary_against_hand_computed_values():
+    true = np.array([[[10.0, 10.0]], [[20.0, 5.0]], [[0.0, 0.0]], [[7.0, 7.0]]])
+    pred = np.array([[[10.0, 10.0]], [[23.0, 9.0]], [[0.4, 0.0]], [[7.0, 7.6]]])
+    m = summarize(pred, true, height=21, width=41)
+    errors = np.array([0.0, 5.0, 0.4, 0.6])
+    assert m["n"] == 4
+    assert np.isclose(m["mean_px"], errors.mean())
+    assert np.isclose(m["median_px"], np.median(errors))
+    assert np.isclose(m["max_px"], 5.0)
+    assert np.isclose(m["exact"], 0.5)  # 0.4 rounds back to 0; 7.6 rounds to 8
+    expected_mse = np.mean(((pred - true) / np.array([40.0, 20.0])) ** 2)
+    assert np.isclose(m["mse"], expected_mse)
+
+
+def test_empty_group_has_zero_count_and_nulls():
+    m = summarize(np.zeros((0, 1, 2)), np.zeros((0, 1, 2)), 10, 10)
+    assert m["n"] == 0 and m["mean_px"] is None and m["exact"] is None
+
+
+def test_matching_pairs_each_true_point_with_its_nearest_prediction():
+    true = np.array([[[1.0, 1.0], [10.0, 10.0], [20.0, 0.0]]])
+    pred = np.array([[[20.2, 0.1], [1.1, 0.9], [10.0, 10.5]]])
+    matched = match_points(pred, true)
+    np.testing.assert_allclose(matched, [[[1.1, 0.9], [10.0, 10.5], [20.2, 0.1]]])
+
+
+def test_missed_and_extra_points_are_counted():
+    true = np.array([[[1.0, 1.0], [10.0, 10.0]]])
+    pred = np.array([[[1.0, 1.2], [30.0, 30.0]]])  # one hit, one far-off guess
+    m = summarize(match_points(pred, true), true, 40, 40)
+    assert m["recall_1px"] == 0.5 and m["precision_1px"] == 0.5
+    assert m["missed"] == 1 and m["extra"] == 1

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from pixelreg.errors import PixelregError
+from pixelreg.models import MODELS, build_model, peaks_to_points, splat
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_predicts_points_in_pixels_and_has_a_finite_loss(name):
+    torch.manual_seed(0)
+    model = build_model(name, height=24, width=32)
+    images = torch.rand(5, 1, 24, 32)
+    points = torch.rand(5, 1, 2) * torch.tensor([31.0, 23.0])
+    assert model.predict(images).shape == (5, 1, 2)
+    assert torch.isfinite(model.loss(images, points))
+
+
+@pytest.mark.parametrize("name", ["cnn", "coordconv"])
+def test_fixed_size_models_refuse_other_sizes(name):
+    model = build_model(name, height=24, width=24)
+    with pytest.raises(PixelregError, match="24x24"):
+        model.predict(torch.zeros(1, 1, 30, 30))
+
+
+@pytest.mark.parametrize("name", ["cnn", "coordconv"])
+def test_single_point_models_refuse_several_points(name):
+    with pytest.raises(PixelregError, match="heatmap"):
+        build_model(name, height=24, width=24, points=3)
+
+
+def test_heatmap_takes_any_size():
+    model = build_model("heatmap", height=24, width=24)
+    assert model.predict(torch.zeros(2, 1, 40, 80)).shape == (2, 1, 2)
+
+
+def test_readout_is_exact_for_a_sharp_peak_everywhere_including_corners():
+    height, width = 9, 13
+    ys, xs = np.divmod(np.arange(height * width), width)
+    logits = torch.zeros(height * width, height * width)
+    logits[torch.arange(height * width), torch.arange(height * width)] = 12.0  # one peak per map
+    points = peaks_to_points(logits.reshape(-1, height, width), k=1, radius=2)
+    np.testing.assert_allclose(points[:, 0].numpy(), np.stack([xs, ys], 1), atol=1e-4)
+
+
+def test_readout_finds_several_separated_peaks():
+    logits = torch.zeros(1, 20, 20)
+    for x, y in [(3, 4), (15, 10), (8, 17)]:
+        logits[0, y, x] = 10.0
+    points = peaks_to_points(logits, k=3, radius=2)[0].numpy()
+    assert sorted(map(tuple, points.round().astype(int).tolist())) == [(3, 4), (8, 17), (15, 10)]
+
+
+def test_splat_target_has_unit_mass_and_the_point_as_its_mean():
+    points = torch.tensor([[[3.25, 4.5]], [[0.0, 9.0]], [[9.0, 0.7]]])
+    target = splat(points, 10, 10)
+    np.testing.assert_allclose(target.sum((1, 2)).numpy(), 1.0, rtol=1e-6)
+    mean_x = (target.sum(1) * torch.arange(10)).sum(1)
+    mean_y = (target.sum(2) * torch.arange(10)).sum(1)
+    np.testing.assert_allclose(torch.stack([mean_x, mean_y], 1).numpy(), points[:, 0].numpy(), atol=1e-5)
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(PixelregError, match="unknown model 'resnet'"):
+        build_model("resnet")
