@@ -35,6 +35,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+if not console.is_terminal:  # logs and pipes: room for the tables, no 80-column squeeze
+    console.width = max(console.width, 120)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -455,6 +457,83 @@ def plot(
         save_evaluation(run_evaluation(run_dir, device=device), run_dir)
     for path in plot_run(run_dir, load_predictions(predictions_path)):
         emit(str(path), False)
+
+
+@command
+def bench(
+    out: Annotated[Path, typer.Option(help="Directory for the bench's runs and bench.json.")] = Path(
+        "runs/bench"
+    ),
+    epochs: Annotated[int, typer.Option(help="Epochs for every model: the same budget for all.")] = 30,
+    models: Annotated[str, typer.Option(help="Comma-separated models to compare.")] = ",".join(MODELS),
+    holdouts: Annotated[str, typer.Option(help="Comma-separated holdouts to run.")] = "random,quadrant",
+    n: NImages = 10_000,
+    size: Size = "50",
+    seed: Seed = 0,
+    device: Device = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Train and evaluate every model on the same data and budget, beside argmax; writes bench.json."""
+    from .bench import run_bench
+    from .files import write_json
+    from .train import TrainConfig
+
+    model_names = tuple(name.strip() for name in models.split(",") if name.strip())
+    holdout_names = tuple(name.strip() for name in holdouts.split(",") if name.strip())
+    for name in model_names:
+        TrainConfig(model=name, epochs=epochs).validate()
+    for name in holdout_names:
+        if name not in HOLDOUTS:
+            raise PixelregError(f"--holdouts takes {', '.join(HOLDOUTS)}; got {name!r}")
+    spec = make_spec(n=n, size=size, seed=seed)
+    if out.exists() and any(out.iterdir()):
+        raise PixelregError(f"{out} is not empty; choose another --out or remove it")
+
+    def reporter_for(label: str) -> ConsoleReporter:
+        if not quiet:
+            console.print(f"[bold]{label}[/bold]")
+        return ConsoleReporter(quiet=True)
+
+    rows = run_bench(out, spec, epochs, model_names, holdout_names, device, seed, reporter_for)
+    path = write_json(out / "bench.json", {"spec": spec.to_dict(), "epochs": epochs, "rows": rows})
+    if not quiet:
+        console.print(bench_table(rows))
+    emit({"path": str(path), "rows": rows} if as_json else str(path), as_json)
+
+
+BENCH_HEADERS = {
+    "parameters": "params",
+    "train_seconds": "train s",
+    "unseen_mean_px": "unseen mean px",
+    "all_positions_exact": "every pixel exact",
+    "images_per_second": "images/s",
+}
+
+
+def bench_table(rows: list[dict[str, Any]]) -> Table:
+    """Bench rows as a rich table."""
+    table = Table(title="pixelreg bench", title_style="bold")
+    columns = ("holdout", "model", "parameters", "train_seconds", "unseen_mean_px", "unseen_exact")
+    columns += ("all_positions_exact", "images_per_second")
+    for column in columns:
+        table.add_column(
+            column.replace("_", " "), justify="left" if column in ("holdout", "model") else "right"
+        )
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row[column]
+            if value is None:
+                cells.append("-")
+            elif column.endswith("exact"):
+                cells.append(f"{value:.2%}")
+            elif isinstance(value, float):
+                cells.append(f"{value:.4f}" if column.endswith("px") else f"{value:.1f}")
+            else:
+                cells.append(f"{value:,}" if isinstance(value, int) else str(value))
+        table.add_row(*cells)
+    return table
 
 
 def version_callback(value: bool) -> None:

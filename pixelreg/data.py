@@ -292,6 +292,14 @@ def render(points: np.ndarray, spec: DataSpec, rng: np.random.Generator | None =
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
+def every_position(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    """One image per pixel position (row-major), rendered as `spec` says: (images, points)."""
+    ys, xs = np.divmod(np.arange(spec.height * spec.width), spec.width)
+    points = np.stack([xs, ys], axis=-1).astype(np.float32)[:, None, :]
+    grid_spec = spec.with_(points=1, subpixel=False)
+    return render(points, grid_spec, np.random.default_rng(spec.seed + 1)), points
+
+
 def make_dataset(spec: DataSpec) -> Dataset:
     """Build the dataset `spec` describes; deterministic in `spec.seed`."""
     rng = np.random.default_rng(spec.seed)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from .data import Dataset, DataSpec, load_dataset, make_dataset, pixel_of, render
+from .data import Dataset, DataSpec, every_position, load_dataset, make_dataset, pixel_of
 from .errors import PixelregError
 from .files import write_atomic, write_json
 from .metrics import match_points, summarize
@@ -52,10 +52,7 @@ def position_sweep(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics over one image per pixel position, and the (H, W) error at each position."""
     height, width = spec.size
-    ys, xs = np.divmod(np.arange(height * width), width)
-    points = np.stack([xs, ys], axis=-1).astype(np.float32)[:, None, :]
-    sweep_spec = spec.with_(points=1, subpixel=False)
-    images = render(points, sweep_spec, np.random.default_rng(spec.seed + 1))
+    images, points = every_position(spec)
     pred = predict_images(model, images, device)
     errors = np.linalg.norm(pred[:, 0] - points[:, 0], axis=-1).reshape(height, width)
     unseen = ~train_mask.reshape(-1)

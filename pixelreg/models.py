@@ -129,6 +129,7 @@ class HeatmapLocalizer(PointModel):
         self.body = nn.Sequential(*layers)
 
     def forward(self, images: Tensor) -> Tensor:
+        images = images.contiguous(memory_format=torch.channels_last)
         return self.body(images)[:, 0]  # (N, H, W) logits
 
     def loss(self, images: Tensor, points: Tensor) -> Tensor:
@@ -221,4 +222,5 @@ def build_model(name: str, **kwargs: Any) -> PointModel:
     """Build a registered model by name; unknown names raise a clear PixelregError."""
     if name not in MODELS:
         raise PixelregError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name](**kwargs)
+    # channels-last convolutions run several times faster on CPU for these thin layers
+    return MODELS[name](**kwargs).to(memory_format=torch.channels_last)
