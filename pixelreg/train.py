@@ -282,7 +282,10 @@ def train(
             "best": best,
         }
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PixelregError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from exc
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if state is None:
         write_json(run_dir / "config.json", asdict(config))

@@ -1,0 +1,173 @@
+"""Classical localisers and the Cramér-Rao lower bound, for honest comparison with the models.
+
+- `argmax`: the K brightest local maxima (exact on a clean image);
+- `centroid`: the background-subtracted, intensity-weighted mean in a window around each peak;
+- `gaussian_fit`: least squares of the pixel-integrated Gaussian spot (position, brightness,
+  background) around each peak: under Gaussian noise the maximum-likelihood estimator;
+- `crlb_px`: the bound on the position RMSE of any unbiased estimator, from the Fisher
+  information of the rendering model, by numerical derivatives of the expected image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import DataSpec, expected_image
+
+
+def peak_radius(spec: DataSpec) -> int:
+    """Half-width of the window that holds most of one spot."""
+    return max(1, math.ceil(2.5 * spec.blur))
+
+
+def find_peaks(images: np.ndarray, k: int, suppress: int = 1) -> np.ndarray:
+    """(N, K) flat indices of the K highest local maxima (non-maximum suppression)."""
+    x = torch.from_numpy(images).float()[:, None]
+    if k == 1:
+        return x.flatten(1).argmax(1, keepdim=True).numpy()
+    pooled = F.max_pool2d(x, 2 * suppress + 1, stride=1, padding=suppress)
+    flat, pooled = x.flatten(1), pooled.flatten(1)
+    # ties between equal neighbours: break them by position so that a plateau gives one peak
+    tiebreak = torch.arange(flat.shape[1], dtype=torch.float32) * 1e-6
+    score = torch.where(flat >= pooled, flat - tiebreak, torch.full_like(flat, -math.inf))
+    return score.topk(k, dim=1).indices.numpy()
+
+
+def argmax_points(images: np.ndarray, k: int = 1, suppress: int = 1) -> np.ndarray:
+    """(N, K, 2): the pixel of each of the K highest local maxima."""
+    peaks = find_peaks(images, k, suppress)
+    ys, xs = np.divmod(peaks, images.shape[2])
+    return np.stack([xs, ys], axis=-1).astype(np.float32)
+
+
+def _windows(images: np.ndarray, peaks: np.ndarray, radius: int):
+    """Pixel values and coordinates in a (2r+1)^2 window around each peak; outside: masked."""
+    n, height, width = images.shape
+    py, px = np.divmod(peaks, width)  # (N, K)
+    offsets = np.arange(-radius, radius + 1)
+    ys = py[..., None, None] + offsets[:, None]  # (N, K, 2r+1, 1)
+    xs = px[..., None, None] + offsets[None, :]  # (N, K, 1, 2r+1)
+    ys, xs = np.broadcast_arrays(ys, xs)
+    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+    rows = np.arange(n)[:, None, None, None]
+    values = images[rows, np.clip(ys, 0, height - 1), np.clip(xs, 0, width - 1)].astype(np.float64)
+    return values, xs.astype(np.float64), ys.astype(np.float64), inside
+
+
+def centroid_points(images: np.ndarray, k: int, spec: DataSpec) -> np.ndarray:
+    """(N, K, 2): background-subtracted intensity centroid around each peak."""
+    radius = peak_radius(spec)
+    peaks = find_peaks(images, k, max(1, radius // 2))
+    values, xs, ys, inside = _windows(images, peaks, radius)
+    background = np.median(images.reshape(len(images), -1), axis=1)[:, None, None, None]
+    weights = np.where(inside, np.clip(values - background, 0, None), 0.0)
+    total = weights.sum((-2, -1))
+    safe = np.where(total > 0, total, 1.0)
+    centre_x, centre_y = (xs * weights).sum((-2, -1)) / safe, (ys * weights).sum((-2, -1)) / safe
+    py, px = np.divmod(peaks, images.shape[2])
+    centre_x = np.where(total > 0, centre_x, px)
+    centre_y = np.where(total > 0, centre_y, py)
+    return np.stack([centre_x, centre_y], axis=-1).astype(np.float32)
+
+
+def _integrated_gaussian(centre: torch.Tensor, coords: torch.Tensor, sigma: float):
+    """Share of a Gaussian in the unit pixel at `coords`, and its derivative by the centre."""
+    scale = sigma * math.sqrt(2.0)
+    upper, lower = (coords + 0.5 - centre) / scale, (coords - 0.5 - centre) / scale
+    share = 0.5 * (torch.erf(upper) - torch.erf(lower))
+    density = (torch.exp(-(upper**2)) - torch.exp(-(lower**2))) / (math.sqrt(math.pi) * scale)
+    return share, -density
+
+
+def gaussian_fit_points(images: np.ndarray, k: int, spec: DataSpec, iterations: int = 20) -> np.ndarray:
+    """(N, K, 2): Levenberg-Marquardt fit of position, brightness and background per spot."""
+    sigma = max(spec.blur, 0.3)
+    radius = peak_radius(spec) + 1
+    start = centroid_points(images, k, spec)
+    peaks = find_peaks(images, k, max(1, peak_radius(spec) // 2))
+    values, xs, ys, inside = _windows(images, peaks, radius)
+    v, gx, gy, mask = (torch.from_numpy(a) for a in (values, xs, ys, inside.astype(np.float64)))
+    x0 = torch.from_numpy(start[..., 0].astype(np.float64))[..., None, None]
+    y0 = torch.from_numpy(start[..., 1].astype(np.float64))[..., None, None]
+    background = torch.from_numpy(np.median(images.reshape(len(images), -1), axis=1).astype(np.float64))
+    b = background[:, None, None, None].expand_as(x0).clone()
+    total = ((v - b) * mask).clamp(min=0).sum((-2, -1), keepdim=True)
+    brightness = total.clamp(min=1.0)
+    damping = torch.full_like(x0, 1e-3)
+
+    def residual_and_jacobian(x0, y0, brightness, b):
+        sx, dsx = _integrated_gaussian(x0, gx, sigma)
+        sy, dsy = _integrated_gaussian(y0, gy, sigma)
+        model = b + brightness * sx * sy
+        jac = torch.stack([brightness * dsx * sy, brightness * sx * dsy, sx * sy, torch.ones_like(sx)], -1)
+        return (v - model) * mask, jac * mask[..., None]
+
+    for _ in range(iterations):
+        residual, jac = residual_and_jacobian(x0, y0, brightness, b)
+        j = jac.flatten(-3, -2)  # (N, K, P, 4)
+        r = residual.flatten(-2)  # (N, K, P)
+        jtj = j.transpose(-1, -2) @ j
+        jtr = (j.transpose(-1, -2) @ r[..., None])[..., 0]
+        eye = torch.eye(4, dtype=jtj.dtype)
+        lhs = (
+            jtj
+            + damping[..., 0][..., None] * torch.diag_embed(torch.diagonal(jtj, dim1=-2, dim2=-1))
+            + 1e-9 * eye
+        )
+        step = torch.linalg.solve(lhs, jtr[..., None])[..., 0]
+        trial = (x0 + step[..., 0, None, None], y0 + step[..., 1, None, None])
+        trial += ((brightness + step[..., 2, None, None]).clamp(min=1e-3), b + step[..., 3, None, None])
+        new_residual, _ = residual_and_jacobian(*trial)
+        better = (new_residual**2).sum((-2, -1), keepdim=True) < (residual**2).sum((-2, -1), keepdim=True)
+        x0, y0, brightness, b = (
+            torch.where(better, new, old) for new, old in zip(trial, (x0, y0, brightness, b), strict=True)
+        )
+        damping = torch.where(better, damping / 3, damping * 4).clamp(1e-7, 1e7)
+    fitted = torch.stack([x0[..., 0, 0], y0[..., 0, 0]], -1).numpy()
+    # a fit that wandered off its window is not to be trusted: fall back to the centroid
+    wandered = np.abs(fitted - start).max(-1, keepdims=True) > radius
+    return np.where(wandered, start, fitted).astype(np.float32)
+
+
+def crlb_px(points: np.ndarray, spec: DataSpec, step: float = 1e-3) -> float:
+    """Cramér-Rao bound on the 2-D position RMSE for single spots at `points` (N, 1, 2).
+
+    Fisher information under additive Gaussian noise, I = J^T J / noise^2, with J the
+    derivatives of the expected image by (x, y), taken by central differences of the very
+    renderer that makes the data. Brightness and background are the spec's constants, so
+    they are known to any estimator trained on it. The bound is averaged over the given
+    positions: sqrt(mean over spots of trace(I^-1)). Clipping and uint8 rounding are
+    ignored (negligible while the background keeps the noise clear of 0 and 255).
+    """
+    if spec.noise <= 0 or points.shape[1] != 1:
+        return float("nan")
+    points = np.asarray(points, dtype=np.float64)
+    derivatives = []
+    for axis in (0, 1):
+        shift = np.zeros(2)
+        shift[axis] = step
+        plus = expected_image(points + shift, spec)
+        minus = expected_image(points - shift, spec)
+        derivatives.append(((plus - minus) / (2 * step)).reshape(len(points), -1))
+    jac = np.stack(derivatives, -1)  # (N, pixels, 2)
+    fisher = jac.transpose(0, 2, 1) @ jac / spec.noise**2  # (N, 2, 2)
+    variance = np.trace(np.linalg.inv(fisher), axis1=1, axis2=2)
+    return float(math.sqrt(variance.mean()))
+
+
+BASELINES = ("argmax", "centroid", "gaussian_fit")
+
+
+def baseline_points(name: str, images: np.ndarray, k: int, spec: DataSpec) -> np.ndarray:
+    """(N, K, 2) predictions of the named classical method."""
+    if name == "argmax":
+        return argmax_points(images, k, max(1, peak_radius(spec) // 2))
+    if name == "centroid":
+        return centroid_points(images, k, spec)
+    if name == "gaussian_fit":
+        return gaussian_fit_points(images, k, spec)
+    raise ValueError(f"unknown baseline {name!r}")
