@@ -24,9 +24,15 @@ def peak_radius(spec: DataSpec) -> int:
     return max(1, math.ceil(2.5 * spec.blur))
 
 
-def find_peaks(images: np.ndarray, k: int, suppress: int = 1) -> np.ndarray:
-    """(N, K) flat indices of the K highest local maxima (non-maximum suppression)."""
+def find_peaks(images: np.ndarray, k: int, suppress: int = 1, smooth: float = 0.0) -> np.ndarray:
+    """(N, K) flat indices of the K highest local maxima (non-maximum suppression).
+
+    With `smooth` > 0 the images are first convolved with a Gaussian of that sigma, the
+    matched filter for a blurred spot in white noise, so that one noisy pixel cannot win.
+    """
     x = torch.from_numpy(images).float()[:, None]
+    if smooth > 0:
+        x = gaussian_smooth(x, smooth)
     if k == 1:
         return x.flatten(1).argmax(1, keepdim=True).numpy()
     pooled = F.max_pool2d(x, 2 * suppress + 1, stride=1, padding=suppress)
@@ -35,6 +41,18 @@ def find_peaks(images: np.ndarray, k: int, suppress: int = 1) -> np.ndarray:
     tiebreak = torch.arange(flat.shape[1], dtype=torch.float32) * 1e-6
     score = torch.where(flat >= pooled, flat - tiebreak, torch.full_like(flat, -math.inf))
     return score.topk(k, dim=1).indices.numpy()
+
+
+def gaussian_smooth(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, 1, H, W) images convolved with a normalised Gaussian."""
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+    taps = taps / taps.sum()
+    # pad with each image's median (its background), so edges are neither dark nor noisier
+    level = images.flatten(1).median(1).values[:, None, None, None]
+    images = F.pad(images - level, (radius, radius, radius, radius)) + level
+    images = F.conv2d(images, taps.view(1, 1, 1, -1))
+    return F.conv2d(images, taps.view(1, 1, -1, 1))
 
 
 def argmax_points(images: np.ndarray, k: int = 1, suppress: int = 1) -> np.ndarray:
@@ -61,7 +79,7 @@ def _windows(images: np.ndarray, peaks: np.ndarray, radius: int):
 def centroid_points(images: np.ndarray, k: int, spec: DataSpec) -> np.ndarray:
     """(N, K, 2): background-subtracted intensity centroid around each peak."""
     radius = peak_radius(spec)
-    peaks = find_peaks(images, k, max(1, radius // 2))
+    peaks = find_peaks(images, k, max(1, radius // 2), smooth=spec.blur)
     values, xs, ys, inside = _windows(images, peaks, radius)
     background = np.median(images.reshape(len(images), -1), axis=1)[:, None, None, None]
     weights = np.where(inside, np.clip(values - background, 0, None), 0.0)
@@ -88,7 +106,7 @@ def gaussian_fit_points(images: np.ndarray, k: int, spec: DataSpec, iterations: 
     sigma = max(spec.blur, 0.3)
     radius = peak_radius(spec) + 1
     start = centroid_points(images, k, spec)
-    peaks = find_peaks(images, k, max(1, peak_radius(spec) // 2))
+    peaks = find_peaks(images, k, max(1, peak_radius(spec) // 2), smooth=spec.blur)
     values, xs, ys, inside = _windows(images, peaks, radius)
     v, gx, gy, mask = (torch.from_numpy(a) for a in (values, xs, ys, inside.astype(np.float64)))
     x0 = torch.from_numpy(start[..., 0].astype(np.float64))[..., None, None]

@@ -329,18 +329,27 @@ def train(
 
 
 def metrics_table(report: dict[str, Any]) -> Table:
-    """The metrics of an evaluation as a rich table."""
+    """The metrics of an evaluation, and of the classical baselines, as a rich table."""
     table = Table(title=f"{report['model']} on split {report['split']!r}", title_style="bold")
-    for column in ("group", "n", "mean_px", "median_px", "p95_px", "max_px", "exact"):
-        table.add_column(column, justify="left" if column == "group" else "right", no_wrap=True)
+    columns = ("n", "mean_px", "median_px", "rmse_px", "rmse_hits_px", "max_px", "exact", "recall_1px")
+    table.add_column("group", no_wrap=True)
+    for column in columns:
+        table.add_column(column, justify="right", no_wrap=True)
     groups = [(name, report["metrics"][name]) for name in ("all", "seen", "unseen")]
     groups += [(f"every pixel, {name}", block) for name, block in report.get("positions", {}).items()]
+    groups += [(f"{name} (classical)", block) for name, block in report.get("baselines", {}).items()]
     for name, block in groups:
         cells = [name, str(block["n"])]
-        for key in ("mean_px", "median_px", "p95_px", "max_px"):
-            cells.append("-" if block[key] is None else f"{block[key]:.4f}")
-        cells.append("-" if block["exact"] is None else f"{block['exact']:.2%}")
+        for key in columns[1:]:
+            value = block[key]
+            if value is None:
+                cells.append("-")
+            else:
+                cells.append(f"{value:.2%}" if key in ("exact", "recall_1px") else f"{value:.4f}")
         table.add_row(*cells)
+    if report.get("crlb"):
+        ratios = ", ".join(f"{k} {v:.2f}" for k, v in report["crlb"]["rmse_over_crlb"].items())
+        table.caption = f"Cramér-Rao bound {report['crlb']['crlb_px']:.4f} px; rmse / bound: {ratios}"
     return table
 
 
@@ -442,9 +451,11 @@ def plot(
     quiet: Quiet = False,
 ) -> None:
     """Draw a run's figures into RUN_DIR/figures (evaluating best.pt first if needed)."""
+    from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from .evaluate import evaluate as run_evaluation
-    from .evaluate import load_predictions, save_evaluation
+    from .evaluate import load_predictions, precision_curve, save_evaluation
     from .plots import plot_run
+    from .train import resolve_device
 
     if not run_dir.is_dir():
         raise PixelregError(f"run directory not found: {run_dir}")
@@ -455,7 +466,14 @@ def plot(
         if not quiet:
             console.print(f"No predictions.npz in {run_dir}: evaluating its best checkpoint first")
         save_evaluation(run_evaluation(run_dir, device=device), run_dir)
-    for path in plot_run(run_dir, load_predictions(predictions_path)):
+    curve = None
+    payload = load_checkpoint(resolve_checkpoint(run_dir))
+    spec = DataSpec.from_dict(payload["data_spec"]) if payload.get("data_spec") else None
+    if spec is not None and spec.noise > 0 and spec.blur > 0:
+        if not quiet:
+            console.print("Measuring model, baselines and the Cramér-Rao bound over noise levels")
+        curve = precision_curve(model_from_checkpoint(payload), spec, resolve_device(device))
+    for path in plot_run(run_dir, load_predictions(predictions_path), curve):
         emit(str(path), False)
 
 

@@ -227,10 +227,10 @@ def _draw(pool: np.ndarray, shape: tuple[int, int], spec: DataSpec, rng: np.rand
     cells = rng.choice(pool, size=shape)
     ys, xs = np.divmod(cells, spec.width)
     points = np.stack([xs, ys], axis=-1).astype(np.float64)
-    if spec.subpixel:
-        points += rng.uniform(-0.5, 0.5, size=points.shape)
-        points[..., 0] = np.clip(points[..., 0], 0, spec.width - 1)
-        points[..., 1] = np.clip(points[..., 1], 0, spec.height - 1)
+    if spec.subpixel:  # uniform over the part of the pixel that lies within [0, size - 1]
+        limit = np.array([spec.width - 1, spec.height - 1], dtype=np.float64)
+        low, high = np.maximum(points - 0.5, 0.0), np.minimum(points + 0.5, limit)
+        points = low + rng.uniform(size=points.shape) * (high - low)
     return points.astype(np.float32)
 
 

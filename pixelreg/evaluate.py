@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from .classical import BASELINES, baseline_points, crlb_px
 from .data import Dataset, DataSpec, every_position, load_dataset, make_dataset, pixel_of
 from .errors import PixelregError
 from .files import write_atomic, write_json
@@ -117,12 +118,77 @@ def evaluate(
         "seen": seen,
         "train_mask": train_mask,
     }
-    spec = dataset.spec
+    spec = dataset.spec or DataSpec(n=len(dataset), height=height, width=width, points=model.points)
+    report["baselines"] = {
+        name: summarize(
+            match_points(baseline_points(name, dataset.images[index], model.points, spec), true),
+            true,
+            height,
+            width,
+        )
+        for name in BASELINES
+        if name != "gaussian_fit" or spec.blur > 0  # a fit of a blur-free spot has nothing to fit
+    }
+    report["crlb"] = precision_against_bound(report, true, spec)
     if sweep and spec is not None and height * width <= SWEEP_MAX_PIXELS and spec.points == 1:
         report["positions"], predictions["position_error"] = position_sweep(
             model, spec, train_mask, torch_device
         )
     return Evaluation(report, predictions)
+
+
+def precision_against_bound(
+    report: dict[str, Any], true: np.ndarray, spec: DataSpec
+) -> dict[str, Any] | None:
+    """The Cramér-Rao bound for these spots and each method's RMSE as a multiple of it."""
+    if spec.noise <= 0 or true.shape[1] != 1:
+        return None  # noise-free or several spots: no bound computed
+    bound = crlb_px(true, spec)
+    methods = {"model": report["metrics"]["all"], **report["baselines"]}
+    return {
+        "crlb_px": _round(bound),
+        "rmse_over_crlb": {name: _round(m["rmse_px"] / bound) for name, m in methods.items()},
+        "rmse_hits_over_crlb": {
+            name: _round(m["rmse_hits_px"] / bound) if m["rmse_hits_px"] is not None else None
+            for name, m in methods.items()
+        },
+    }
+
+
+def precision_curve(
+    model: PointModel,
+    spec: DataSpec,
+    device: torch.device | str = "cpu",
+    n: int = 500,
+    factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 3.0),
+) -> dict[str, Any]:
+    """Model, baselines and the Cramér-Rao bound over noise levels around the spec's own.
+
+    Fresh single-spot test images at each level, from a seed apart from the training data.
+    The model is the one trained at `spec.noise`: it is not retrained per level.
+    """
+    curve: dict[str, Any] = {"trained_noise": spec.noise, "noise": [], "crlb_px": [], "methods": {}}
+    for factor in factors:
+        level_spec = spec.with_(
+            noise=spec.noise * factor, points=1, n=n, holdout="none", seed=spec.seed + 7919
+        )
+        dataset = make_dataset(level_spec)
+        true = dataset.points
+        predictions = {"model": match_points(predict_images(model, dataset.images, device), true)}
+        for name in BASELINES:
+            predictions[name] = baseline_points(name, dataset.images, 1, level_spec)
+        curve["noise"].append(level_spec.noise)
+        curve["crlb_px"].append(crlb_px(true, level_spec))
+        for name, pred in predictions.items():
+            m = summarize(pred, true, *level_spec.size)
+            entry = curve["methods"].setdefault(name, {"rmse_px": [], "rmse_hits_px": [], "recall_1px": []})
+            for key in entry:
+                entry[key].append(m[key])
+    return curve
+
+
+def _round(value: float) -> float:
+    return float(round(value, 6))
 
 
 def _train_mask(payload: dict[str, Any], size: tuple[int, int]) -> np.ndarray:

@@ -195,12 +195,48 @@ def _binned_error(predictions: dict[str, np.ndarray], height: int, width: int) -
         return np.where(count > 0, total / count, np.nan)
 
 
-def plot_run(run_dir: str | Path, predictions: dict[str, Any]) -> list[Path]:
+METHOD_STYLES = {
+    "model": {"color": "#d62728", "marker": "o", "label": "model (trained at the marked noise)"},
+    "gaussian_fit": {"color": "#1f77b4", "marker": "s", "label": "Gaussian fit (least squares)"},
+    "centroid": {"color": "#2ca02c", "marker": "^", "label": "centroid"},
+    "argmax": {"color": "#7f7f7f", "marker": "v", "label": "argmax"},
+}
+
+
+def plot_precision_vs_noise(curve: dict[str, Any], path: Path) -> Path:
+    """Localisation precision of model and baselines against the Cramér-Rao bound, by noise."""
+    noise = np.array(curve["noise"])
+    fig, (ax_rmse, ax_recall) = plt.subplots(1, 2, figsize=(11, 4.4), gridspec_kw={"width_ratios": [3, 2]})
+    ax_rmse.plot(noise, curve["crlb_px"], "k--", lw=2, label="Cramér-Rao lower bound")
+    for name, style in METHOD_STYLES.items():
+        values = curve["methods"].get(name)
+        if values is None:
+            continue
+        rmse = np.array([np.nan if v is None else v for v in values["rmse_hits_px"]], dtype=float)
+        ax_rmse.plot(noise, rmse, "-", ms=6, **style)
+        ax_recall.plot(noise, values["recall_1px"], "-", ms=6, **style)
+    for ax in (ax_rmse, ax_recall):
+        ax.axvline(curve["trained_noise"], color="0.5", lw=1, ls=":")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.set_xlabel("noise sigma (grey levels)")
+    ax_rmse.set_yscale("log")
+    ax_rmse.set(ylabel="RMSE of spots found within 1 px (px)", title="Localisation precision")
+    ax_recall.set(ylabel="share of spots found within 1 px", title="Detection", ylim=(0, 1.02))
+    ax_rmse.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_run(
+    run_dir: str | Path, predictions: dict[str, Any], curve: dict[str, Any] | None = None
+) -> list[Path]:
     """Every figure of a run, written to RUN_DIR/figures."""
     run_dir = Path(run_dir)
     figures = run_dir / "figures"
     size = tuple(predictions["train_mask"].shape)
-    return [
+    extra = [plot_precision_vs_noise(curve, figures / "precision_vs_noise.png")] if curve else []
+    return extra + [
         plot_loss(read_history(run_dir / "history.csv"), figures / "loss.png"),
         plot_scatter(predictions, size, figures / "scatter.png"),
         plot_samples(predictions, figures / "samples.png"),
