@@ -58,7 +58,7 @@ def run_bench(
     rows: list[dict[str, Any]] = []
     for holdout in holdouts:
         holdout_spec = spec.with_(holdout=holdout)
-        dataset = make_dataset(holdout_spec)
+        dataset = make_dataset(holdout_spec, ("test",))
         test = dataset.select("test")
         test_images = dataset.images[test]
         rows.append(_argmax_row(holdout, dataset, test_images))

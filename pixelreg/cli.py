@@ -240,6 +240,9 @@ def train(
     ] = None,
     seed: Seed = 0,
     device: Device = "auto",
+    amp: Annotated[
+        bool, typer.Option("--amp", help="Mixed precision (bfloat16 autocast); CUDA only.")
+    ] = False,
     out: Annotated[Path, typer.Option(help="Directory that holds runs.")] = Path("runs"),
     name: Annotated[
         str | None,
@@ -269,10 +272,16 @@ def train(
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Train a model; print the run directory (config, history, best.pt, last.pt) on stdout."""
-    from .train import TrainConfig, TrainingInterrupted, next_run_dir
+    """Train a model; print the run directory (config, history, best.pt, last.pt) on stdout.
+
+    Under `torchrun --nproc-per-node N -m pixelreg train ...` the processes share every batch
+    (DistributedDataParallel) and rank 0 alone writes and prints.
+    """
+    from .train import TrainConfig, TrainingInterrupted, leave_torchrun, next_run_dir
     from .train import train as run_training
 
+    is_main = os.environ.get("RANK", "0") == "0"
+    quiet = quiet or not is_main
     model_args: dict[str, Any] = {}
     for option, value in (("channels", channels), ("depth", depth)):
         if value is not None:
@@ -294,22 +303,26 @@ def train(
         config = TrainConfig(
             model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
             data=str(data) if data is not None else None, spec=spec.to_dict() if spec else {},
-            model_args=model_args,
+            model_args=model_args, amp=amp,
         )  # fmt: skip
         config.validate()
-        run_dir = next_run_dir(out, name, exist_ok)
+        # under torchrun only rank 0 picks the run directory; train() hands it to the others
+        run_dir = next_run_dir(out, name, exist_ok) if is_main else out
     reporter = ConsoleReporter(quiet)
     try:
         result = run_training(config or TrainConfig(), run_dir, reporter, resume=resume)
+        leave_torchrun()
     except TrainingInterrupted as stop:
         reporter.close()
-        sys.stderr.write(
-            f"Interrupted after epoch {stop.epoch}; {stop.last_path} holds the last finished epoch. "
-            f"Resume with: pixelreg train --resume {stop.last_path}\n"
-        )
+        if is_main:
+            sys.stderr.write(
+                f"Interrupted after epoch {stop.epoch}; {stop.last_path} holds the last finished epoch. "
+                f"Resume with: pixelreg train --resume {stop.last_path}\n"
+            )
         raise typer.Exit(130) from None
     finally:
         reporter.close()
+        leave_torchrun(wait=False)
     if result.already_finished and not quiet:
         console.print(f"{result.run_dir} already finished all its epochs; nothing to resume.")
     best = min(result.history, key=lambda row: (row["val_mean_px"], row["val_loss"]), default=None)
@@ -325,7 +338,8 @@ def train(
         "best_epoch": int(best["epoch"]) if best else None,
         "best_val_mean_px": best["val_mean_px"] if best else None,
     }
-    emit(summary if as_json else str(result.run_dir), as_json)
+    if is_main:
+        emit(summary if as_json else str(result.run_dir), as_json)
 
 
 def metrics_table(report: dict[str, Any]) -> Table:

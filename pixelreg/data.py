@@ -300,8 +300,8 @@ def every_position(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     return render(points, grid_spec, np.random.default_rng(spec.seed + 1)), points
 
 
-def make_dataset(spec: DataSpec) -> Dataset:
-    """Build the dataset `spec` describes; deterministic in `spec.seed`."""
+def make_points(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The true points (N, K, 2) and split labels (N,) of the dataset `spec` describes."""
     rng = np.random.default_rng(spec.seed)
     pools = split_positions(spec, rng)
     counts = split_counts(spec)
@@ -316,12 +316,34 @@ def make_dataset(spec: DataSpec) -> Dataset:
             )
         parts.append(sample_points(pools[name], counts[name], spec, rng))
         labels.append(np.full(counts[name], name))
-    points = np.concatenate(parts)
-    images = np.empty((spec.n, spec.height, spec.width), dtype=np.uint8)
+    return np.concatenate(parts), np.concatenate(labels).astype("<U5")
+
+
+def render_many(points: np.ndarray, spec: DataSpec, rng: np.random.Generator) -> np.ndarray:
+    """Render any number of images in chunks of about 16 MB of pixels."""
+    images = np.empty((len(points), spec.height, spec.width), dtype=np.uint8)
     chunk = max(1, 2**24 // (spec.height * spec.width))
-    for start in range(0, spec.n, chunk):
+    for start in range(0, len(points), chunk):
         images[start : start + chunk] = render(points[start : start + chunk], spec, rng)
-    return Dataset(images, points, np.concatenate(labels).astype("<U5"), spec)
+    return images
+
+
+def make_dataset(spec: DataSpec, splits: tuple[str, ...] = SPLITS) -> Dataset:
+    """Build the dataset `spec` describes (only the images of `splits`); deterministic in the seed.
+
+    Each split's noise has its own random stream, so a split renders the same whether or not
+    the others are rendered beside it.
+    """
+    points, labels = make_points(spec)
+    keep = np.isin(labels, splits)
+    images = np.empty((int(keep.sum()), spec.height, spec.width), dtype=np.uint8)
+    kept_labels = labels[keep]
+    for name in splits:
+        rows = kept_labels == name
+        if rows.any():
+            rng = np.random.default_rng([spec.seed, 1 + SPLITS.index(name)])
+            images[rows] = render_many(points[keep][rows], spec, rng)
+    return Dataset(images, points[keep], kept_labels, spec)
 
 
 # --- files ---------------------------------------------------------------------------------

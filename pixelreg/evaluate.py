@@ -11,7 +11,7 @@ import torch
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from .classical import BASELINES, baseline_points, crlb_px
-from .data import Dataset, DataSpec, every_position, load_dataset, make_dataset, pixel_of
+from .data import SPLITS, Dataset, DataSpec, every_position, load_dataset, make_dataset, pixel_of
 from .errors import PixelregError
 from .files import write_atomic, write_json
 from .metrics import match_points, summarize
@@ -27,13 +27,14 @@ class Evaluation:
     predictions: dict[str, np.ndarray]  # the contents of predictions.npz
 
 
-def dataset_for(payload: dict[str, Any], data: str | Path | None) -> tuple[Dataset, str]:
-    """The evaluation data: `data` if given, else the training data rebuilt from the checkpoint."""
+def dataset_for(payload: dict[str, Any], data: str | Path | None, split: str = "all") -> tuple[Dataset, str]:
+    """The evaluation data: `data` if given, else the checkpoint's data rebuilt from its spec."""
     if data is not None:
         return load_dataset(data), str(data)
     if payload.get("data_spec"):
         spec = DataSpec.from_dict(payload["data_spec"])
-        return make_dataset(spec), "rebuilt from the checkpoint's data spec"
+        splits = SPLITS if split == "all" else (split,)
+        return make_dataset(spec, splits), "rebuilt from the checkpoint's data spec"
     if payload.get("data_path"):
         return load_dataset(payload["data_path"]), str(payload["data_path"])
     raise PixelregError("the checkpoint records no data to evaluate on; pass --data dataset.npz")
@@ -77,7 +78,7 @@ def evaluate(
     model = model_from_checkpoint(payload)
     torch_device = resolve_device(device)
     model.to(torch_device)
-    dataset, source = dataset_for(payload, data)
+    dataset, source = dataset_for(payload, data, split)
     height, width = dataset.size
     if model.fixed_size and (height, width) != (model.height, model.width):
         raise PixelregError(

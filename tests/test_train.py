@@ -40,7 +40,7 @@ def test_a_run_writes_config_history_and_both_checkpoints(small_run):
     assert {p.name for p in small_run.iterdir()} >= {"config.json", "history.csv", "best.pt", "last.pt"}
     assert json.loads((small_run / "config.json").read_text())["model"] == "heatmap"
     header, *rows = (small_run / "history.csv").read_text().splitlines()
-    assert header == "epoch,train_loss,val_loss,val_mean_px,lr,seconds"
+    assert header == "epoch,train_loss,val_loss,val_mean_px,val_exact,lr,seconds"
     assert len(rows) == 3
     assert not [p for p in small_run.iterdir() if p.name.endswith(".tmp")]
 
