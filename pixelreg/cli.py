@@ -503,13 +503,38 @@ def bench(
     size: Size = "50",
     seed: Seed = 0,
     device: Device = "auto",
+    perf: Annotated[
+        bool, typer.Option("--perf", help="Measure speed and memory instead (writes perf.json).")
+    ] = False,
+    rss_n: Annotated[
+        int, typer.Option(help="With --perf: images of the training run whose peak memory is measured.")
+    ] = 1_000_000,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Train and evaluate every model on the same data and budget, beside argmax; writes bench.json."""
+    """Train and evaluate every model on the same data and budget, beside argmax; writes bench.json.
+
+    With --perf: images per second of generation, training and inference for every model
+    beside numpy argmax, peak memory of a large training run, and the time the default
+    `train` takes to be exact on unseen positions; writes perf.json.
+    """
     from .bench import run_bench
     from .files import write_json
     from .train import TrainConfig
+
+    if perf:
+        from .perf import run_perf
+
+        if rss_n < 10:
+            raise PixelregError(f"--rss-n must be at least 10, got {rss_n}")
+        if not quiet:
+            console.print("Measuring speed and memory (a few minutes)")
+        results = run_perf(device, rss_n)
+        path = write_json(out / "perf.json", results)
+        if not quiet:
+            console.print(perf_table(results))
+        emit({"path": str(path), **results} if as_json else str(path), as_json)
+        return
 
     model_names = tuple(name.strip() for name in models.split(",") if name.strip())
     holdout_names = tuple(name.strip() for name in holdouts.split(",") if name.strip())
@@ -565,6 +590,28 @@ def bench_table(rows: list[dict[str, Any]]) -> Table:
             else:
                 cells.append(f"{value:,}" if isinstance(value, int) else str(value))
         table.add_row(*cells)
+    return table
+
+
+def perf_table(results: dict[str, Any]) -> Table:
+    """Performance figures as a rich table."""
+    table = Table(
+        title=f"pixelreg bench --perf ({results['device']}, {results['threads']} threads)", title_style="bold"
+    )
+    table.add_column("measure", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_row("generate, images/s", f"{results['generate_images_per_second']:,}")
+    table.add_row("numpy argmax, images/s", f"{results['argmax_images_per_second']:,}")
+    for name, m in results["models"].items():
+        table.add_row(f"{name}: train, images/s", f"{m['train_images_per_second']:,}")
+        table.add_row(f"{name}: inference at batch 1024, images/s", f"{m['inference_images_per_second']:,}")
+    seconds = results["default_train_seconds_to_unseen_exact"]
+    epochs = results["default_train_epochs_to_unseen_exact"]
+    table.add_row(
+        "default train: seconds to exact on unseen", "-" if seconds is None else f"{seconds} (epoch {epochs})"
+    )
+    rss = results["train_peak_rss_mb"]
+    table.add_row(f"train --n {rss['n']:,} --epochs 1: peak RSS, MB", f"{rss['mb']:,}")
     return table
 
 

@@ -279,3 +279,31 @@ def test_a_cnn_checkpoint_refuses_an_image_of_another_size(tmp_path):
     result = run("predict", result.stdout.strip(), image)
     assert result.exit_code == 1
     assert "takes 16x16 images only" in result.stderr
+
+
+def test_noisy_blurred_data_reports_baselines_and_the_bound(tmp_path):
+    common = ["--size", "24", "--blur", "1", "--noise", "8", "--background", "40", "--subpixel"]
+    result = run("train", "--n", 600, "--epochs", 2, "--out", tmp_path, "--quiet", "--device", "cpu", *common)
+    assert result.exit_code == 0, result.stderr
+    result = run("evaluate", result.stdout.strip(), "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["baselines"]) == {"argmax", "centroid", "gaussian_fit"}
+    bound = report["crlb"]["crlb_px"]
+    assert 0.05 < bound < 1.0
+    fit = report["baselines"]["gaussian_fit"]
+    assert report["crlb"]["rmse_hits_over_crlb"]["gaussian_fit"] == pytest.approx(
+        fit["rmse_hits_px"] / bound, rel=1e-4
+    )
+    assert fit["rmse_hits_px"] >= bound * 0.9  # no estimator beats the bound by much on 60 images
+
+
+def test_bench_perf_measures_every_model(tmp_path):
+    result = run("bench", "--perf", "--rss-n", 300, "--out", tmp_path, "--json", "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    perf = json.loads(result.stdout)
+    assert set(perf["models"]) == {"heatmap", "cnn", "coordconv"}
+    assert all(m["inference_images_per_second"] > 0 for m in perf["models"].values())
+    assert perf["default_train_epochs_to_unseen_exact"] is not None
+    assert perf["train_peak_rss_mb"]["mb"] > 0
+    assert (tmp_path / "perf.json").is_file()
