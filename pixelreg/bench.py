@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .classical import argmax_points
 from .data import DataSpec, every_position, make_dataset
 from .evaluate import evaluate
 from .metrics import summarize
@@ -19,13 +20,6 @@ from .models import MODELS
 from .train import Reporter, TrainConfig, predict_images, resolve_device, train
 
 BENCH_HOLDOUTS = ("random", "quadrant")
-
-
-def argmax_points(images: np.ndarray) -> np.ndarray:
-    """The classical answer for a clean image: the brightest pixel, (N, 1, 2)."""
-    flat = images.reshape(len(images), -1).argmax(1)
-    ys, xs = np.divmod(flat, images.shape[2])
-    return np.stack([xs, ys], axis=1).astype(np.float32)[:, None, :]
 
 
 def images_per_second(

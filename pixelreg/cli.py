@@ -604,7 +604,9 @@ def perf_table(results: dict[str, Any]) -> Table:
     table.add_row("numpy argmax, images/s", f"{results['argmax_images_per_second']:,}")
     for name, m in results["models"].items():
         table.add_row(f"{name}: train, images/s", f"{m['train_images_per_second']:,}")
-        table.add_row(f"{name}: inference at batch 1024, images/s", f"{m['inference_images_per_second']:,}")
+        table.add_row(
+            f"{name}: inference, 1024 images a call, images/s", f"{m['inference_images_per_second']:,}"
+        )
     seconds = results["default_train_seconds_to_unseen_exact"]
     epochs = results["default_train_epochs_to_unseen_exact"]
     table.add_row(

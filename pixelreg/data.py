@@ -155,7 +155,7 @@ def position_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H, W) bool marking the pixels that the given points fall in."""
     mask = np.zeros((height, width), dtype=bool)
     cells = pixel_of(points).reshape(-1, 2)
-    mask[cells[:, 1], cells[:, 0]] = True
+    mask[np.clip(cells[:, 1], 0, height - 1), np.clip(cells[:, 0], 0, width - 1)] = True
     return mask
 
 

@@ -101,9 +101,10 @@ class HeatmapLocalizer(PointModel):
     Translation-equivariant, so it finds points where it never saw one and takes images of
     any size. The loss is the coordinate MSE of the global soft-argmax plus a per-pixel
     cross-entropy that drives the heatmap towards the target itself, which makes the readout
-    exact rather than merely close. Prediction takes the K highest local maxima and refines
-    each with a soft-argmax over a window kept symmetric about the peak, so that the image
-    border cannot pull the estimate inwards.
+    exact rather than merely close: the global soft-argmax of a diffuse heatmap is pulled
+    towards the image centre, most at the border, and a sharp heatmap has no such pull.
+    Prediction takes the K highest local maxima and refines each with a soft-argmax over a
+    small window around it, clipped to the image, so distant clutter cannot pull it either.
     """
 
     name = "heatmap"
@@ -188,12 +189,11 @@ def peaks_to_points(logits: Tensor, k: int, radius: int) -> Tensor:
         peak = suppressed.topk(k, dim=1).indices  # (N, K)
     py, px = peak // width, peak % width
     offsets = torch.arange(-radius, radius + 1, device=logits.device)
-    # a window symmetric about the peak: shrink it where the border would cut one side
-    reach_x = torch.minimum(px, width - 1 - px).clamp(max=radius)[..., None]
-    reach_y = torch.minimum(py, height - 1 - py).clamp(max=radius)[..., None]
     dx = offsets[None, None, None, :]  # window columns
     dy = offsets[None, None, :, None]  # window rows
-    inside = (dx.abs() <= reach_x[..., None]) & (dy.abs() <= reach_y[..., None])  # (N,K,2r+1,2r+1)
+    # the window is clipped to the image: the heatmap is a distribution over in-image pixels
+    inside = (px[..., None, None] + dx >= 0) & (px[..., None, None] + dx < width)
+    inside = inside & (py[..., None, None] + dy >= 0) & (py[..., None, None] + dy < height)
     cols = (px[..., None, None] + dx).clamp(0, width - 1)
     rows = (py[..., None, None] + dy).clamp(0, height - 1)
     values = flat.gather(1, (rows * width + cols).reshape(n, -1)).reshape(inside.shape)

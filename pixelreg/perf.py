@@ -87,7 +87,7 @@ def run_perf(device: str = "auto", rss_n: int = 1_000_000) -> dict[str, Any]:
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_images_per_second": round(training_images_per_second(name, images, points, torch_device)),
             "inference_images_per_second": round(
-                images_per_second(lambda x, m=model: predict_images(m, x, torch_device, 1024), batch)
+                images_per_second(lambda x, m=model: predict_images(m, x, torch_device), batch)
             ),
         }
     results["models"] = models

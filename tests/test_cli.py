@@ -226,6 +226,14 @@ BAD_INPUTS = [
     (["predict", CKPT, "{bad}/cube.npy"], 1, "expected an array of shape"),
     (["predict", CKPT, "missing.png"], 1, "image not found"),
     (["plot", "missing_run"], 1, "run directory not found"),
+    (["generate", "--n", "10", "--out", "{bad}/notes.txt/d.npz"], 1, "cannot write"),
+    (
+        ["train", "--n", "100", "--size", "16", "--epochs", "1", "--out", "{bad}/notes.txt"],
+        1,
+        "cannot create run directory",
+    ),
+    (["train", "--resume", "{bad}/foreign.pt"], 1, "not a pixelreg checkpoint"),
+    (["bench", "--holdouts", "diagonal"], 1, "--holdouts takes"),
     (["plot", "{bad}"], 1, "has no history.csv"),
 ]
 

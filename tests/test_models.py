@@ -38,7 +38,7 @@ def test_readout_is_exact_for_a_sharp_peak_everywhere_including_corners():
     height, width = 9, 13
     ys, xs = np.divmod(np.arange(height * width), width)
     logits = torch.zeros(height * width, height * width)
-    logits[torch.arange(height * width), torch.arange(height * width)] = 12.0  # one peak per map
+    logits[torch.arange(height * width), torch.arange(height * width)] = 16.0  # one peak per map
     points = peaks_to_points(logits.reshape(-1, height, width), k=1, radius=2)
     np.testing.assert_allclose(points[:, 0].numpy(), np.stack([xs, ys], 1), atol=1e-4)
 
