@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .checkpoint import load_model
 from .classical import argmax_points
 from .data import DataSpec, every_position, make_dataset
 from .evaluate import evaluate
@@ -64,7 +64,7 @@ def run_bench(
             result = train(config, out / f"{holdout}-{name}", reporter_for(f"{holdout}/{name}"))
             train_seconds = time.perf_counter() - started
             evaluation = evaluate(result.best_path, device=device)
-            model = model_from_checkpoint(load_checkpoint(result.best_path)).to(torch_device)
+            model, _ = load_model(result.best_path, torch_device)
             speed = images_per_second(
                 functools.partial(predict_images, model, device=torch_device, batch_size=256),
                 _batch_of(test_images, 1024),

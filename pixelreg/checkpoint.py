@@ -66,6 +66,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def load_model(path: str | Path, device: Any = "cpu") -> tuple[PointModel, dict[str, Any]]:
+    """The model a checkpoint file (or run directory) holds, on `device`, and its payload."""
+    payload = load_checkpoint(path)
+    return model_from_checkpoint(payload).to(device), payload
+
+
 def model_from_checkpoint(payload: dict[str, Any]) -> PointModel:
     """Rebuild the model a checkpoint describes and load its weights."""
     model = build_model(payload["model"], **payload["model_args"])

@@ -128,10 +128,15 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON o
 Device = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")]
 
 
-def make_spec(**options: Any) -> DataSpec:
-    """A DataSpec from command-line options (size given as text)."""
-    height, width = parse_size(options.pop("size"))
-    return DataSpec(height=height, width=width, **options)
+SPEC_OPTIONS = ("n", "size", "seed", "val_fraction", "test_fraction", "holdout", "points", "min_distance")
+SPEC_OPTIONS += ("blur", "subpixel", "noise", "brightness", "background")
+
+
+def make_spec(options: dict[str, Any]) -> DataSpec:
+    """A DataSpec from a command's options (its locals(); size given as text)."""
+    values = {name: options[name] for name in SPEC_OPTIONS if name in options}
+    height, width = parse_size(values.pop("size"))
+    return DataSpec(height=height, width=width, **values)
 
 
 @command
@@ -154,11 +159,7 @@ def generate(
     as_json: AsJson = False,
 ) -> None:
     """Render a dataset of images with bright points and write it as .npz."""
-    spec = make_spec(
-        n=n, size=size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-        holdout=holdout, points=points, min_distance=min_distance, blur=blur, subpixel=subpixel,
-        noise=noise, brightness=brightness, background=background,
-    )  # fmt: skip
+    spec = make_spec(locals())
     dataset = make_dataset(spec)
     path = save_dataset(out, dataset)
     counts = {name: int((dataset.split == name).sum()) for name in SPLITS}
@@ -295,11 +296,7 @@ def train(
     if resume is None:
         spec = None
         if data is None:
-            spec = make_spec(
-                n=n, size=size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-                holdout=holdout, points=points, min_distance=min_distance, blur=blur,
-                subpixel=subpixel, noise=noise, brightness=brightness, background=background,
-            )  # fmt: skip
+            spec = make_spec(locals())
         config = TrainConfig(
             model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
             data=str(data) if data is not None else None, spec=spec.to_dict() if spec else {},
@@ -418,14 +415,12 @@ def predict(
     as_json: AsJson = False,
 ) -> None:
     """Locate the points in image files; CSV (path,index,x,y) or JSON on stdout."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .checkpoint import load_model
     from .imageio import read_images
     from .train import predict_images, resolve_device
 
-    payload = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(payload)
     torch_device = resolve_device(device)
-    model.to(torch_device)
+    model, _ = load_model(checkpoint, torch_device)
     rows: list[dict[str, Any]] = []
     for path in images:
         array = read_images(path)
@@ -465,7 +460,7 @@ def plot(
     quiet: Quiet = False,
 ) -> None:
     """Draw a run's figures into RUN_DIR/figures (evaluating best.pt first if needed)."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+    from .checkpoint import load_model
     from .evaluate import evaluate as run_evaluation
     from .evaluate import load_predictions, precision_curve, save_evaluation
     from .plots import plot_run
@@ -481,12 +476,13 @@ def plot(
             console.print(f"No predictions.npz in {run_dir}: evaluating its best checkpoint first")
         save_evaluation(run_evaluation(run_dir, device=device), run_dir)
     curve = None
-    payload = load_checkpoint(resolve_checkpoint(run_dir))
+    torch_device = resolve_device(device)
+    model, payload = load_model(run_dir, torch_device)
     spec = DataSpec.from_dict(payload["data_spec"]) if payload.get("data_spec") else None
     if spec is not None and spec.noise > 0 and spec.blur > 0:
         if not quiet:
             console.print("Measuring model, baselines and the Cramér-Rao bound over noise levels")
-        curve = precision_curve(model_from_checkpoint(payload), spec, resolve_device(device))
+        curve = precision_curve(model, spec, torch_device)
     for path in plot_run(run_dir, load_predictions(predictions_path), curve):
         emit(str(path), False)
 
@@ -543,7 +539,7 @@ def bench(
     for name in holdout_names:
         if name not in HOLDOUTS:
             raise PixelregError(f"--holdouts takes {', '.join(HOLDOUTS)}; got {name!r}")
-    spec = make_spec(n=n, size=size, seed=seed)
+    spec = make_spec({"n": n, "size": size, "seed": seed})
     if out.exists() and any(out.iterdir()):
         raise PixelregError(f"{out} is not empty; choose another --out or remove it")
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from .checkpoint import load_model, resolve_checkpoint
 from .classical import BASELINES, baseline_points, crlb_px
 from .data import SPLITS, Dataset, DataSpec, every_position, load_dataset, make_dataset, pixel_of
 from .errors import PixelregError
@@ -74,10 +74,8 @@ def evaluate(
 ) -> Evaluation:
     """Predict `split` with a checkpoint and summarise errors for all, seen and unseen positions."""
     checkpoint = resolve_checkpoint(checkpoint)
-    payload = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(payload)
     torch_device = resolve_device(device)
-    model.to(torch_device)
+    model, payload = load_model(checkpoint, torch_device)
     dataset, source = dataset_for(payload, data, split)
     height, width = dataset.size
     if model.fixed_size and (height, width) != (model.height, model.width):

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import __version__
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import SPLITS, DataSpec, load_dataset, make_points, pixel_of, position_mask, render, render_many
 from .errors import PixelregError
 from .files import write_json, write_text
@@ -462,9 +462,3 @@ def train(
             if ranks.any(stop["signal"] is not None) and epoch < config.epochs:
                 raise TrainingInterrupted(last_path, epoch)
     return TrainResult(run_dir, best_path, last_path, history)
-
-
-def resume_model(path: str | Path) -> tuple[PointModel, dict[str, Any]]:
-    """Convenience for library users: the model and payload of a checkpoint."""
-    payload = load_checkpoint(path)
-    return model_from_checkpoint(payload), payload
