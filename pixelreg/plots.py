@@ -49,10 +49,14 @@ def plot_loss(history: dict[str, np.ndarray], path: Path) -> Path:
     ax_loss.set_yscale("log")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax_loss.legend()
-    ax_px.plot(epochs, history["val_mean_px"], "-o", ms=3, color="#9467bd")
-    ax_px.set_yscale("symlog", linthresh=1e-3)
-    ax_px.set_ylim(bottom=0)
-    ax_px.set(xlabel="epoch", ylabel="mean error (px)", title="Validation error (pixels)")
+    error = history["val_mean_px"]
+    positive = error > 0  # an exact epoch (0 px) has no place on a log axis: say so instead
+    ax_px.plot(epochs[positive], error[positive], "-o", ms=3, color="#9467bd")
+    ax_px.set_yscale("log")
+    title = "Validation error (pixels)"
+    if not positive.all():
+        title += f"\n0 px (exact) at {int((~positive).sum())} epoch(s), not drawn"
+    ax_px.set(xlabel="epoch", ylabel="mean error (px)", title=title)
     for ax in (ax_loss, ax_px):
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()

@@ -52,6 +52,10 @@ def test_same_seed_gives_identical_runs(tmp_path):
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[key], b[key]) for key in a)
+    reports = [evaluate(tmp_path / name / "best.pt", device="cpu").report for name in ("a", "b")]
+    for report in reports:
+        report.pop("checkpoint")
+    assert json.dumps(reports[0]) == json.dumps(reports[1])
 
 
 class InterruptAfter(SilentReporter):
