@@ -66,7 +66,7 @@ def run_bench(
             evaluation = evaluate(result.best_path, device=device)
             model, _ = load_model(result.best_path, torch_device)
             speed = images_per_second(
-                functools.partial(predict_images, model, device=torch_device, batch_size=256),
+                functools.partial(predict_images, model, device=torch_device),
                 _batch_of(test_images, 1024),
             )
             report = evaluation.report
