@@ -7,6 +7,7 @@ People read stderr (progress, tables, errors); scripts read stdout (paths, or JS
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import os
@@ -431,26 +432,22 @@ def predict(
             )
         for index, points in enumerate(predict_images(model, array, torch_device)):
             for point, (x, y) in enumerate(points):
-                row = {"path": str(path), "index": index, "x": round(float(x), 4), "y": round(float(y), 4)}
-                if model.points > 1:
-                    row = {
+                which = {"point": point} if model.points > 1 else {}  # a column only when K > 1
+                rows.append(
+                    {
                         "path": str(path),
                         "index": index,
-                        "point": point,
-                        **{k: row[k] for k in ("x", "y")},
+                        **which,
+                        "x": round(float(x), 4),
+                        "y": round(float(y), 4),
                     }
-                rows.append(row)
+                )
     if as_json:
         emit(rows, True)
         return
-    columns = list(rows[0]) if rows else ["path", "index", "x", "y"]
-    lines = [",".join(columns)] + [",".join(_csv_cell(row[c]) for c in columns) for row in rows]
-    sys.stdout.write("\n".join(lines) + "\n")
-
-
-def _csv_cell(value: Any) -> str:
-    text = str(value)
-    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 @command
@@ -651,4 +648,4 @@ def main() -> None:
     app(args=_join_size_arguments(sys.argv[1:]), prog_name="pixelreg")
 
 
-__all__ = ["HOLDOUTS", "app", "main"]
+__all__ = ["app", "main"]

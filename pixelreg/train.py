@@ -325,6 +325,10 @@ def train(
     state: dict[str, Any] | None = None
     if resume is not None:
         resume = Path(resume) / "last.pt" if Path(resume).is_dir() else Path(resume)
+        if resume.name == "best.pt":
+            raise PixelregError(
+                f"{resume} is the best epoch, not the last; resume from {resume.with_name('last.pt')}"
+            )
         state = load_checkpoint(resume)
         if "config" not in state or "optimizer" not in state:
             raise PixelregError(f"{resume} cannot be resumed: it holds no training state")

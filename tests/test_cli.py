@@ -233,6 +233,7 @@ BAD_INPUTS = [
         "cannot create run directory",
     ),
     (["train", "--resume", "{bad}/foreign.pt"], 1, "not a pixelreg checkpoint"),
+    (["train", "--resume", "{run}/best.pt"], 1, "resume from"),
     (["bench", "--holdouts", "diagonal"], 1, "--holdouts takes"),
     (["plot", "{bad}"], 1, "has no history.csv"),
 ]
