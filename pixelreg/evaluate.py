@@ -14,7 +14,7 @@ from .classical import BASELINES, baseline_points, crlb_px
 from .data import SPLITS, Dataset, DataSpec, every_position, load_dataset, make_dataset, pixel_of
 from .errors import PixelregError
 from .files import write_atomic, write_json
-from .metrics import match_points, summarize
+from .metrics import as_json_float, match_points, summarize
 from .models import PointModel
 from .train import predict_images, resolve_device
 
@@ -145,10 +145,10 @@ def precision_against_bound(
     bound = crlb_px(true, spec)
     methods = {"model": report["metrics"]["all"], **report["baselines"]}
     return {
-        "crlb_px": _round(bound),
-        "rmse_over_crlb": {name: _round(m["rmse_px"] / bound) for name, m in methods.items()},
+        "crlb_px": as_json_float(bound),
+        "rmse_over_crlb": {name: as_json_float(m["rmse_px"] / bound) for name, m in methods.items()},
         "rmse_hits_over_crlb": {
-            name: _round(m["rmse_hits_px"] / bound) if m["rmse_hits_px"] is not None else None
+            name: as_json_float(m["rmse_hits_px"] / bound) if m["rmse_hits_px"] is not None else None
             for name, m in methods.items()
         },
     }
@@ -184,10 +184,6 @@ def precision_curve(
             for key in entry:
                 entry[key].append(m[key])
     return curve
-
-
-def _round(value: float) -> float:
-    return float(round(value, 6))
 
 
 def _train_mask(payload: dict[str, Any], size: tuple[int, int]) -> np.ndarray:

@@ -53,20 +53,21 @@ def summarize(pred: np.ndarray, true: np.ndarray, height: int, width: int) -> di
     hits = distances <= MATCH_RADIUS_PX
     return {
         "n": n,
-        "mse": _float(np.mean(normalized_error**2)),
-        "mean_px": _float(per_image.mean()),
-        "median_px": _float(np.median(per_image)),
-        "p95_px": _float(np.percentile(per_image, 95)),
-        "rmse_px": _float(math.sqrt(np.mean(distances**2))),
-        "rmse_hits_px": _float(math.sqrt(np.mean(distances[hits] ** 2))) if hits.any() else None,
-        "max_px": _float(distances.max()),
-        "exact": _float(exact.mean()),
-        "recall_1px": _float(hits.mean()),
-        "precision_1px": _float(hits.mean()),
+        "mse": as_json_float(np.mean(normalized_error**2)),
+        "mean_px": as_json_float(per_image.mean()),
+        "median_px": as_json_float(np.median(per_image)),
+        "p95_px": as_json_float(np.percentile(per_image, 95)),
+        "rmse_px": as_json_float(math.sqrt(np.mean(distances**2))),
+        "rmse_hits_px": as_json_float(math.sqrt(np.mean(distances[hits] ** 2))) if hits.any() else None,
+        "max_px": as_json_float(distances.max()),
+        "exact": as_json_float(exact.mean()),
+        "recall_1px": as_json_float(hits.mean()),
+        "precision_1px": as_json_float(hits.mean()),
         "missed": int((~hits).sum()),
         "extra": int((~hits).sum()),
     }
 
 
-def _float(value: float) -> float:
-    return float(round(float(value), 10))
+def as_json_float(value: float, digits: int = 10) -> float:
+    """A plain float rounded for metrics.json: stable text, no numpy scalar."""
+    return float(round(float(value), digits))
