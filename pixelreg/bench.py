@@ -13,13 +13,12 @@ import numpy as np
 
 from .checkpoint import load_model
 from .classical import argmax_points
+from .config import MODEL_NAMES, TrainConfig
 from .data import DataSpec, every_position, make_dataset
-from .evaluate import evaluate
+from .evaluate import evaluate_model
+from .inference import predict_images, resolve_device
 from .metrics import summarize
-from .models import MODELS
-from .train import Reporter, TrainConfig, predict_images, resolve_device, train
-
-BENCH_HOLDOUTS = ("random", "quadrant")
+from .train import Reporter, train
 
 
 def images_per_second(
@@ -40,8 +39,8 @@ def run_bench(
     out: str | Path,
     spec: DataSpec,
     epochs: int = 30,
-    models: tuple[str, ...] = tuple(MODELS),
-    holdouts: tuple[str, ...] = BENCH_HOLDOUTS,
+    models: tuple[str, ...] = MODEL_NAMES,
+    holdouts: tuple[str, ...] = ("random", "quadrant"),
     device: str = "auto",
     seed: int = 0,
     reporter_for: Callable[[str], Reporter | None] = lambda label: None,
@@ -63,8 +62,8 @@ def run_bench(
             started = time.perf_counter()
             result = train(config, out / f"{holdout}-{name}", reporter_for(f"{holdout}/{name}"))
             train_seconds = time.perf_counter() - started
-            evaluation = evaluate(result.best_path, device=device)
-            model, _ = load_model(result.best_path, torch_device)
+            model, payload = load_model(result.best_path, torch_device)
+            evaluation = evaluate_model(model, payload, str(result.best_path), device=torch_device)
             speed = images_per_second(
                 functools.partial(predict_images, model, device=torch_device),
                 _batch_of(test_images, 1024),

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import csv
 import functools
+import inspect
 import json
 import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -23,9 +25,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
+from .config import DEFAULT_LR, HEATMAP_ARGS, MODEL_NAMES, TrainConfig
 from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, save_dataset
 from .errors import PixelregError
-from .models import DEFAULT_MODEL, MODELS
+from .runs import next_run_dir, resolve_checkpoint
 
 app = typer.Typer(
     name="pixelreg",
@@ -39,6 +42,7 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 if not console.is_terminal:  # logs and pipes: room for the tables, no 80-column squeeze
     console.width = max(console.width, 120)
 F = TypeVar("F", bound=Callable[..., Any])
+BENCH_HOLDOUTS = ("random", "quadrant")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -97,70 +101,84 @@ def parse_size(text: str) -> tuple[int, int]:
     raise PixelregError(f"--size must be N, or H W (also HxW), got {text!r}")
 
 
-# --- options shared by `generate` and `train` -----------------------------------------------
+# --- options --------------------------------------------------------------------------------
 
-NImages = Annotated[int, typer.Option("--n", help="Number of images.")]
-Size = Annotated[str, typer.Option(help="Image size: N for NxN, or H W (also HxW) for rows x columns.")]
-Seed = Annotated[int, typer.Option(help="Seed for every random choice.")]
-ValFraction = Annotated[float, typer.Option(help="Share of images in the validation split, in [0, 1).")]
-TestFraction = Annotated[float, typer.Option(help="Share of images in the test split, in [0, 1).")]
-Holdout = Annotated[
-    str,
-    typer.Option(
-        help="Which positions train never sees: random (val/test positions disjoint from train), "
-        "quadrant (train never sees the bottom-right quadrant), none (independent images)."
-    ),
-]
-Points = Annotated[int, typer.Option(help="Bright points per image.")]
-MinDistance = Annotated[float, typer.Option(help="Minimum distance between points of one image, pixels.")]
-Blur = Annotated[float, typer.Option(help="Gaussian point-spread sigma in pixels (0: one pixel).")]
-Subpixel = Annotated[
-    bool, typer.Option("--subpixel/--no-subpixel", help="Continuous positions, spot integrated over pixels.")
-]
-Noise = Annotated[
-    float, typer.Option(help="Additive Gaussian noise sigma, grey levels (then clipped to 0..255).")
-]
-Brightness = Annotated[
-    float, typer.Option(help="Total intensity of a spot: grey levels summed over its pixels.")
-]
-Background = Annotated[float, typer.Option(help="Constant grey level under the spots.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but the result on stdout.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 Device = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")]
+SIZE_HELP = "Image size: N for NxN, or H W (also HxW) for rows x columns."
+OPTION_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-SPEC_OPTIONS = ("n", "size", "seed", "val_fraction", "test_fraction", "holdout", "points", "min_distance")
-SPEC_OPTIONS += ("blur", "subpixel", "noise", "brightness", "background")
+def data_option_parameters(only: tuple[str, ...] | None = None) -> list[inspect.Parameter]:
+    """One command-line parameter per DataSpec field, with the spec's default and help.
+
+    `height` and `width` become one `--size`. Adding a field to DataSpec adds its option
+    to `generate` and `train`; nothing here names a field but the size.
+    """
+    defaults = DataSpec()
+    parameters = []
+    for spec_field in fields(DataSpec):
+        name = "size" if spec_field.name == "height" else spec_field.name
+        if spec_field.name == "width" or (only is not None and name not in only):
+            continue
+        if name == "size":
+            size = (
+                defaults.height
+                if defaults.height == defaults.width
+                else f"{defaults.height}x{defaults.width}"
+            )
+            annotation: Any = Annotated[str, typer.Option(help=SIZE_HELP)]
+            default: Any = str(size)
+        else:
+            flag = "--" + name.replace("_", "-")
+            kind = OPTION_TYPES[str(spec_field.type)]
+            declaration = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
+            annotation = Annotated[kind, typer.Option(declaration, help=spec_field.metadata["help"])]
+            default = getattr(defaults, name)
+        parameters.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        )
+    return parameters
 
 
-def make_spec(options: dict[str, Any]) -> DataSpec:
-    """A DataSpec from a command's options (its locals(); size given as text)."""
-    values = {name: options[name] for name in SPEC_OPTIONS if name in options}
+def with_data_options(only: tuple[str, ...] | None = None) -> Callable[[F], F]:
+    """Give a command the data options; it receives their values as one `spec_options` dict."""
+    added = data_option_parameters(only)
+
+    def decorate(function: F) -> F:
+        signature = inspect.signature(function, eval_str=True)
+        kept = [p for p in signature.parameters.values() if p.name != "spec_options"]
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            spec_options = {p.name: kwargs.pop(p.name) for p in added}
+            return function(*args, spec_options=spec_options, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def make_spec(spec_options: dict[str, Any]) -> DataSpec:
+    """A DataSpec from the data options (size given as text)."""
+    values = dict(spec_options)
     height, width = parse_size(values.pop("size"))
     return DataSpec(height=height, width=width, **values)
 
 
 @command
+@with_data_options()
 def generate(
     out: Annotated[Path, typer.Option(help="Where to write the dataset (.npz).")] = Path("dataset.npz"),
-    n: NImages = 10_000,
-    size: Size = "50",
-    seed: Seed = 0,
-    val_fraction: ValFraction = 0.1,
-    test_fraction: TestFraction = 0.1,
-    holdout: Holdout = "random",
-    points: Points = 1,
-    min_distance: MinDistance = 0.0,
-    blur: Blur = 0.0,
-    subpixel: Subpixel = False,
-    noise: Noise = 0.0,
-    brightness: Brightness = 255.0,
-    background: Background = 0.0,
     quiet: Quiet = False,
     as_json: AsJson = False,
+    *,
+    spec_options: dict[str, Any],
 ) -> None:
     """Render a dataset of images with bright points and write it as .npz."""
-    spec = make_spec(locals())
+    spec = make_spec(spec_options)
     dataset = make_dataset(spec)
     path = save_dataset(out, dataset)
     counts = {name: int((dataset.split == name).sum()) for name in SPLITS}
@@ -216,7 +234,12 @@ class ConsoleReporter:
             self.progress = None
 
 
+TRAIN_DEFAULTS = TrainConfig()
+LR_HELP = ", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items())
+
+
 @command
+@with_data_options()
 def train(
     data: Annotated[
         Path | None,
@@ -224,27 +247,33 @@ def train(
             help="Dataset .npz from `pixelreg generate`; without it, data is made in memory from the options below."
         ),
     ] = None,
-    model: Annotated[str, typer.Option(help=f"Architecture: {', '.join(MODELS)}.")] = DEFAULT_MODEL,
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Images per optimisation step.")] = 64,
+    model: Annotated[
+        str, typer.Option(help=f"Architecture: {', '.join(MODEL_NAMES)}.")
+    ] = TRAIN_DEFAULTS.model,
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = TRAIN_DEFAULTS.epochs,
+    batch_size: Annotated[
+        int, typer.Option(help="Images per optimisation step.")
+    ] = TRAIN_DEFAULTS.batch_size,
     lr: Annotated[
         float | None,
+        typer.Option(help=f"Adam learning rate (cosine-decayed); default {LR_HELP}.", show_default=False),
+    ] = TRAIN_DEFAULTS.lr,
+    channels: Annotated[
+        int | None,
         typer.Option(
-            help="Adam learning rate (cosine-decayed); default 1e-2 for heatmap, 1e-3 otherwise.",
-            show_default=False,
+            help=f"Heatmap model: feature channels (default {HEATMAP_ARGS['channels']}).", show_default=False
         ),
     ] = None,
-    channels: Annotated[
-        int | None, typer.Option(help="Heatmap model: feature channels (default 8).", show_default=False)
-    ] = None,
     depth: Annotated[
-        int | None, typer.Option(help="Heatmap model: convolution layers (default 2).", show_default=False)
+        int | None,
+        typer.Option(
+            help=f"Heatmap model: convolution layers (default {HEATMAP_ARGS['depth']}).", show_default=False
+        ),
     ] = None,
-    seed: Seed = 0,
-    device: Device = "auto",
+    device: Device = TRAIN_DEFAULTS.device,
     amp: Annotated[
         bool, typer.Option("--amp", help="Mixed precision (bfloat16 autocast); CUDA only.")
-    ] = False,
+    ] = TRAIN_DEFAULTS.amp,
     out: Annotated[Path, typer.Option(help="Directory that holds runs.")] = Path("runs"),
     name: Annotated[
         str | None,
@@ -256,59 +285,44 @@ def train(
     resume: Annotated[
         Path | None,
         typer.Option(
-            help="Continue the run of this last.pt, in its directory, with its settings.", show_default=False
+            help="Continue the run of this last.pt (or run directory), in its directory, with its settings.",
+            show_default=False,
         ),
     ] = None,
-    n: NImages = 10_000,
-    size: Size = "50",
-    val_fraction: ValFraction = 0.1,
-    test_fraction: TestFraction = 0.1,
-    holdout: Holdout = "random",
-    points: Points = 1,
-    min_distance: MinDistance = 0.0,
-    blur: Blur = 0.0,
-    subpixel: Subpixel = False,
-    noise: Noise = 0.0,
-    brightness: Brightness = 255.0,
-    background: Background = 0.0,
     quiet: Quiet = False,
     as_json: AsJson = False,
+    *,
+    spec_options: dict[str, Any],
 ) -> None:
     """Train a model; print the run directory (config, history, best.pt, last.pt) on stdout.
 
     Under `torchrun --nproc-per-node N -m pixelreg train ...` the processes share every batch
     (DistributedDataParallel) and rank 0 alone writes and prints.
     """
-    from .train import TrainConfig, TrainingInterrupted, leave_torchrun, next_run_dir
+    from .train import TrainingInterrupted, leave_torchrun
+    from .train import resume as resume_training
     from .train import train as run_training
 
     is_main = os.environ.get("RANK", "0") == "0"
     quiet = quiet or not is_main
-    model_args: dict[str, Any] = {}
-    for option, value in (("channels", channels), ("depth", depth)):
-        if value is not None:
-            if model != "heatmap":
-                raise PixelregError(f"--{option} applies to the heatmap model only, not {model!r}")
-            if value < 1:
-                raise PixelregError(f"--{option} must be at least 1, got {value}")
-            model_args[option] = value
-    run_dir = None
-    config = None
-    if resume is None:
-        spec = None
-        if data is None:
-            spec = make_spec(locals())
-        config = TrainConfig(
-            model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-            data=str(data) if data is not None else None, spec=spec.to_dict() if spec else {},
-            model_args=model_args, amp=amp,
-        )  # fmt: skip
-        config.validate()
-        # under torchrun only rank 0 picks the run directory; train() hands it to the others
-        run_dir = next_run_dir(out, name, exist_ok) if is_main else out
     reporter = ConsoleReporter(quiet)
     try:
-        result = run_training(config or TrainConfig(), run_dir, reporter, resume=resume)
+        if resume is not None:
+            result = resume_training(resume, reporter)
+        else:
+            model_args = {
+                key: value for key, value in (("channels", channels), ("depth", depth)) if value is not None
+            }
+            config = TrainConfig(
+                model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=spec_options["seed"],
+                device=device, data=str(data) if data is not None else None,
+                spec=make_spec(spec_options).to_dict() if data is None else {},
+                model_args=model_args, amp=amp,
+            )  # fmt: skip
+            config.validate()
+            # under torchrun only rank 0 picks the run directory; train() hands it to the others
+            run_dir = next_run_dir(out, name, exist_ok) if is_main else out
+            result = run_training(config, run_dir, reporter)
         leave_torchrun()
     except TrainingInterrupted as stop:
         reporter.close()
@@ -321,20 +335,20 @@ def train(
     finally:
         reporter.close()
         leave_torchrun(wait=False)
-    if result.already_finished and not quiet:
-        console.print(f"{result.run_dir} already finished all its epochs; nothing to resume.")
-    best = min(result.history, key=lambda row: (row["val_mean_px"], row["val_loss"]), default=None)
-    if not quiet and best is not None and not result.already_finished:
-        console.print(
-            f"Best epoch {int(best['epoch'])}: val_mean_px {best['val_mean_px']:.4f}. Run: {result.run_dir}"
-        )
+    if not quiet:
+        if result.already_finished:
+            console.print(f"{result.run_dir} already finished all its epochs; nothing to resume.")
+        else:
+            console.print(
+                f"Best epoch {result.best_epoch}: val_mean_px {result.best_val_mean_px:.4f}. Run: {result.run_dir}"
+            )
     summary = {
         "run_dir": str(result.run_dir),
         "best": str(result.best_path),
         "last": str(result.last_path),
         "epochs": len(result.history),
-        "best_epoch": int(best["epoch"]) if best else None,
-        "best_val_mean_px": best["val_mean_px"] if best else None,
+        "best_epoch": result.best_epoch,
+        "best_val_mean_px": result.best_val_mean_px,
     }
     if is_main:
         emit(summary if as_json else str(result.run_dir), as_json)
@@ -392,12 +406,11 @@ def evaluate(
     as_json: AsJson = False,
 ) -> None:
     """Evaluate a checkpoint: errors on all, seen and never-seen positions; writes metrics.json."""
-    from .checkpoint import resolve_checkpoint
     from .evaluate import evaluate as run_evaluation
     from .evaluate import save_evaluation
 
     if split not in (*SPLITS, "all"):
-        raise PixelregError(f"--split must be one of train, val, test, all; got {split!r}")
+        raise PixelregError(f"--split must be one of {', '.join(SPLITS)}, all; got {split!r}")
     checkpoint = resolve_checkpoint(checkpoint)
     evaluation = run_evaluation(checkpoint, data, split, device)
     metrics_path, _ = save_evaluation(evaluation, out if out is not None else checkpoint.parent)
@@ -417,31 +430,11 @@ def predict(
 ) -> None:
     """Locate the points in image files; CSV (path,index,x,y) or JSON on stdout."""
     from .checkpoint import load_model
-    from .imageio import read_images
-    from .train import predict_images, resolve_device
+    from .inference import locate_in_files, resolve_device
 
     torch_device = resolve_device(device)
     model, _ = load_model(checkpoint, torch_device)
-    rows: list[dict[str, Any]] = []
-    for path in images:
-        array = read_images(path)
-        if model.fixed_size and array.shape[1:] != (model.height, model.width):
-            raise PixelregError(
-                f"{path} is {array.shape[1]}x{array.shape[2]}, but this {model.name} model takes "
-                f"{model.height}x{model.width} images only; use a heatmap model for other sizes"
-            )
-        for index, points in enumerate(predict_images(model, array, torch_device)):
-            for point, (x, y) in enumerate(points):
-                which = {"point": point} if model.points > 1 else {}  # a column only when K > 1
-                rows.append(
-                    {
-                        "path": str(path),
-                        "index": index,
-                        **which,
-                        "x": round(float(x), 4),
-                        "y": round(float(y), 4),
-                    }
-                )
+    rows = locate_in_files(model, images, torch_device)
     if as_json:
         emit(rows, True)
         return
@@ -457,44 +450,24 @@ def plot(
     quiet: Quiet = False,
 ) -> None:
     """Draw a run's figures into RUN_DIR/figures (evaluating best.pt first if needed)."""
-    from .checkpoint import load_model
-    from .evaluate import evaluate as run_evaluation
-    from .evaluate import load_predictions, precision_curve, save_evaluation
     from .plots import plot_run
-    from .train import resolve_device
 
-    if not run_dir.is_dir():
-        raise PixelregError(f"run directory not found: {run_dir}")
-    if not (run_dir / "history.csv").is_file():
-        raise PixelregError(f"{run_dir} has no history.csv; pass a directory made by `pixelreg train`")
-    predictions_path = run_dir / "predictions.npz"
-    if not predictions_path.is_file():
-        if not quiet:
-            console.print(f"No predictions.npz in {run_dir}: evaluating its best checkpoint first")
-        save_evaluation(run_evaluation(run_dir, device=device), run_dir)
-    curve = None
-    torch_device = resolve_device(device)
-    model, payload = load_model(run_dir, torch_device)
-    spec = DataSpec.from_dict(payload["data_spec"]) if payload.get("data_spec") else None
-    if spec is not None and spec.noise > 0 and spec.blur > 0:
-        if not quiet:
-            console.print("Measuring model, baselines and the Cramér-Rao bound over noise levels")
-        curve = precision_curve(model, spec, torch_device)
-    for path in plot_run(run_dir, load_predictions(predictions_path), curve):
+    say = (lambda message: None) if quiet else console.print
+    for path in plot_run(run_dir, device, say):
         emit(str(path), False)
 
 
 @command
+@with_data_options(only=("n", "size", "seed"))
 def bench(
     out: Annotated[Path, typer.Option(help="Directory for the bench's runs and bench.json.")] = Path(
         "runs/bench"
     ),
     epochs: Annotated[int, typer.Option(help="Epochs for every model: the same budget for all.")] = 30,
-    models: Annotated[str, typer.Option(help="Comma-separated models to compare.")] = ",".join(MODELS),
-    holdouts: Annotated[str, typer.Option(help="Comma-separated holdouts to run.")] = "random,quadrant",
-    n: NImages = 10_000,
-    size: Size = "50",
-    seed: Seed = 0,
+    models: Annotated[str, typer.Option(help="Comma-separated models to compare.")] = ",".join(MODEL_NAMES),
+    holdouts: Annotated[str, typer.Option(help="Comma-separated holdouts to run.")] = ",".join(
+        BENCH_HOLDOUTS
+    ),
     device: Device = "auto",
     perf: Annotated[
         bool, typer.Option("--perf", help="Measure speed and memory instead (writes perf.json).")
@@ -504,6 +477,8 @@ def bench(
     ] = 1_000_000,
     quiet: Quiet = False,
     as_json: AsJson = False,
+    *,
+    spec_options: dict[str, Any],
 ) -> None:
     """Train and evaluate every model on the same data and budget, beside argmax; writes bench.json.
 
@@ -513,7 +488,6 @@ def bench(
     """
     from .bench import run_bench
     from .files import write_json
-    from .train import TrainConfig
 
     if perf:
         from .perf import run_perf
@@ -536,7 +510,7 @@ def bench(
     for name in holdout_names:
         if name not in HOLDOUTS:
             raise PixelregError(f"--holdouts takes {', '.join(HOLDOUTS)}; got {name!r}")
-    spec = make_spec({"n": n, "size": size, "seed": seed})
+    spec = make_spec(spec_options)
     if out.exists() and any(out.iterdir()):
         raise PixelregError(f"{out} is not empty; choose another --out or remove it")
 
@@ -545,7 +519,7 @@ def bench(
             console.print(f"[bold]{label}[/bold]")
         return ConsoleReporter(quiet=True)
 
-    rows = run_bench(out, spec, epochs, model_names, holdout_names, device, seed, reporter_for)
+    rows = run_bench(out, spec, epochs, model_names, holdout_names, device, spec.seed, reporter_for)
     path = write_json(out / "bench.json", {"spec": spec.to_dict(), "epochs": epochs, "rows": rows})
     if not quiet:
         console.print(bench_table(rows))

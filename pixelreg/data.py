@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .errors import PixelregError
 from .files import require_file, write_atomic
@@ -41,32 +40,65 @@ def from_normalized(uv: Any, height: int, width: int) -> Any:
 
 
 def _scale_like(array: Any, height: int, width: int) -> Any:
-    if hasattr(array, "new_tensor"):  # a torch tensor, without importing torch here
+    if hasattr(array, "new_tensor"):  # a torch tensor (this module never imports torch itself)
         return array.new_tensor([width - 1, height - 1])
     return np.asarray([width - 1, height - 1], dtype=np.asarray(array).dtype)
+
+
+# --- the one place where random streams are keyed -----------------------------------------
+
+STREAMS = {"positions": 0, "noise": 1, "batch order": 2, "every position": 3}
+
+
+def random_stream(seed: int, purpose: str, split: str | None = None, epoch: int = 0, step: int = 0):
+    """The generator for one purpose, keyed by (seed, purpose, split, epoch, step).
+
+    Streams of different keys are independent, and the same key always gives the same
+    stream: the noise of a split is the same whether `generate` renders it to a file or
+    `train` renders it in memory, and a resumed run draws what an uninterrupted one drew.
+    A dataset's own rendering uses epoch 0; training epochs count from 1. Trailing zero
+    keys are dropped, so the positions stream is the seed's own `default_rng(seed)`.
+    """
+    key = [seed, STREAMS[purpose], 0 if split is None else 1 + SPLITS.index(split), epoch, step]
+    while len(key) > 1 and key[-1] == 0:
+        key.pop()
+    return np.random.default_rng(key)
 
 
 # --- how a dataset is made -----------------------------------------------------------------
 
 
+def _option(default: Any, help: str) -> Any:
+    """A DataSpec field whose help text the command line shows for its option."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class DataSpec:
-    """Everything that determines a synthetic dataset; the same spec gives the same bytes."""
+    """Everything that determines a synthetic dataset; the same spec gives the same bytes.
 
-    n: int = 10_000  # number of images
-    height: int = 50  # rows
-    width: int = 50  # columns
-    seed: int = 0  # every random choice flows from this
-    val_fraction: float = 0.1  # share of images in the validation split
-    test_fraction: float = 0.1  # share of images in the test split
-    holdout: str = "random"  # random | quadrant | none: which positions train never sees
-    points: int = 1  # bright points per image
-    min_distance: float = 0.0  # minimum distance between points of one image, pixels
-    blur: float = 0.0  # Gaussian point-spread sigma, pixels (0: a single pixel)
-    subpixel: bool = False  # continuous positions instead of pixel centres
-    noise: float = 0.0  # additive Gaussian noise sigma, grey levels
-    brightness: float = 255.0  # total intensity of a spot (grey levels summed over pixels)
-    background: float = 0.0  # constant grey level under the spots
+    Each field is also an option of `generate` and `train` (`min_distance` is
+    `--min-distance`; `height` and `width` are `--size`), with the help written here.
+    """
+
+    n: int = _option(10_000, "Number of images.")
+    height: int = _option(50, "Rows of each image.")
+    width: int = _option(50, "Columns of each image.")
+    seed: int = _option(0, "Seed for every random choice.")
+    val_fraction: float = _option(0.1, "Share of images in the validation split, in [0, 1).")
+    test_fraction: float = _option(0.1, "Share of images in the test split, in [0, 1).")
+    holdout: str = _option(
+        "random",
+        "Which positions train never sees: random (val/test positions disjoint from train), "
+        "quadrant (train never sees the bottom-right quadrant), none (independent images).",
+    )
+    points: int = _option(1, "Bright points per image.")
+    min_distance: float = _option(0.0, "Minimum distance between points of one image, pixels.")
+    blur: float = _option(0.0, "Gaussian point-spread sigma in pixels (0: one pixel).")
+    subpixel: bool = _option(False, "Continuous positions, spot integrated over pixels.")
+    noise: float = _option(0.0, "Additive Gaussian noise sigma, grey levels (then clipped to 0..255).")
+    brightness: float = _option(255.0, "Total intensity of a spot: grey levels summed over its pixels.")
+    background: float = _option(0.0, "Constant grey level under the spots.")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -268,11 +300,14 @@ def expected_image(points: np.ndarray, spec: DataSpec) -> np.ndarray:
     return image
 
 
+_erf = np.frompyfunc(math.erf, 1, 1)  # exact to the last bit, and numpy has no erf of its own
+
+
 def _pixel_integrals(centres: np.ndarray, length: int, sigma: float) -> np.ndarray:
     """Share of a 1-D Gaussian(centre, sigma) falling in each pixel [i - 0.5, i + 0.5]."""
     edges = np.arange(length + 1, dtype=np.float64) - 0.5  # pixel i spans edges[i]..edges[i+1]
     z = (edges[None, :] - centres[:, None]) / (sigma * math.sqrt(2.0))
-    cdf = 0.5 * (1.0 + torch.special.erf(torch.from_numpy(z)).numpy())
+    cdf = 0.5 * (1.0 + _erf(z).astype(np.float64))
     return np.diff(cdf, axis=1)
 
 
@@ -297,12 +332,12 @@ def every_position(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     ys, xs = np.divmod(np.arange(spec.height * spec.width), spec.width)
     points = np.stack([xs, ys], axis=-1).astype(np.float32)[:, None, :]
     grid_spec = spec.with_(points=1, subpixel=False)
-    return render(points, grid_spec, np.random.default_rng(spec.seed + 1)), points
+    return render(points, grid_spec, random_stream(spec.seed, "every position")), points
 
 
 def make_points(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     """The true points (N, K, 2) and split labels (N,) of the dataset `spec` describes."""
-    rng = np.random.default_rng(spec.seed)
+    rng = random_stream(spec.seed, "positions")
     pools = split_positions(spec, rng)
     counts = split_counts(spec)
     parts, labels = [], []
@@ -319,8 +354,9 @@ def make_points(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(parts), np.concatenate(labels).astype("<U5")
 
 
-def render_many(points: np.ndarray, spec: DataSpec, rng: np.random.Generator) -> np.ndarray:
-    """Render any number of images in chunks of about 16 MB of pixels."""
+def render_split(points: np.ndarray, spec: DataSpec, split: str) -> np.ndarray:
+    """The images of one split, with that split's noise: any number, in chunks of about 16 MB."""
+    rng = random_stream(spec.seed, "noise", split)
     images = np.empty((len(points), spec.height, spec.width), dtype=np.uint8)
     chunk = max(1, 2**24 // (spec.height * spec.width))
     for start in range(0, len(points), chunk):
@@ -329,11 +365,7 @@ def render_many(points: np.ndarray, spec: DataSpec, rng: np.random.Generator) ->
 
 
 def make_dataset(spec: DataSpec, splits: tuple[str, ...] = SPLITS) -> Dataset:
-    """Build the dataset `spec` describes (only the images of `splits`); deterministic in the seed.
-
-    Each split's noise has its own random stream, so a split renders the same whether or not
-    the others are rendered beside it.
-    """
+    """Build the dataset `spec` describes (only the images of `splits`); deterministic in the seed."""
     points, labels = make_points(spec)
     keep = np.isin(labels, splits)
     images = np.empty((int(keep.sum()), spec.height, spec.width), dtype=np.uint8)
@@ -341,8 +373,7 @@ def make_dataset(spec: DataSpec, splits: tuple[str, ...] = SPLITS) -> Dataset:
     for name in splits:
         rows = kept_labels == name
         if rows.any():
-            rng = np.random.default_rng([spec.seed, 1 + SPLITS.index(name)])
-            images[rows] = render_many(points[keep][rows], spec, rng)
+            images[rows] = render_split(points[keep][rows], spec, name)
     return Dataset(images, points[keep], kept_labels, spec)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,14 +10,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import load_model, resolve_checkpoint
+from .checkpoint import load_model
 from .classical import BASELINES, baseline_points, crlb_px
 from .data import SPLITS, Dataset, DataSpec, every_position, load_dataset, make_dataset, pixel_of
 from .errors import PixelregError
 from .files import write_atomic, write_json
+from .inference import check_image_size, predict_images, resolve_device
 from .metrics import as_json_float, match_points, summarize
 from .models import PointModel
-from .train import predict_images, resolve_device
+from .runs import RunDir, resolve_checkpoint
 
 SWEEP_MAX_PIXELS = 128 * 128  # evaluate every position only for images up to this size
 
@@ -76,13 +78,24 @@ def evaluate(
     checkpoint = resolve_checkpoint(checkpoint)
     torch_device = resolve_device(device)
     model, payload = load_model(checkpoint, torch_device)
+    return evaluate_model(model, payload, str(checkpoint), data, split, torch_device, sweep)
+
+
+def evaluate_model(
+    model: PointModel,
+    payload: dict[str, Any],
+    checkpoint: str,
+    data: str | Path | None = None,
+    split: str = "test",
+    device: torch.device | str = "cpu",
+    sweep: bool = True,
+) -> Evaluation:
+    """`evaluate` for a model already loaded from the checkpoint `payload`."""
+    if split not in (*SPLITS, "all"):
+        raise PixelregError(f"--split must be one of {', '.join(SPLITS)}, all; got {split!r}")
     dataset, source = dataset_for(payload, data, split)
     height, width = dataset.size
-    if model.fixed_size and (height, width) != (model.height, model.width):
-        raise PixelregError(
-            f"the {model.name} model takes {model.height}x{model.width} images, the data is "
-            f"{height}x{width}; evaluate on data of the training size"
-        )
+    check_image_size(model, (height, width), "the data")
     if dataset.points.shape[1] != model.points:
         raise PixelregError(
             f"the model predicts {model.points} point(s) per image, the data has "
@@ -93,7 +106,7 @@ def evaluate(
         raise PixelregError(f"the data has no images in split {split!r}; choose another --split")
     train_mask = _train_mask(payload, (height, width))
     true = dataset.points[index]
-    pred = match_points(predict_images(model, dataset.images[index], torch_device), true)
+    pred = match_points(predict_images(model, dataset.images[index], device), true)
     seen = seen_in_training(true, train_mask)
     metrics = {
         "all": summarize(pred, true, height, width),
@@ -101,7 +114,7 @@ def evaluate(
         "unseen": summarize(pred[~seen], true[~seen], height, width),
     }
     report: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": checkpoint,
         "data": source,
         "split": split,
         "model": payload["model"],
@@ -129,10 +142,8 @@ def evaluate(
         if name != "gaussian_fit" or spec.blur > 0  # a fit of a blur-free spot has nothing to fit
     }
     report["crlb"] = precision_against_bound(report, true, spec)
-    if sweep and spec is not None and height * width <= SWEEP_MAX_PIXELS and spec.points == 1:
-        report["positions"], predictions["position_error"] = position_sweep(
-            model, spec, train_mask, torch_device
-        )
+    if sweep and height * width <= SWEEP_MAX_PIXELS and spec.points == 1:
+        report["positions"], predictions["position_error"] = position_sweep(model, spec, train_mask, device)
     return Evaluation(report, predictions)
 
 
@@ -152,6 +163,11 @@ def precision_against_bound(
             for name, m in methods.items()
         },
     }
+
+
+def wants_precision_curve(spec: DataSpec | None) -> bool:
+    """Whether a model trained on `spec` gets the precision-against-noise figure."""
+    return spec is not None and spec.noise > 0 and spec.blur > 0
 
 
 def precision_curve(
@@ -195,15 +211,15 @@ def _train_mask(payload: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
 
 def save_evaluation(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path, Path]:
     """Write metrics.json and predictions.npz into `out_dir` (atomically)."""
-    out_dir = Path(out_dir)
-    predictions_path = out_dir / "predictions.npz"
+    out = RunDir(out_dir)
+    predictions_path = out.predictions
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **evaluation.predictions)
 
     write_atomic(predictions_path, write)
-    metrics_path = write_json(out_dir / "metrics.json", evaluation.report)
+    metrics_path = write_json(out.metrics, evaluation.report)
     return metrics_path, predictions_path
 
 
@@ -219,3 +235,24 @@ def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
         raise PixelregError(
             f"{path} is not a readable predictions file; run `pixelreg evaluate` again"
         ) from exc
+
+
+def evaluate_run_for_plots(
+    run_dir: str | Path, device: str = "auto", say: Callable[[str], None] = lambda message: None
+) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """What a run's figures need: its predictions (evaluating best.pt first when there are
+    none yet) and, for noisy blurred data, the precision-against-noise curve.
+    """
+    run = RunDir(run_dir).require_trained()
+    torch_device = resolve_device(device)
+    checkpoint = resolve_checkpoint(run.root)
+    model, payload = load_model(checkpoint, torch_device)
+    if not run.predictions.is_file():
+        say(f"No {run.predictions.name} in {run.root}: evaluating {checkpoint.name} first")
+        save_evaluation(evaluate_model(model, payload, str(checkpoint), device=torch_device), run.root)
+    curve = None
+    spec = DataSpec.from_dict(payload["data_spec"]) if payload.get("data_spec") else None
+    if wants_precision_curve(spec):
+        say("Measuring model, baselines and the Cramér-Rao bound over noise levels")
+        curve = precision_curve(model, spec, torch_device)
+    return load_predictions(run.predictions), curve

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,41 +33,58 @@ def match_points(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.take_along_axis(pred, best[:, :, None], axis=1)
 
 
+@dataclass
+class Errors:
+    """The errors of predictions matched to true points (N, K, 2), from which each metric is read."""
+
+    distances: np.ndarray  # (N, K) Euclidean error of each point, px
+    normalized: np.ndarray  # (N, K, 2) error in normalised coordinates
+    exact: np.ndarray  # (N,) bool: every point of the image rounds to its true pixel
+
+    @property
+    def per_image(self) -> np.ndarray:
+        return self.distances.mean(1)
+
+    @property
+    def hits(self) -> np.ndarray:
+        return self.distances <= MATCH_RADIUS_PX
+
+
+def _rms(values: np.ndarray) -> float | None:
+    return math.sqrt(np.mean(values**2)) if values.size else None
+
+
+# Every metric of a block M in metrics.json: its name and how it is read from the errors.
+MEASURES: dict[str, Callable[[Errors], float | None]] = {
+    "mse": lambda e: np.mean(e.normalized**2),  # normalised coordinates, as training optimises
+    "mean_px": lambda e: e.per_image.mean(),  # an image's error: the mean over its points
+    "median_px": lambda e: np.median(e.per_image),
+    "p95_px": lambda e: np.percentile(e.per_image, 95),
+    "rmse_px": lambda e: _rms(e.distances),  # over every point
+    "rmse_hits_px": lambda e: _rms(e.distances[e.hits]),  # over points found within 1 px
+    "max_px": lambda e: e.distances.max(),
+    "exact": lambda e: e.exact.mean(),  # share of images with every point on its true pixel
+    "recall_1px": lambda e: e.hits.mean(),  # share of true points found within 1 px
+}
+
+
 def summarize(pred: np.ndarray, true: np.ndarray, height: int, width: int) -> dict[str, Any]:
     """The metrics block M of metrics.json for predictions matched to true points (N, K, 2).
 
-    Pixel errors are per image: the mean Euclidean distance over its K points. `exact` is the
-    share of images whose every rounded prediction is the true pixel. `rmse_px` is over every
-    point; `rmse_hits_px` only over points found within MATCH_RADIUS_PX, the localisation
-    precision of detected spots, to be read beside `recall_1px`.
+    `rmse_hits_px` is the localisation precision of the spots found, to be read beside
+    `recall_1px`. A group without images has `n` 0 and every metric None.
     """
     n = int(true.shape[0])
     if n == 0:
-        keys = ("mse", "mean_px", "median_px", "p95_px", "rmse_px", "rmse_hits_px", "max_px", "exact")
-        keys += ("recall_1px", "precision_1px", "missed", "extra")
-        return {"n": 0, **dict.fromkeys(keys)}
-    pred = pred.astype(np.float64)
-    true = true.astype(np.float64)
-    distances = np.linalg.norm(pred - true, axis=-1)  # (N, K)
-    per_image = distances.mean(1)
-    normalized_error = to_normalized(pred, height, width) - to_normalized(true, height, width)
-    exact = (pixel_of(pred) == pixel_of(true)).all(axis=(1, 2))
-    hits = distances <= MATCH_RADIUS_PX
-    return {
-        "n": n,
-        "mse": as_json_float(np.mean(normalized_error**2)),
-        "mean_px": as_json_float(per_image.mean()),
-        "median_px": as_json_float(np.median(per_image)),
-        "p95_px": as_json_float(np.percentile(per_image, 95)),
-        "rmse_px": as_json_float(math.sqrt(np.mean(distances**2))),
-        "rmse_hits_px": as_json_float(math.sqrt(np.mean(distances[hits] ** 2))) if hits.any() else None,
-        "max_px": as_json_float(distances.max()),
-        "exact": as_json_float(exact.mean()),
-        "recall_1px": as_json_float(hits.mean()),
-        "precision_1px": as_json_float(hits.mean()),
-        "missed": int((~hits).sum()),
-        "extra": int((~hits).sum()),
-    }
+        return {"n": 0, **dict.fromkeys(MEASURES)}
+    pred, true = pred.astype(np.float64), true.astype(np.float64)
+    errors = Errors(
+        distances=np.linalg.norm(pred - true, axis=-1),
+        normalized=to_normalized(pred, height, width) - to_normalized(true, height, width),
+        exact=(pixel_of(pred) == pixel_of(true)).all(axis=(1, 2)),
+    )
+    values = {name: measure(errors) for name, measure in MEASURES.items()}
+    return {"n": n, **{name: None if v is None else as_json_float(v) for name, v in values.items()}}
 
 
 def as_json_float(value: float, digits: int = 10) -> float:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import DEFAULT_MODEL, HEATMAP_ARGS, HEATMAP_MIN_DEPTH
 from .data import from_normalized, to_normalized
 from .errors import PixelregError
 
@@ -115,13 +116,13 @@ class HeatmapLocalizer(PointModel):
         height: int = 50,
         width: int = 50,
         points: int = 1,
-        channels: int = 8,
-        depth: int = 2,
+        channels: int = HEATMAP_ARGS["channels"],
+        depth: int = HEATMAP_ARGS["depth"],
         window: int = 2,
     ) -> None:
         super().__init__(height, width, points)
-        if depth < 2:
-            raise PixelregError(f"heatmap depth must be at least 2, got {depth}")
+        if depth < HEATMAP_MIN_DEPTH:
+            raise PixelregError(f"heatmap depth must be at least {HEATMAP_MIN_DEPTH}, got {depth}")
         self.window = window
         layers: list[nn.Module] = [nn.Conv2d(1, channels, 3, padding=1), nn.ReLU()]
         for _ in range(depth - 2):
@@ -214,8 +215,8 @@ def _single_point_only(name: str, points: int) -> None:
 
 MODELS: dict[str, type[PointModel]] = {
     cls.name: cls for cls in (HeatmapLocalizer, CNNRegressor, CoordConvRegressor)
-}
-DEFAULT_MODEL = "heatmap"
+}  # the same names, in the same order, as config.MODEL_NAMES (a test checks it)
+__all__ = ["DEFAULT_MODEL", "MODELS", "PointModel", "build_model"]
 
 
 def build_model(name: str, **kwargs: Any) -> PointModel:

@@ -15,9 +15,11 @@ import torch
 
 from .bench import images_per_second
 from .classical import argmax_points
+from .config import TrainConfig
 from .data import DataSpec, make_dataset
+from .inference import images_to_tensor, predict_images, resolve_device
 from .models import MODELS, build_model
-from .train import SilentReporter, TrainConfig, images_to_tensor, predict_images, resolve_device, train
+from .train import SilentReporter, train
 
 
 class _Reached(Exception):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import csv
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from .errors import PixelregError  # noqa: E402
 from .files import write_atomic  # noqa: E402
+from .runs import RunDir, read_history  # noqa: E402
 
 TRUE_STYLE = {"marker": "o", "s": 90, "facecolors": "none", "edgecolors": "#2ca02c", "linewidths": 1.8}
 PRED_STYLE = {"marker": "x", "s": 60, "c": "#d62728", "linewidths": 1.8}
@@ -28,28 +28,16 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def read_history(path: str | Path) -> dict[str, np.ndarray]:
-    """history.csv as columns of floats."""
-    path = Path(path)
-    if not path.is_file():
-        raise PixelregError(f"{path} not found; is this a run directory made by `pixelreg train`?")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise PixelregError(f"{path} has no epochs yet")
-    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
-
-
 def plot_loss(history: dict[str, np.ndarray], path: Path) -> Path:
     """Train and validation loss per epoch (log scale), beside the validation pixel error."""
     fig, (ax_loss, ax_px) = plt.subplots(1, 2, figsize=(10, 3.8))
-    epochs = history["epoch"]
+    epochs = np.asarray(history["epoch"])
     ax_loss.plot(epochs, history["train_loss"], "-o", ms=3, label="train")
     ax_loss.plot(epochs, history["val_loss"], "-o", ms=3, label="validation")
     ax_loss.set_yscale("log")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax_loss.legend()
-    error = history["val_mean_px"]
+    error = np.asarray(history["val_mean_px"])
     positive = error > 0  # an exact epoch (0 px) has no place on a log axis: say so instead
     ax_px.plot(epochs[positive], error[positive], "-o", ms=3, color="#9467bd")
     ax_px.set_yscale("log")
@@ -246,16 +234,25 @@ def plot_precision_vs_noise(curve: dict[str, Any], path: Path) -> Path:
 
 
 def plot_run(
+    run_dir: str | Path, device: str = "auto", say: Callable[[str], None] = lambda message: None
+) -> list[Path]:
+    """Every figure of a run, written to RUN_DIR/figures (evaluating best.pt first if needed)."""
+    from .evaluate import evaluate_run_for_plots
+
+    predictions, curve = evaluate_run_for_plots(run_dir, device, say)
+    return draw_figures(run_dir, predictions, curve)
+
+
+def draw_figures(
     run_dir: str | Path, predictions: dict[str, Any], curve: dict[str, Any] | None = None
 ) -> list[Path]:
-    """Every figure of a run, written to RUN_DIR/figures."""
-    run_dir = Path(run_dir)
-    figures = run_dir / "figures"
+    """The figures of a run from its history, its predictions and, if given, its precision curve."""
+    run = RunDir(run_dir)
     size = tuple(predictions["train_mask"].shape)
-    extra = [plot_precision_vs_noise(curve, figures / "precision_vs_noise.png")] if curve else []
+    extra = [plot_precision_vs_noise(curve, run.figures / "precision_vs_noise.png")] if curve else []
     return extra + [
-        plot_loss(read_history(run_dir / "history.csv"), figures / "loss.png"),
-        plot_scatter(predictions, size, figures / "scatter.png"),
-        plot_samples(predictions, figures / "samples.png"),
-        plot_error_map(predictions, figures / "error_map.png"),
+        plot_loss(read_history(run.history), run.figures / "loss.png"),
+        plot_scatter(predictions, size, run.figures / "scatter.png"),
+        plot_samples(predictions, run.figures / "samples.png"),
+        plot_error_map(predictions, run.figures / "error_map.png"),
     ]

@@ -1,21 +1,19 @@
-"""The training loop: batches, validation, best/last checkpoints, interruption and resume.
+"""The training loop: epochs, validation, the best/last checkpoint policy, interruption, resume.
 
-Every random choice is a function of the seed and the epoch number, so a run that is
-interrupted and resumed ends with exactly the weights of a run that never stopped.
+Every random choice is keyed by the seed, the epoch and the step (`data.random_stream`), so
+a run that is interrupted and resumed ends with exactly the weights of one that never stopped.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,44 +24,16 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import SPLITS, DataSpec, load_dataset, make_points, pixel_of, position_mask, render, render_many
+from .config import TrainConfig
+from .data import DataSpec, load_dataset, make_points, position_mask, random_stream, render, render_split
 from .errors import PixelregError
-from .files import write_json, write_text
-from .metrics import match_points
-from .models import DEFAULT_MODEL, MODELS, PointModel, build_model
+from .files import write_json
+from .inference import images_to_tensor, resolve_device
+from .metrics import match_points, summarize
+from .models import PointModel, build_model
+from .runs import RunDir, last_checkpoint_of, write_history
 
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_mean_px", "val_exact", "lr", "seconds")
-DEFAULT_LR = {"heatmap": 1e-2, "cnn": 1e-3, "coordconv": 1e-3}
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run; saved as config.json and inside each checkpoint."""
-
-    model: str = DEFAULT_MODEL  # architecture name, see pixelreg.models.MODELS
-    epochs: int = 30  # passes over the training split
-    batch_size: int = 64  # images per optimisation step
-    lr: float | None = None  # Adam learning rate; None: the model's default (DEFAULT_LR)
-    seed: int = 0  # weight init and batch order
-    device: str = "auto"  # auto | cpu | cuda | mps
-    data: str | None = None  # a dataset .npz; None: make one in memory from `spec`
-    spec: dict[str, Any] = field(default_factory=dict)  # DataSpec fields when data is None
-    model_args: dict[str, Any] = field(default_factory=dict)  # extra architecture arguments
-    amp: bool = False  # bfloat16 autocast on CUDA
-
-    def validate(self) -> None:
-        if self.model not in MODELS:
-            raise PixelregError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        if self.epochs < 1:
-            raise PixelregError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise PixelregError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise PixelregError(f"--lr must be a positive number, got {self.lr}")
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR.get(self.model, 1e-3)
+__all__ = ["TrainConfig", "TrainResult", "TrainingInterrupted", "resume", "train"]
 
 
 class Reporter(Protocol):
@@ -99,46 +69,9 @@ class TrainResult:
     best_path: Path
     last_path: Path
     history: list[dict[str, float]]
+    best_epoch: int  # the epoch best.pt holds
+    best_val_mean_px: float
     already_finished: bool = False
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto picks cuda, then mps, then cpu; an unavailable explicit choice is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise PixelregError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
-        return torch.device("cuda")
-    if name == "mps":
-        if not torch.backends.mps.is_available():
-            raise PixelregError("--device mps: Apple MPS is not available here; use --device cpu or auto")
-        return torch.device("mps")
-    raise PixelregError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
-
-
-def next_run_dir(out: str | Path, name: str | None, exist_ok: bool = False) -> Path:
-    """The run directory to use: `name`, or with no name the first free of train, train2, ..."""
-    out = Path(out)
-    if name is not None:
-        run_dir = out / name
-        if run_dir.exists() and not exist_ok:
-            raise PixelregError(
-                f"run directory {run_dir} already exists; choose another --name, pass "
-                "--exist-ok to write into it, or --resume its last.pt"
-            )
-        return run_dir
-    run_dir, number = out / "train", 1
-    while run_dir.exists():
-        number += 1
-        run_dir = out / f"train{number}"
-    return run_dir
 
 
 @dataclass
@@ -146,8 +79,8 @@ class TrainingData:
     """Training and validation data; synthetic training images are rendered batch by batch.
 
     From a file, every image is stored. From a spec, only the points are kept (8 bytes a
-    point) and each training batch is rendered when needed, with noise drawn from a stream
-    keyed by (seed, epoch, step): memory stays of the order of a batch however large `--n`
+    point) and each training batch is rendered when needed, with noise drawn from the
+    stream of (seed, epoch, step): memory stays of the order of a batch however large `--n`
     is, noise is fresh every epoch, and a resumed run sees exactly the same batches.
     """
 
@@ -164,7 +97,7 @@ class TrainingData:
         if self.train_images is not None:
             return self.train_images[index]
         assert self.spec is not None
-        rng = np.random.default_rng([self.spec.seed, 100, epoch, step])
+        rng = random_stream(self.spec.seed, "noise", "train", epoch, step)
         return render(self.train_points[index], self.spec, rng)
 
 
@@ -180,54 +113,218 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     spec = DataSpec(**config.spec)
     points, labels = make_points(spec)
     train, val = labels == "train", labels == "val"
-    val_images = render_many(points[val], spec, np.random.default_rng([spec.seed, 1 + SPLITS.index("val")]))
     mask = position_mask(points[train], spec.height, spec.width)
-    return TrainingData(spec.size, points[train], val_images, points[val], mask, spec)
+    return TrainingData(
+        spec.size, points[train], render_split(points[val], spec, "val"), points[val], mask, spec
+    )
 
 
-def images_to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1] on `device`."""
-    tensor = torch.as_tensor(images).to(device, non_blocking=True)
-    return tensor.unsqueeze(1).float().div_(255.0)
+class CheckpointPolicy:
+    """Owns best.pt and last.pt: which epoch is best, and when each file is written.
 
-
-@torch.inference_mode()
-def predict_images(
-    model: PointModel, images: np.ndarray, device: torch.device | str = "cpu", batch_size: int = 64
-) -> np.ndarray:
-    """Points (N, K, 2) in pixels for uint8 images (N, H, W), in batches.
-
-    64 images a batch keep a 50x50 model's activations in the CPU cache: on two cores up to
-    twice as fast as 256 or 1024 at once, and never slower in our measurements.
+    The best epoch has the lowest validation error, then the lowest validation loss; a
+    later epoch that ties replaces an earlier one. last.pt is written after every epoch.
     """
-    model.eval()
-    out = [
-        model.predict(images_to_tensor(images[start : start + batch_size], device)).cpu()
-        for start in range(0, len(images), batch_size)
-    ]
-    if not out:
-        return np.zeros((0, model.points, 2), dtype=np.float32)
-    return torch.cat(out).numpy().astype(np.float32)
+
+    def __init__(self, run: RunDir, best: dict[str, Any] | None = None, writes: bool = True) -> None:
+        self.run, self.writes = run, writes
+        self.best = best or {"epoch": 0, "val_mean_px": math.inf, "val_loss": math.inf}
+
+    @property
+    def best_epoch(self) -> int:
+        return int(self.best["epoch"])
+
+    def epoch_done(self, row: dict[str, float], payload: Callable[[], dict[str, Any]]) -> bool:
+        """Record a finished epoch and write its checkpoints; whether it is the best so far."""
+        key = (row["val_mean_px"], row["val_loss"])
+        is_best = key <= (self.best["val_mean_px"], self.best["val_loss"])
+        if is_best:
+            self.best = {"epoch": int(row["epoch"]), "val_mean_px": key[0], "val_loss": key[1]}
+        if self.writes:
+            state = payload()
+            if is_best:
+                save_checkpoint(self.run.best, state)
+            save_checkpoint(self.run.last, state)
+        return is_best
+
+
+def train_one_epoch(
+    loss_of: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: TrainingData,
+    config: TrainConfig,
+    epoch: int,
+    ranks: Distributed,
+    device: torch.device,
+    stopping: Callable[[], bool],
+    reporter: Reporter,
+) -> float:
+    """One pass over the training split in the epoch's own order; the mean training loss.
+
+    Raises TrainingInterrupted (with the previous epoch as the last finished) on a stop.
+    """
+    loss_of.train()
+    n_train = len(data.train_points)
+    order = random_stream(config.seed, "batch order", epoch=epoch).permutation(n_train)
+    train_points = torch.from_numpy(data.train_points)
+    loss_sum = 0.0
+    for step, start in enumerate(range(0, n_train, config.batch_size)):
+        if ranks.any(stopping()):
+            raise TrainingInterrupted(Path(), epoch - 1)
+        index = order[start : start + config.batch_size]
+        if len(index) < ranks.world:
+            continue  # a last batch too small to give every process an image
+        images = data.batch(index, epoch, step)[ranks.rank :: ranks.world]
+        index = index[ranks.rank :: ranks.world]  # this process's shard of the batch
+        x = images_to_tensor(images, device)
+        y = train_points[index].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
+            loss = loss_of(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(index)
+        reporter.batch()
+    return ranks.sum(loss_sum) / n_train
 
 
 @torch.no_grad()
-def validate(
-    model: PointModel, images: torch.Tensor, points: torch.Tensor, batch_size: int
-) -> tuple[float, float, float]:
-    """(mean loss, mean pixel error, share exact) of matched points over a held-out split."""
+def validate(model: PointModel, images: np.ndarray, points: np.ndarray, batch_size: int) -> dict[str, float]:
+    """Mean loss, mean pixel error and share exact of matched points over a held-out split."""
     model.eval()
-    total_loss, errors, exact = 0.0, [], 0
+    device = next(model.parameters()).device
+    total_loss, predictions = 0.0, []
     for start in range(0, len(images), batch_size):
-        x = images_to_tensor(images[start : start + batch_size])
-        x = x.to(next(model.parameters()).device)
-        y = points[start : start + batch_size].to(x.device)
+        x = images_to_tensor(images[start : start + batch_size], device)
+        y = torch.from_numpy(points[start : start + batch_size]).to(device)
         total_loss += model.loss(x, y).item() * len(x)
-        pred = model.predict(x).cpu().numpy()
-        true = y.cpu().numpy()
-        matched = match_points(pred, true)
-        errors.append(np.linalg.norm(matched - true, axis=-1).mean(1))
-        exact += int((pixel_of(matched) == pixel_of(true)).all(axis=(1, 2)).sum())
-    return total_loss / len(images), float(np.concatenate(errors).mean()), exact / len(images)
+        predictions.append(model.predict(x).cpu().numpy())
+    height, width = images.shape[1:]
+    metrics = summarize(match_points(np.concatenate(predictions), points), points, height, width)
+    return {
+        "val_loss": total_loss / len(images),
+        "val_mean_px": metrics["mean_px"],
+        "val_exact": metrics["exact"],
+    }
+
+
+def train(config: TrainConfig, run_dir: str | Path, reporter: Reporter | None = None) -> TrainResult:
+    """Train a model as `config` says, writing the run into `run_dir`."""
+    config.validate()
+    return _fit(config, Path(run_dir), reporter or SilentReporter(), state=None)
+
+
+def resume(last: str | Path, reporter: Reporter | None = None) -> TrainResult:
+    """Continue the run of `last` (a last.pt, or its run directory) to its configured epochs."""
+    path = last_checkpoint_of(last)
+    state = load_checkpoint(path)
+    if "config" not in state or "optimizer" not in state:
+        raise PixelregError(f"{path} cannot be resumed: it holds no training state")
+    config = TrainConfig(**state["config"])
+    config.validate()
+    return _fit(config, path.parent, reporter or SilentReporter(), state)
+
+
+def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str, Any] | None) -> TrainResult:
+    """Set up model, optimizer and schedule (restored from `state` when resuming) and train."""
+    device = resolve_device(config.device)
+    if config.amp and device.type != "cuda":
+        raise PixelregError("--amp needs a CUDA device; drop --amp or use --device cuda")
+    ranks, device = join_torchrun(device)
+    if ranks.world > 1:  # every rank writes nowhere but takes rank 0's run directory
+        shared = [str(run_dir)]
+        dist.broadcast_object_list(shared, src=0)
+        run_dir = Path(shared[0])
+        if config.batch_size < ranks.world:
+            raise PixelregError(
+                f"--batch-size {config.batch_size} is smaller than the {ranks.world} processes"
+            )
+    run = RunDir(run_dir)
+    data = load_training_data(config)
+    if len(data.train_points) == 0 or len(data.val_points) == 0:
+        raise PixelregError("training needs images in both the train and val splits; check the fractions")
+
+    torch.manual_seed(config.seed)  # weight initialisation: torch's own generator
+    height, width = data.size
+    model_args = {"height": height, "width": width, "points": int(data.train_points.shape[1])}
+    model_args.update(config.model_args)
+    model = build_model(config.model, **model_args).to(device)
+    loss_of: nn.Module = LossOf(model)
+    if ranks.world > 1:
+        loss_of = nn.parallel.DistributedDataParallel(loss_of)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    history: list[dict[str, float]] = []
+    policy = CheckpointPolicy(run, writes=ranks.main)
+    first_epoch = 1
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, policy.best = list(state["history"]), dict(state["best"])
+        first_epoch = int(state["epoch"]) + 1
+        if first_epoch > config.epochs:
+            return TrainResult(
+                run.root, run.best, run.last, history, policy.best_epoch, policy.best["val_mean_px"], True
+            )
+
+    common = {
+        "model": config.model,
+        "model_args": model_args,
+        "config": asdict(config),
+        "data_spec": data.spec.to_dict() if data.spec else None,
+        "data_path": str(Path(config.data).resolve()) if config.data else None,
+        "train_mask": torch.from_numpy(data.train_mask),
+        "pixelreg_version": __version__,
+    }
+
+    def checkpoint(epoch: int) -> dict[str, Any]:
+        return {
+            **common,
+            "state_dict": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "history": history,
+            "best": policy.best,
+        }
+
+    if ranks.main:
+        try:
+            run.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PixelregError(f"cannot create run directory {run.root}: {exc.strerror or exc}") from exc
+        if state is None:
+            write_json(run.config, asdict(config))
+            save_checkpoint(run.last, checkpoint(0))
+    else:
+        reporter = SilentReporter()
+    reporter.start(
+        run.root, first_epoch, config.epochs, math.ceil(len(data.train_points) / config.batch_size)
+    )
+    with stop_signals() as stop:
+        stopping = lambda: stop["signal"] is not None  # noqa: E731
+        for epoch in range(first_epoch, config.epochs + 1):
+            started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            try:
+                train_loss = train_one_epoch(
+                    loss_of, optimizer, data, config, epoch, ranks, device, stopping, reporter
+                )
+            except TrainingInterrupted as stopped:
+                raise TrainingInterrupted(run.last, stopped.epoch) from None
+            scheduler.step()
+            val = validate(model, data.val_images, data.val_points, max(256, config.batch_size))
+            row = {"epoch": epoch, "train_loss": train_loss, **val, "lr": lr}
+            row["seconds"] = round(time.perf_counter() - started, 3)
+            history.append(row)
+            is_best = policy.epoch_done(row, lambda epoch=epoch: checkpoint(epoch))
+            if ranks.main:
+                write_history(run.history, history)
+            reporter.epoch(row, is_best)
+            if ranks.any(stopping()) and epoch < config.epochs:
+                raise TrainingInterrupted(run.last, epoch)
+    return TrainResult(run.root, run.best, run.last, history, policy.best_epoch, policy.best["val_mean_px"])
 
 
 @contextmanager
@@ -249,15 +346,6 @@ def stop_signals() -> Iterator[dict[str, int | None]]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({key: row.get(key, "") for key in HISTORY_FIELDS})
-    write_text(path, buffer.getvalue())
 
 
 @dataclass
@@ -312,157 +400,3 @@ class LossOf(nn.Module):
 
     def forward(self, images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         return self.model.loss(images, points)
-
-
-def train(
-    config: TrainConfig,
-    run_dir: str | Path | None = None,
-    reporter: Reporter | None = None,
-    resume: str | Path | None = None,
-) -> TrainResult:
-    """Train a model as `config` says, writing the run into `run_dir` (or resume a run)."""
-    reporter = reporter or SilentReporter()
-    state: dict[str, Any] | None = None
-    if resume is not None:
-        resume = Path(resume) / "last.pt" if Path(resume).is_dir() else Path(resume)
-        if resume.name == "best.pt":
-            raise PixelregError(
-                f"{resume} is the best epoch, not the last; resume from {resume.with_name('last.pt')}"
-            )
-        state = load_checkpoint(resume)
-        if "config" not in state or "optimizer" not in state:
-            raise PixelregError(f"{resume} cannot be resumed: it holds no training state")
-        config = TrainConfig(**state["config"])
-        run_dir = Path(resume).parent
-    elif run_dir is None:
-        raise ValueError("train() needs run_dir or resume")
-    run_dir = Path(run_dir)
-    config.validate()
-    device = resolve_device(config.device)
-    if config.amp and device.type != "cuda":
-        raise PixelregError("--amp needs a CUDA device; drop --amp or use --device cuda")
-    ranks, device = join_torchrun(device)
-    if ranks.world > 1:  # every rank writes nowhere but takes rank 0's run directory
-        shared = [str(run_dir)]
-        dist.broadcast_object_list(shared, src=0)
-        run_dir = Path(shared[0])
-        if config.batch_size < ranks.world:
-            raise PixelregError(
-                f"--batch-size {config.batch_size} is smaller than the {ranks.world} processes"
-            )
-    data = load_training_data(config)
-    height, width = data.size
-    if len(data.train_points) == 0 or len(data.val_points) == 0:
-        raise PixelregError("training needs images in both the train and val splits; check the fractions")
-
-    torch.manual_seed(config.seed)
-    model_args = {"height": height, "width": width, "points": int(data.train_points.shape[1])}
-    model_args.update(config.model_args)
-    model = build_model(config.model, **model_args).to(device)
-    loss_of: nn.Module = LossOf(model)
-    if ranks.world > 1:
-        loss_of = nn.parallel.DistributedDataParallel(loss_of)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"epoch": 0, "val_mean_px": math.inf, "val_loss": math.inf}
-    first_epoch = 1
-    if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best = list(state["history"]), dict(state["best"])
-        first_epoch = int(state["epoch"]) + 1
-        if first_epoch > config.epochs:
-            return TrainResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", history, True)
-
-    train_points = torch.from_numpy(data.train_points)
-    val_images, val_points = torch.from_numpy(data.val_images), torch.from_numpy(data.val_points)
-    common = {
-        "model": config.model,
-        "model_args": model_args,
-        "config": asdict(config),
-        "data_spec": data.spec.to_dict() if data.spec else None,
-        "data_path": str(Path(config.data).resolve()) if config.data else None,
-        "train_mask": torch.from_numpy(data.train_mask),
-        "pixelreg_version": __version__,
-    }
-
-    def checkpoint(epoch: int) -> dict[str, Any]:
-        return {
-            **common,
-            "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "history": history,
-            "best": best,
-        }
-
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    if ranks.main:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PixelregError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from exc
-        if state is None:
-            write_json(run_dir / "config.json", asdict(config))
-            save_checkpoint(last_path, checkpoint(0))
-    else:
-        reporter = SilentReporter()
-    n_train = len(data.train_points)
-    batches = math.ceil(n_train / config.batch_size)
-    reporter.start(run_dir, first_epoch, config.epochs, batches)
-    with stop_signals() as stop:
-        for epoch in range(first_epoch, config.epochs + 1):
-            started = time.perf_counter()
-            model.train()
-            order = torch.randperm(
-                n_train, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            )
-            loss_sum = 0.0
-            for step, start in enumerate(range(0, n_train, config.batch_size)):
-                if ranks.any(stop["signal"] is not None):
-                    raise TrainingInterrupted(last_path, epoch - 1)
-                index = order[start : start + config.batch_size]
-                if len(index) < ranks.world:
-                    continue  # a last batch too small to give every process an image
-                images = data.batch(index.numpy(), epoch, step)[ranks.rank :: ranks.world]
-                index = index[ranks.rank :: ranks.world]  # this process's shard of the batch
-                x = images_to_tensor(images, device)
-                y = train_points[index].to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
-                    loss = loss_of(x, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(index)
-                reporter.batch()
-            loss_sum = ranks.sum(loss_sum)
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            val_loss, val_mean_px, val_exact = validate(
-                model, val_images, val_points, max(256, config.batch_size)
-            )
-            row = {
-                "epoch": epoch,
-                "train_loss": loss_sum / len(order),
-                "val_loss": val_loss,
-                "val_mean_px": val_mean_px,
-                "val_exact": val_exact,
-                "lr": lr,
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-            history.append(row)
-            is_best = (val_mean_px, val_loss) <= (best["val_mean_px"], best["val_loss"])
-            if is_best:
-                best = {"epoch": epoch, "val_mean_px": val_mean_px, "val_loss": val_loss}
-            if ranks.main:
-                if is_best:
-                    save_checkpoint(best_path, checkpoint(epoch))
-                save_checkpoint(last_path, checkpoint(epoch))
-                write_history(run_dir / "history.csv", history)
-            reporter.epoch(row, is_best)
-            if ranks.any(stop["signal"] is not None) and epoch < config.epochs:
-                raise TrainingInterrupted(last_path, epoch)
-    return TrainResult(run_dir, best_path, last_path, history)

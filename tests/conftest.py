@@ -9,14 +9,15 @@ import pytest
 from pixelreg.train import TrainConfig, train
 
 SMALL_SPEC = {"n": 800, "height": 16, "width": 16, "holdout": "quadrant", "seed": 3}
+SMALL_EPOCHS = 4  # enough for every training seed we tried to be within 0.01 px on the unseen quadrant
 
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A heatmap model trained for 3 epochs on 16x16 images with a held-out quadrant."""
+    """A heatmap model trained for a few epochs on 16x16 images with a held-out quadrant."""
     run_dir = tmp_path_factory.mktemp("runs") / "small"
     config = TrainConfig(
-        model="heatmap", epochs=3, batch_size=32, seed=0, device="cpu", spec=dict(SMALL_SPEC)
+        model="heatmap", epochs=SMALL_EPOCHS, batch_size=32, seed=0, device="cpu", spec=dict(SMALL_SPEC)
     )
     train(config, run_dir)
     return run_dir

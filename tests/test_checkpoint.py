@@ -66,3 +66,17 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", {**_payload(cnn), "model": "heatmap"})
     with pytest.raises(PixelregError, match="do not fit"):
         model_from_checkpoint(load_checkpoint(path))
+
+
+def test_a_damaged_pickle_inside_an_intact_archive_is_called_corrupt_not_dangerous(tmp_path):
+    import zipfile
+
+    model = build_model("heatmap", height=16, width=16)
+    good = save_checkpoint(tmp_path / "m.pt", _payload(model))
+    damaged = tmp_path / "damaged.pt"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(damaged, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            target.writestr(item, data[: len(data) // 2] if item.filename.endswith("data.pkl") else data)
+    with pytest.raises(PixelregError, match="truncated or corrupt"):
+        load_checkpoint(damaged)

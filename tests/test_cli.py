@@ -165,7 +165,6 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, small_run: Path) -> Path
     (root / "empty.npz").write_bytes(b"")
     (root / "text.npz").write_text("not a zip\n")
     (root / "folder.npz").mkdir()
-    good = np.load(small_run.parent.parent / "data.npz") if False else None  # noqa: F841
     images = np.zeros((4, 16, 16), dtype=np.uint8)
     points = np.zeros((4, 1, 2), dtype=np.float32)
     split = np.array(["train", "val", "test", "test"])

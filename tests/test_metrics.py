@@ -29,9 +29,11 @@ def test_matching_pairs_each_true_point_with_its_nearest_prediction():
     np.testing.assert_allclose(matched, [[[1.1, 0.9], [10.0, 10.5], [20.2, 0.1]]])
 
 
-def test_missed_and_extra_points_are_counted():
-    true = np.array([[[1.0, 1.0], [10.0, 10.0]]])
-    pred = np.array([[[1.0, 1.2], [30.0, 30.0]]])  # one hit, one far-off guess
+def test_recall_and_rmse_of_hits_count_only_points_within_one_pixel():
+    true = np.array([[[1.0, 1.0], [10.0, 10.0]], [[5.0, 5.0], [20.0, 20.0]]])
+    pred = np.array([[[1.0, 1.2], [10.0, 11.5]], [[5.4, 5.0], [20.0, 20.0]]])  # errors 0.2, 1.5, 0.4, 0
     m = summarize(match_points(pred, true), true, 40, 40)
-    assert m["recall_1px"] == 0.5 and m["precision_1px"] == 0.5
-    assert m["missed"] == 1 and m["extra"] == 1
+    assert m["recall_1px"] == 0.75
+    assert np.isclose(m["rmse_hits_px"], np.sqrt((0.2**2 + 0.4**2 + 0.0) / 3))
+    assert np.isclose(m["rmse_px"], np.sqrt((0.2**2 + 1.5**2 + 0.4**2) / 4))
+    assert m["exact"] == 0.5  # 11.5 rounds to 12: the first image is not exact, the second is

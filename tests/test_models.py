@@ -63,3 +63,9 @@ def test_splat_target_has_unit_mass_and_the_point_as_its_mean():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(PixelregError, match="unknown model 'resnet'"):
         build_model("resnet")
+
+
+def test_the_registry_and_the_torch_free_names_agree():
+    from pixelreg.config import DEFAULT_MODEL, MODEL_NAMES
+
+    assert tuple(MODELS) == MODEL_NAMES and DEFAULT_MODEL in MODELS

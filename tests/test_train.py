@@ -5,10 +5,12 @@ import signal
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_EPOCHS
 
 from pixelreg.errors import PixelregError
 from pixelreg.evaluate import evaluate
-from pixelreg.train import SilentReporter, TrainConfig, TrainingInterrupted, next_run_dir, train
+from pixelreg.runs import next_run_dir
+from pixelreg.train import CheckpointPolicy, SilentReporter, TrainConfig, TrainingInterrupted, resume, train
 
 TINY = {"n": 400, "height": 16, "width": 16, "seed": 1}
 
@@ -41,7 +43,7 @@ def test_a_run_writes_config_history_and_both_checkpoints(small_run):
     assert json.loads((small_run / "config.json").read_text())["model"] == "heatmap"
     header, *rows = (small_run / "history.csv").read_text().splitlines()
     assert header == "epoch,train_loss,val_loss,val_mean_px,val_exact,lr,seconds"
-    assert len(rows) == 3
+    assert len(rows) == SMALL_EPOCHS
     assert not [p for p in small_run.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -74,21 +76,21 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path):
     with pytest.raises(TrainingInterrupted) as stopped:
         train(_config(), tmp_path / "stopped", InterruptAfter(1))
     assert stopped.value.epoch == 1
-    resumed = train(_config(), resume=tmp_path / "stopped" / "last.pt")
+    resumed = resume(tmp_path / "stopped" / "last.pt")
     assert resumed.run_dir == tmp_path / "stopped"
     assert _history_without_times(tmp_path / "straight") == _history_without_times(tmp_path / "stopped")
     a = torch.load(tmp_path / "straight" / "best.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "stopped" / "best.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[key], b[key]) for key in a)
-    again = train(_config(), resume=tmp_path / "stopped" / "last.pt")
+    again = resume(tmp_path / "stopped")  # a run directory means its last.pt
     assert again.already_finished
 
 
 def test_cnn_baseline_learns_on_a_small_image():
     torch.manual_seed(0)
     from pixelreg.data import DataSpec, make_dataset
+    from pixelreg.inference import predict_images
     from pixelreg.models import build_model
-    from pixelreg.train import predict_images
 
     dataset = make_dataset(DataSpec(n=1500, height=16, width=16, holdout="none"))
     model = build_model("cnn", height=16, width=16)
@@ -112,3 +114,30 @@ def test_run_names_count_up_and_an_explicit_taken_name_is_refused(tmp_path):
     with pytest.raises(PixelregError, match="already exists"):
         next_run_dir(tmp_path, "train")
     assert next_run_dir(tmp_path, "train", exist_ok=True) == tmp_path / "train"
+
+
+def test_the_best_epoch_is_the_last_of_equals_and_is_the_one_best_pt_holds(tmp_path):
+    from pixelreg.runs import RunDir
+
+    policy = CheckpointPolicy(RunDir(tmp_path), writes=False)
+    rows = [(1, 0.5, 0.2), (2, 0.0, 0.1), (3, 0.0, 0.3), (4, 0.0, 0.1), (5, 0.2, 0.0)]
+    marks = [
+        policy.epoch_done({"epoch": e, "val_mean_px": px, "val_loss": loss}, dict) for e, px, loss in rows
+    ]
+    assert marks == [True, True, False, True, False]
+    assert policy.best_epoch == 4  # ties on (error, loss) go to the later epoch
+    result = train(_config(epochs=2), tmp_path / "run")
+    assert result.best_epoch == torch.load(result.best_path, weights_only=True)["epoch"]
+    assert result.best_val_mean_px == min(row["val_mean_px"] for row in result.history)
+
+
+def test_validation_images_in_training_are_the_generated_val_split():
+    from pixelreg.data import DataSpec, make_dataset
+    from pixelreg.train import load_training_data
+
+    spec = {**TINY, "noise": 6.0, "blur": 1.0, "background": 30.0, "subpixel": True}
+    data = load_training_data(_config(spec=spec))
+    dataset = make_dataset(DataSpec(**spec))
+    val = dataset.select("val")
+    np.testing.assert_array_equal(data.val_images, dataset.images[val])
+    np.testing.assert_array_equal(data.val_points, dataset.points[val])

@@ -1,0 +1,97 @@
+"""A trained model on arrays and files: device choice, batching, points out.
+
+Nothing here trains; evaluation, benchmarks and `predict` run models through this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import PixelregError
+from .models import PointModel
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+INFERENCE_BATCH = 64
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto picks cuda, then mps, then cpu; an unavailable explicit choice is an error."""
+    if name not in DEVICES:
+        raise PixelregError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise PixelregError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+    if name == "mps" and not mps:
+        raise PixelregError("--device mps: Apple MPS is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def images_to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1] on `device`."""
+    tensor = torch.as_tensor(images).to(device, non_blocking=True)
+    return tensor.unsqueeze(1).float().div_(255.0)
+
+
+@torch.inference_mode()
+def predict_images(
+    model: PointModel,
+    images: np.ndarray,
+    device: torch.device | str = "cpu",
+    batch_size: int = INFERENCE_BATCH,
+) -> np.ndarray:
+    """Points (N, K, 2) in pixels for uint8 images (N, H, W), in batches.
+
+    64 images a batch keep a 50x50 model's activations in the CPU cache: on two cores up to
+    twice as fast as 256 or 1024 at once, and never slower in our measurements.
+    """
+    model.eval()
+    out = [
+        model.predict(images_to_tensor(images[start : start + batch_size], device)).cpu()
+        for start in range(0, len(images), batch_size)
+    ]
+    if not out:
+        return np.zeros((0, model.points, 2), dtype=np.float32)
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def check_image_size(model: PointModel, size: tuple[int, int], source: str) -> None:
+    """Refuse images of a size a fixed-size model cannot take, naming where they came from."""
+    if model.fixed_size and tuple(size) != (model.height, model.width):
+        raise PixelregError(
+            f"{source} is {size[0]}x{size[1]}, but this {model.name} model takes "
+            f"{model.height}x{model.width} images only; use a heatmap model for other sizes"
+        )
+
+
+def locate_in_files(
+    model: PointModel, paths: list[Path], device: torch.device | str = "cpu"
+) -> list[dict[str, Any]]:
+    """One row per found point: path, index of the image in its file, (point,) x, y.
+
+    The `point` column appears only for models that find several points per image.
+    """
+    from .imageio import read_images
+
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        images = read_images(path)
+        check_image_size(model, images.shape[1:], str(path))
+        for index, points in enumerate(predict_images(model, images, device)):
+            for point, (x, y) in enumerate(points):
+                which = {"point": point} if model.points > 1 else {}
+                rows.append(
+                    {
+                        "path": str(path),
+                        "index": index,
+                        **which,
+                        "x": round(float(x), 4),
+                        "y": round(float(y), 4),
+                    }
+                )
+    return rows

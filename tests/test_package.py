@@ -1,0 +1,55 @@
+"""How the package hangs together: what imports what, and where options come from."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import fields
+
+import pytest
+import typer
+
+from pixelreg.cli import app
+from pixelreg.data import DataSpec
+
+
+def modules_loaded_by(statement: str) -> set[str]:
+    """The modules a fresh interpreter holds after running `statement`."""
+    code = f"import sys; {statement}; print(' '.join(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(done.stdout.split())
+
+
+def test_running_a_trained_model_never_imports_the_training_loop():
+    loaded = modules_loaded_by(
+        "import pixelreg.evaluate, pixelreg.inference, pixelreg.plots, pixelreg.checkpoint, pixelreg.cli"
+    )
+    assert "pixelreg.evaluate" in loaded and "pixelreg.train" not in loaded
+
+
+def test_the_command_line_starts_without_torch():
+    assert "torch" not in modules_loaded_by("import pixelreg, pixelreg.cli")
+
+
+def _options(command: str) -> dict[str, object]:
+    click_command = typer.main.get_command(app).commands[command]
+    return {param.name: param.default for param in click_command.params}
+
+
+@pytest.mark.parametrize("command", ["generate", "train"])
+def test_every_data_option_comes_from_the_spec_with_its_default(command):
+    options = _options(command)
+    defaults = DataSpec()
+    for spec_field in fields(DataSpec):
+        if spec_field.name in ("height", "width"):
+            assert options["size"] == str(defaults.height)
+        else:
+            assert options[spec_field.name] == getattr(defaults, spec_field.name), spec_field.name
+
+
+def test_training_defaults_come_from_the_config():
+    from pixelreg.config import TrainConfig
+
+    options, defaults = _options("train"), TrainConfig()
+    for name in ("model", "epochs", "batch_size", "device", "amp"):
+        assert options[name] == getattr(defaults, name)
