@@ -1,17 +1,25 @@
 """pixelreg: train neural networks to locate bright points in images, and measure them honestly."""
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .data import Dataset, DataSpec, from_normalized, load_dataset, make_dataset, to_normalized  # noqa: E402
-from .errors import PixelregError  # noqa: E402
+# Imported on first use, so that `pixelreg --version` and every refusal start in a blink.
+_EXPORTS = {
+    "DataSpec": "data",
+    "Dataset": "data",
+    "from_normalized": "data",
+    "load_dataset": "data",
+    "make_dataset": "data",
+    "to_normalized": "data",
+    "PixelregError": "errors",
+}
+__all__ = ["__version__", *_EXPORTS]
 
-__all__ = [
-    "DataSpec",
-    "Dataset",
-    "PixelregError",
-    "__version__",
-    "from_normalized",
-    "load_dataset",
-    "make_dataset",
-    "to_normalized",
-]
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'pixelreg' has no attribute {name!r}")

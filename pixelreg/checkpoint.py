@@ -14,10 +14,14 @@ from typing import Any
 
 import torch
 
+from .config import TrainConfig
+from .data import DataSpec
 from .errors import PixelregError
 from .files import require_file, write_atomic
-from .models import MODELS, PointModel, build_model
-from .runs import resolve_checkpoint
+from .limits import require_memory
+from .models import MODELS, PointModel, build_model, skeleton
+from .runs import HISTORY_FIELDS, resolve_checkpoint
+from .schema import check_value, describe, fields_from
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "model_args", "state_dict")
@@ -42,16 +46,61 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 "(loading it could run code); use a checkpoint written by pixelreg"
             ) from exc
         raise PixelregError(f"{path} is not a readable checkpoint (truncated or corrupt?)") from exc
+    return check_payload(payload, path)
+
+
+def check_payload(payload: Any, path: Path) -> dict[str, Any]:
+    """Every field of a loaded checkpoint checked by type and range, naming the file and field."""
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         raise PixelregError(f"{path} is not a pixelreg checkpoint (missing model or weights)")
     version = payload["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         raise PixelregError(
-            f"{path} has checkpoint format {version!r}; this pixelreg reads format "
+            f"{path} has checkpoint format {describe(version)}; this pixelreg reads format "
             f"{FORMAT_VERSION} and older; upgrade pixelreg"
         )
-    if payload["model"] not in MODELS:
-        raise PixelregError(f"{path} holds an unknown model {payload['model']!r}")
+    if not isinstance(payload["model"], str) or payload["model"] not in MODELS:
+        raise PixelregError(f"{path} holds an unknown model {describe(payload['model'])}")
+    args = payload["model_args"]
+    if not isinstance(args, dict):
+        raise PixelregError(f"{path}: model_args must be an object, got {describe(args)}")
+    for key, value in args.items():
+        numbers = value if isinstance(value, list | tuple) else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 2**20 for v in numbers):
+            raise PixelregError(
+                f"{path}: model_args field {key!r} must be a positive integer, got {describe(value)}"
+            )
+    weights = payload["state_dict"]
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise PixelregError(f"{path}: state_dict must map names to tensors, got {describe(weights)}")
+    if not all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
+        raise PixelregError(
+            f"{path}: the weights hold NaN or infinity (training diverged); retrain with a lower --lr"
+        )
+    if "epoch" in payload:
+        epoch = check_value(payload["epoch"], "int", f"{path}: field 'epoch'")
+        if epoch < 0:
+            raise PixelregError(f"{path}: field 'epoch' must be 0 or more, got {epoch}")
+    mask = payload.get("train_mask")
+    if mask is not None and not (isinstance(mask, torch.Tensor) and mask.ndim == 2):
+        raise PixelregError(f"{path}: train_mask must be a 2-D tensor, got {describe(mask)}")
+    if payload.get("data_spec") is not None:
+        DataSpec.from_dict(payload["data_spec"], f"{path}: data_spec")
+    check_value(payload.get("data_path"), "str | None", f"{path}: field 'data_path'")
+    if "config" in payload:
+        fields_from(TrainConfig, payload["config"], f"{path}: config")
+    for row in payload.get("history", []) if isinstance(payload.get("history", []), list) else [None]:
+        if not isinstance(row, dict) or not all(
+            key in HISTORY_FIELDS and isinstance(v, int | float) and not isinstance(v, bool)
+            for key, v in row.items()
+        ):
+            raise PixelregError(f"{path}: history must be rows of numbers, got {describe(row)}")
+    best = payload.get("best", {"epoch": 0, "val_mean_px": 0.0, "val_loss": 0.0})
+    if not isinstance(best, dict) or sorted(best) != ["epoch", "val_loss", "val_mean_px"]:
+        raise PixelregError(f"{path}: best must hold epoch, val_mean_px and val_loss, got {describe(best)}")
+    check_value(best["epoch"], "int", f"{path}: best epoch")
     return payload
 
 
@@ -83,18 +132,33 @@ def _names_foreign_objects(path: Path) -> bool:
 
 
 def load_model(path: str | Path, device: Any = "cpu") -> tuple[PointModel, dict[str, Any]]:
-    """The model a checkpoint file (or run directory) holds, on `device`, and its payload."""
+    """The trained model a checkpoint file (or run directory) holds, on `device`, and its payload."""
     payload = load_checkpoint(path)
-    return model_from_checkpoint(payload).to(device), payload
+    if payload.get("epoch") == 0 and "optimizer" in payload:
+        raise PixelregError(f"{path} holds an untrained model (its run never finished an epoch)")
+    return model_from_checkpoint(payload, str(path)).to(device), payload
 
 
-def model_from_checkpoint(payload: dict[str, Any]) -> PointModel:
-    """Rebuild the model a checkpoint describes and load its weights."""
-    model = build_model(payload["model"], **payload["model_args"])
+def model_from_checkpoint(payload: dict[str, Any], where: str = "the checkpoint") -> PointModel:
+    """Rebuild the model a checkpoint describes and load its weights.
+
+    The stored arguments and weight shapes are compared on the meta device first, so that a
+    checkpoint cannot make this allocate a model it does not hold.
+    """
+    name = payload["model"]
     try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise PixelregError(
-            f"the checkpoint's weights do not fit a {payload['model']} model with its stored arguments"
-        ) from exc
+        shape = skeleton(name, **payload["model_args"])
+    except PixelregError as exc:
+        raise PixelregError(f"{where}: {exc}") from None
+    expected = {key: tuple(value.shape) for key, value in shape.state_dict().items()}
+    stored = {key: tuple(value.shape) for key, value in payload["state_dict"].items()}
+    if expected != stored:
+        raise PixelregError(f"{where}: the weights do not fit a {name} model with its stored arguments")
+    require_memory(
+        8 * sum(p.numel() for p in shape.parameters()),
+        f"the {name} model of {where}",
+        "it cannot be loaded here",
+    )
+    model = build_model(name, **payload["model_args"])
+    model.load_state_dict(payload["state_dict"])
     return model.eval()

@@ -12,6 +12,7 @@ import functools
 import inspect
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import typer.core
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -28,9 +31,80 @@ from . import __version__
 from .config import DEFAULT_LR, HEATMAP_ARGS, MODEL_NAMES, TrainConfig
 from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, save_dataset
 from .errors import PixelregError
-from .runs import next_run_dir, resolve_checkpoint
+from .files import require_file, writable_target
+from .imageio import IMAGE_FORMATS
+from .runs import RunDir, last_checkpoint_of, next_run_dir, resolve_checkpoint
+
+try:  # typer vendors click from 0.2x on; older releases use click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The command group, with every way of ending turned into an exit code and at most one line.
+
+    Usage errors become one `Error:` line (exit 2) instead of a box; Ctrl-C and SIGTERM
+    exit 130; a reader that closes the pipe early (`| head -1`) ends the command quietly,
+    as the Unix convention has it (exit 141, like a process that SIGPIPE stops).
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            code = run_quietly(
+                lambda: super(OneLineErrors, self).main(*args, standalone_mode=False, **kwargs)
+            )
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        sys.exit(code)
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM handled as Ctrl-C is: the command stops, cleans up and exits 130."""
+    raise KeyboardInterrupt
+
+
+def reader_left() -> int:
+    """The exit code when stdout's reader has gone: quiet, as for a process SIGPIPE stops."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE
+
+
+def run_quietly(invoke: Callable[[], Any]) -> int:
+    """Run the command line; its exit code, every error told in one line on stderr."""
+    if sys.stderr is None:  # stderr closed: errors go nowhere, but exit codes still tell
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    if sys.stdout is None:
+        write_error("standard output is closed; give the command somewhere to print (> file)")
+        return 1
+    try:
+        result = invoke()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return reader_left()
+    except KeyboardInterrupt:
+        write_error("interrupted")
+        return 130
+    except ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.stderr.write(exc.format_message() + "\n")
+        else:
+            write_error(" ".join(exc.format_message().split()))
+        return exc.exit_code
+    except typer.Abort:
+        write_error("interrupted")
+        return 130
+    return result if isinstance(result, int) else 0
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     name="pixelreg",
     help="Train neural networks to locate bright points in images, and measure them honestly.",
     no_args_is_help=True,
@@ -45,10 +119,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 BENCH_HOLDOUTS = ("random", "quadrant")
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one `Error:` line to stderr and return the Exit to raise."""
+def write_error(message: str) -> None:
+    """One `Error:` line on stderr."""
     sys.stderr.write(f"Error: {message}\n")
     sys.stderr.flush()
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one `Error:` line to stderr and return the Exit to raise."""
+    write_error(message)
     return typer.Exit(code)
 
 
@@ -63,6 +142,10 @@ def command(function: F) -> F:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except BrokenPipeError:
+            raise typer.Exit(reader_left()) from None
+        except MemoryError:
+            raise fail("out of memory; lower --n, --size or --batch-size") from None
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             raise fail(f"{exc.strerror or exc}{where}") from None
@@ -82,7 +165,7 @@ def command(function: F) -> F:
 def emit(data: Any, as_json: bool) -> None:
     """Write the command's result to stdout: JSON, or one path per line."""
     if as_json:
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        sys.stdout.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
     elif data is not None:
         sys.stdout.write(f"{data}\n")
 
@@ -134,7 +217,10 @@ def data_option_parameters(only: tuple[str, ...] | None = None) -> list[inspect.
             flag = "--" + name.replace("_", "-")
             kind = OPTION_TYPES[str(spec_field.type)]
             declaration = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
-            annotation = Annotated[kind, typer.Option(declaration, help=spec_field.metadata["help"])]
+            limits = {key: spec_field.metadata[key] for key in ("min", "max") if key in spec_field.metadata}
+            annotation = Annotated[
+                kind, typer.Option(declaration, help=spec_field.metadata["help"], **limits)
+            ]
             default = getattr(defaults, name)
         parameters.append(
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
@@ -179,6 +265,7 @@ def generate(
 ) -> None:
     """Render a dataset of images with bright points and write it as .npz."""
     spec = make_spec(spec_options)
+    writable_target(out)  # refuse a bad --out before the work, not after
     dataset = make_dataset(spec)
     path = save_dataset(out, dataset)
     counts = {name: int((dataset.split == name).sum()) for name in SPLITS}
@@ -241,6 +328,7 @@ LR_HELP = ", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items())
 @command
 @with_data_options()
 def train(
+    ctx: typer.Context,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -299,34 +387,51 @@ def train(
     Under `torchrun --nproc-per-node N -m pixelreg train ...` the processes share every batch
     (DistributedDataParallel) and rank 0 alone writes and prints.
     """
+    is_main = os.environ.get("RANK", "0") == "0"
+    quiet = quiet or not is_main
+    if resume is not None:
+        given = [name for name in ctx.params if given_on_command_line(ctx, name)]
+        clashing = [name for name in given if name not in ("resume", "quiet", "as_json")]
+        if clashing:
+            flags = ", ".join("--" + name.replace("_", "-") for name in clashing)
+            raise PixelregError(
+                f"--resume continues a run with the settings it was started with; drop {flags} "
+                "(or start a new run)"
+            )
+        require_file(last_checkpoint_of(resume), "checkpoint")
+    else:
+        model_args = {
+            key: value for key, value in (("channels", channels), ("depth", depth)) if value is not None
+        }
+        config = TrainConfig(
+            model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=spec_options["seed"],
+            device=device, data=str(data) if data is not None else None,
+            spec=make_spec(spec_options).to_dict() if data is None else {},
+            model_args=model_args, amp=amp,
+        )  # fmt: skip
+        config.validate()
+        if data is not None:
+            require_file(data, "dataset")
+        # under torchrun only rank 0 picks the run directory; train() hands it to the others
+        run_dir = next_run_dir(out, name, exist_ok) if is_main else out
+
     from .train import TrainingInterrupted, leave_torchrun
     from .train import resume as resume_training
     from .train import train as run_training
 
-    is_main = os.environ.get("RANK", "0") == "0"
-    quiet = quiet or not is_main
     reporter = ConsoleReporter(quiet)
     try:
-        if resume is not None:
-            result = resume_training(resume, reporter)
-        else:
-            model_args = {
-                key: value for key, value in (("channels", channels), ("depth", depth)) if value is not None
-            }
-            config = TrainConfig(
-                model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=spec_options["seed"],
-                device=device, data=str(data) if data is not None else None,
-                spec=make_spec(spec_options).to_dict() if data is None else {},
-                model_args=model_args, amp=amp,
-            )  # fmt: skip
-            config.validate()
-            # under torchrun only rank 0 picks the run directory; train() hands it to the others
-            run_dir = next_run_dir(out, name, exist_ok) if is_main else out
-            result = run_training(config, run_dir, reporter)
+        result = (
+            resume_training(resume, reporter)
+            if resume is not None
+            else run_training(config, run_dir, reporter)
+        )
         leave_torchrun()
     except TrainingInterrupted as stop:
         reporter.close()
-        if is_main:
+        if is_main and stop.epoch == 0:
+            sys.stderr.write("Interrupted before the first epoch finished; nothing was kept.\n")
+        elif is_main:
             sys.stderr.write(
                 f"Interrupted after epoch {stop.epoch}; {stop.last_path} holds the last finished epoch. "
                 f"Resume with: pixelreg train --resume {stop.last_path}\n"
@@ -354,16 +459,42 @@ def train(
         emit(summary if as_json else str(result.run_dir), as_json)
 
 
+def given_on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave option `name` (rather than its default taking effect)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def fitted_table(title: str, headers: list[str], rows: list[list[str]], droppable: list[str]) -> Table:
+    """A table that fits the console: the `droppable` columns go, first named first, until it
+    does; what still does not fit folds onto more lines. A number is never cut short.
+    """
+    shown = list(headers)
+    while True:
+        table = Table(title=title, title_style="bold")
+        for header in shown:
+            first = header == headers[0]
+            table.add_column(header, justify="left" if first else "right", overflow="fold", min_width=1)
+        for row in rows:
+            table.add_row(*(cell for header, cell in zip(headers, row, strict=True) if header in shown))
+        gone = [header for header in droppable if header in shown]
+        natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        if natural <= console.width or not gone:
+            if len(shown) < len(headers):
+                table.caption = (
+                    f"(not shown at this width: {', '.join(h for h in headers if h not in shown)})"
+                )
+            return table
+        shown.remove(gone[0])
+
+
 def metrics_table(report: dict[str, Any]) -> Table:
-    """The metrics of an evaluation, and of the classical baselines, as a rich table."""
-    table = Table(title=f"{report['model']} on split {report['split']!r}", title_style="bold")
-    columns = ("n", "mean_px", "median_px", "rmse_px", "rmse_hits_px", "max_px", "exact", "recall_1px")
-    table.add_column("group", no_wrap=True)
-    for column in columns:
-        table.add_column(column, justify="right", no_wrap=True)
+    """The metrics of an evaluation, and of the classical baselines, as a table that fits."""
+    columns = ["n", "mean_px", "median_px", "rmse_px", "rmse_hits_px", "max_px", "exact", "recall_1px"]
     groups = [(name, report["metrics"][name]) for name in ("all", "seen", "unseen")]
     groups += [(f"every pixel, {name}", block) for name, block in report.get("positions", {}).items()]
     groups += [(f"{name} (classical)", block) for name, block in report.get("baselines", {}).items()]
+    rows = []
     for name, block in groups:
         cells = [name, str(block["n"])]
         for key in columns[1:]:
@@ -372,10 +503,15 @@ def metrics_table(report: dict[str, Any]) -> Table:
                 cells.append("-")
             else:
                 cells.append(f"{value:.2%}" if key in ("exact", "recall_1px") else f"{value:.4f}")
-        table.add_row(*cells)
+        rows.append(cells)
+    droppable = ["median_px", "max_px", "rmse_hits_px", "rmse_px", "recall_1px"]
+    table = fitted_table(
+        f"{report['model']} on split {report['split']!r}", ["group", *columns], rows, droppable
+    )
     if report.get("crlb"):
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in report["crlb"]["rmse_over_crlb"].items())
-        table.caption = f"Cramér-Rao bound {report['crlb']['crlb_px']:.4f} px; rmse / bound: {ratios}"
+        bound = f"Cramér-Rao bound {report['crlb']['crlb_px']:.4f} px; rmse / bound: {ratios}"
+        table.caption = bound + (f"\n{table.caption}" if table.caption else "")
     return table
 
 
@@ -406,12 +542,17 @@ def evaluate(
     as_json: AsJson = False,
 ) -> None:
     """Evaluate a checkpoint: errors on all, seen and never-seen positions; writes metrics.json."""
+    if split not in (*SPLITS, "all"):
+        raise PixelregError(f"--split must be one of {', '.join(SPLITS)}, all; got {split!r}")
+    checkpoint = require_file(resolve_checkpoint(checkpoint), "checkpoint")
+    if data is not None:
+        require_file(data, "dataset")
+    if out is not None and out.exists() and not out.is_dir():
+        raise PixelregError(f"--out {out} is a file; give a folder for metrics.json and predictions.npz")
+
     from .evaluate import evaluate as run_evaluation
     from .evaluate import save_evaluation
 
-    if split not in (*SPLITS, "all"):
-        raise PixelregError(f"--split must be one of {', '.join(SPLITS)}, all; got {split!r}")
-    checkpoint = resolve_checkpoint(checkpoint)
     evaluation = run_evaluation(checkpoint, data, split, device)
     metrics_path, _ = save_evaluation(evaluation, out if out is not None else checkpoint.parent)
     if not quiet:
@@ -422,13 +563,15 @@ def evaluate(
 @command
 def predict(
     checkpoint: CheckpointArg,
-    images: Annotated[
-        list[Path], typer.Argument(help="PNG files (8-bit grey or RGB) or .npy arrays (H, W) or (N, H, W).")
-    ],
+    images: Annotated[list[Path], typer.Argument(help=IMAGE_FORMATS, show_default=False)],
     device: Device = "auto",
     as_json: AsJson = False,
 ) -> None:
     """Locate the points in image files; CSV (path,index,x,y) or JSON on stdout."""
+    require_file(resolve_checkpoint(checkpoint), "checkpoint")
+    for path in images:
+        require_file(path, "image")
+
     from .checkpoint import load_model
     from .inference import locate_in_files, resolve_device
 
@@ -450,6 +593,8 @@ def plot(
     quiet: Quiet = False,
 ) -> None:
     """Draw a run's figures into RUN_DIR/figures (evaluating best.pt first if needed)."""
+    RunDir(run_dir).require_trained()
+
     from .plots import plot_run
 
     say = (lambda message: None) if quiet else console.print
@@ -503,16 +648,15 @@ def bench(
         emit({"path": str(path), **results} if as_json else str(path), as_json)
         return
 
-    model_names = tuple(name.strip() for name in models.split(",") if name.strip())
-    holdout_names = tuple(name.strip() for name in holdouts.split(",") if name.strip())
+    model_names, holdout_names = comma_list(models, "--models"), comma_list(holdouts, "--holdouts")
     for name in model_names:
         TrainConfig(model=name, epochs=epochs).validate()
     for name in holdout_names:
         if name not in HOLDOUTS:
             raise PixelregError(f"--holdouts takes {', '.join(HOLDOUTS)}; got {name!r}")
     spec = make_spec(spec_options)
-    if out.exists() and any(out.iterdir()):
-        raise PixelregError(f"{out} is not empty; choose another --out or remove it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PixelregError(f"{out} is not an empty folder; choose another --out or remove it")
 
     def reporter_for(label: str) -> ConsoleReporter:
         if not quiet:
@@ -526,6 +670,17 @@ def bench(
     emit({"path": str(path), "rows": rows} if as_json else str(path), as_json)
 
 
+def comma_list(text: str, option: str) -> tuple[str, ...]:
+    """'a, b' -> ('a', 'b'); an empty list or a name given twice is refused."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise PixelregError(f"{option} names nothing; give a comma-separated list")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise PixelregError(f"{option} names {', '.join(twice)} more than once")
+    return names
+
+
 BENCH_HEADERS = {
     "parameters": "params",
     "train_seconds": "train s",
@@ -536,52 +691,50 @@ BENCH_HEADERS = {
 
 
 def bench_table(rows: list[dict[str, Any]]) -> Table:
-    """Bench rows as a rich table."""
-    table = Table(title="pixelreg bench", title_style="bold")
-    columns = ("holdout", "model", "parameters", "train_seconds", "unseen_mean_px", "unseen_exact")
-    columns += ("all_positions_exact", "images_per_second")
-    for column in columns:
-        table.add_column(
-            column.replace("_", " "), justify="left" if column in ("holdout", "model") else "right"
-        )
+    """Bench rows as a table that fits."""
+    columns = ["holdout", "model", "parameters", "train_seconds", "unseen_mean_px", "unseen_exact"]
+    columns += ["all_positions_exact", "images_per_second"]
+    cells = []
     for row in rows:
-        cells = []
+        line = []
         for column in columns:
             value = row[column]
             if value is None:
-                cells.append("-")
+                line.append("-")
             elif column.endswith("exact"):
-                cells.append(f"{value:.2%}")
+                line.append(f"{value:.2%}")
             elif isinstance(value, float):
-                cells.append(f"{value:.4f}" if column.endswith("px") else f"{value:.1f}")
+                line.append(f"{value:.4f}" if column.endswith("px") else f"{value:.1f}")
             else:
-                cells.append(f"{value:,}" if isinstance(value, int) else str(value))
-        table.add_row(*cells)
-    return table
+                line.append(f"{value:,}" if isinstance(value, int) else str(value))
+        cells.append(line)
+    headers = [BENCH_HEADERS.get(column, column.replace("_", " ")) for column in columns]
+    return fitted_table("pixelreg bench", headers, cells, ["params", "images/s", "train s"])
 
 
 def perf_table(results: dict[str, Any]) -> Table:
-    """Performance figures as a rich table."""
-    table = Table(
-        title=f"pixelreg bench --perf ({results['device']}, {results['threads']} threads)", title_style="bold"
-    )
-    table.add_column("measure", no_wrap=True)
-    table.add_column("value", justify="right", no_wrap=True)
-    table.add_row("generate, images/s", f"{results['generate_images_per_second']:,}")
-    table.add_row("numpy argmax, images/s", f"{results['argmax_images_per_second']:,}")
+    """Performance figures as a table that fits."""
+    rows = [
+        ["generate, images/s", f"{results['generate_images_per_second']:,}"],
+        ["numpy argmax, images/s", f"{results['argmax_images_per_second']:,}"],
+    ]
     for name, m in results["models"].items():
-        table.add_row(f"{name}: train, images/s", f"{m['train_images_per_second']:,}")
-        table.add_row(
-            f"{name}: inference, 1024 images a call, images/s", f"{m['inference_images_per_second']:,}"
+        rows.append([f"{name}: train, images/s", f"{m['train_images_per_second']:,}"])
+        rows.append(
+            [f"{name}: inference, 1024 images a call, images/s", f"{m['inference_images_per_second']:,}"]
         )
     seconds = results["default_train_seconds_to_unseen_exact"]
     epochs = results["default_train_epochs_to_unseen_exact"]
-    table.add_row(
-        "default train: seconds to exact on unseen", "-" if seconds is None else f"{seconds} (epoch {epochs})"
+    rows.append(
+        [
+            "default train: seconds to exact on unseen",
+            "-" if seconds is None else f"{seconds} (epoch {epochs})",
+        ]
     )
     rss = results["train_peak_rss_mb"]
-    table.add_row(f"train --n {rss['n']:,} --epochs 1: peak RSS, MB", f"{rss['mb']:,}")
-    return table
+    rows.append([f"train --n {rss['n']:,} --epochs 1: peak RSS, MB", f"{rss['mb']:,}"])
+    title = f"pixelreg bench --perf ({results['device']}, {results['threads']} threads)"
+    return fitted_table(title, ["measure", "value"], rows, [])
 
 
 def version_callback(value: bool) -> None:

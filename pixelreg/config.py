@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .data import SEED_MAX
 from .errors import PixelregError
 
 # Adam's learning rate for each model; its keys are the model names, the default first.
@@ -40,6 +41,8 @@ class TrainConfig:
         """Raise PixelregError naming the first impossible setting."""
         if self.model not in MODEL_NAMES:
             raise PixelregError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise PixelregError(f"--seed must be 0 to {SEED_MAX}, got {self.seed}")
         if self.epochs < 1:
             raise PixelregError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:

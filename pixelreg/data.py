@@ -20,10 +20,14 @@ import numpy as np
 
 from .errors import PixelregError
 from .files import require_file, write_atomic
+from .limits import require_memory
+from .schema import check_value, fields_from
 
 SPLITS = ("train", "val", "test")
 HOLDOUTS = ("random", "quadrant", "none")
 MIN_SIZE, MAX_SIZE = 8, 512
+SEED_MAX = 2**32 - 1  # seeds are one 32-bit word of every random stream's key
+RENDER_CHUNK_PIXELS = 2**24  # pixels rendered at once: 128 MiB of float64 per buffer
 
 
 # --- the one place where pixel and normalised coordinates meet ---------------------------
@@ -68,9 +72,9 @@ def random_stream(seed: int, purpose: str, split: str | None = None, epoch: int 
 # --- how a dataset is made -----------------------------------------------------------------
 
 
-def _option(default: Any, help: str) -> Any:
-    """A DataSpec field whose help text the command line shows for its option."""
-    return field(default=default, metadata={"help": help})
+def _option(default: Any, help: str, **limits: int) -> Any:
+    """A DataSpec field whose help text (and `min`/`max`, if any) its command-line option shows."""
+    return field(default=default, metadata={"help": help, **limits})
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class DataSpec:
     n: int = _option(10_000, "Number of images.")
     height: int = _option(50, "Rows of each image.")
     width: int = _option(50, "Columns of each image.")
-    seed: int = _option(0, "Seed for every random choice.")
+    seed: int = _option(0, "Seed for every random choice.", min=0, max=SEED_MAX)
     val_fraction: float = _option(0.1, "Share of images in the validation split, in [0, 1).")
     test_fraction: float = _option(0.1, "Share of images in the test split, in [0, 1).")
     holdout: str = _option(
@@ -105,6 +109,11 @@ class DataSpec:
 
     def validate(self) -> None:
         """Raise PixelregError naming the first impossible setting."""
+        for spec_field in fields(self):
+            flag = "--" + spec_field.name.replace("_", "-")
+            check_value(getattr(self, spec_field.name), str(spec_field.type), flag)
+        if not 0 <= self.seed <= SEED_MAX:
+            raise PixelregError(f"--seed must be 0 to {SEED_MAX}, got {self.seed}")
         if self.n < 1:
             raise PixelregError(f"--n must be at least 1, got {self.n}")
         for name, value in (("height", self.height), ("width", self.width)):
@@ -145,12 +154,13 @@ class DataSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise PixelregError(f"dataset spec has unknown fields {unknown}; it was made by a newer pixelreg")
-        return cls(**data)
+    def from_dict(cls, data: Any, where: str = "the dataset spec") -> DataSpec:
+        """The spec stored in a file, each field checked; errors name `where`."""
+        values = fields_from(cls, data, where)
+        try:
+            return cls(**values)
+        except PixelregError as exc:
+            raise PixelregError(f"{where}: {exc}") from None
 
     def with_(self, **changes: Any) -> DataSpec:
         return replace(self, **changes)
@@ -355,17 +365,31 @@ def make_points(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_split(points: np.ndarray, spec: DataSpec, split: str) -> np.ndarray:
-    """The images of one split, with that split's noise: any number, in chunks of about 16 MB."""
+    """The images of one split, with that split's noise: any number, rendered chunk by chunk."""
     rng = random_stream(spec.seed, "noise", split)
     images = np.empty((len(points), spec.height, spec.width), dtype=np.uint8)
-    chunk = max(1, 2**24 // (spec.height * spec.width))
+    chunk = max(1, RENDER_CHUNK_PIXELS // (spec.height * spec.width))
     for start in range(0, len(points), chunk):
         images[start : start + chunk] = render(points[start : start + chunk], spec, rng)
     return images
 
 
+def require_dataset_memory(spec: DataSpec, splits: tuple[str, ...] = SPLITS) -> None:
+    """Refuse, before any work, a dataset whose points and images of `splits` cannot fit in memory."""
+    pixels = spec.height * spec.width
+    images = sum(split_counts(spec)[name] for name in splits) * pixels
+    points = spec.n * (spec.points * 2 * (8 + 4 + 4) + 2 * 20)  # float64 draw, float32 copies, labels
+    rendering = 3 * 8 * min(RENDER_CHUNK_PIXELS, spec.n * pixels)  # float64 image, noise, rounding
+    require_memory(
+        points + 2 * images + rendering,
+        f"{spec.n:,} images of {spec.height}x{spec.width}",
+        "lower --n or --size",
+    )
+
+
 def make_dataset(spec: DataSpec, splits: tuple[str, ...] = SPLITS) -> Dataset:
     """Build the dataset `spec` describes (only the images of `splits`); deterministic in the seed."""
+    require_dataset_memory(spec, splits)
     points, labels = make_points(spec)
     keep = np.isin(labels, splits)
     images = np.empty((int(keep.sum()), spec.height, spec.width), dtype=np.uint8)
@@ -397,10 +421,28 @@ def save_dataset(path: str | Path, dataset: Dataset) -> Path:
     return write_atomic(path, write)
 
 
+def npz_array_sizes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The shape and dtype each array of an .npz declares, read from its header alone."""
+    sizes = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+                    version, np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(handle)
+            sizes[info.filename.removesuffix(".npy")] = (shape, dtype)
+    return sizes
+
+
 def load_dataset(path: str | Path) -> Dataset:
     """Read and validate a dataset .npz; every problem becomes one clear PixelregError."""
     path = require_file(path, "dataset")
     try:
+        sizes = npz_array_sizes(path)
+        declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in sizes.values())
+        require_memory(declared, f"{path} (as its arrays declare)", "use a smaller dataset")
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
@@ -426,6 +468,8 @@ def load_dataset(path: str | Path) -> Dataset:
         raise PixelregError(
             f"{path}: points must be float of shape ({n}, K, 2), got {points.dtype} {points.shape}"
         )
+    if points.shape[1] == 0:
+        raise PixelregError(f"{path}: points has no point per image (shape {points.shape})")
     if not np.isfinite(points).all():
         raise PixelregError(f"{path}: points contain NaN or infinity")
     outside = (points[..., 0] < -0.5) | (points[..., 0] > width - 0.5)
@@ -440,9 +484,17 @@ def load_dataset(path: str | Path) -> Dataset:
         raise PixelregError(f"{path}: split must be {n} labels among {', '.join(SPLITS)}")
     spec = None
     if "spec" in arrays:
+        stored = arrays["spec"]
         try:
-            spec_dict = json.loads(str(arrays["spec"]))
-        except json.JSONDecodeError as exc:
-            raise PixelregError(f"{path}: the stored spec is not valid JSON") from exc
-        spec = DataSpec.from_dict(spec_dict) if spec_dict else None
+            spec_dict = json.loads(str(stored)) if stored.dtype.kind == "U" and stored.ndim == 0 else ...
+        except json.JSONDecodeError:
+            spec_dict = ...
+        if spec_dict is ...:
+            raise PixelregError(f"{path}: the stored spec is not valid JSON text")
+        spec = DataSpec.from_dict(spec_dict, f"{path}: the stored spec") if spec_dict is not None else None
+    if spec is not None and (spec.size != (height, width) or spec.points != points.shape[1]):
+        raise PixelregError(
+            f"{path}: the stored spec describes {spec.points} point(s) in {spec.height}x{spec.width} "
+            f"images, but the file holds {points.shape[1]} in {height}x{width}"
+        )
     return Dataset(images, points.astype(np.float32), split.astype("<U5"), spec)

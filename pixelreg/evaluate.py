@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from .checkpoint import load_model
 from .classical import BASELINES, baseline_points, crlb_px
 from .data import SPLITS, Dataset, DataSpec, every_position, load_dataset, make_dataset, pixel_of
 from .errors import PixelregError
-from .files import write_atomic, write_json
+from .files import write_atomic, write_text
 from .inference import check_image_size, predict_images, resolve_device
 from .metrics import as_json_float, match_points, summarize
 from .models import PointModel
@@ -106,7 +107,11 @@ def evaluate_model(
         raise PixelregError(f"the data has no images in split {split!r}; choose another --split")
     train_mask = _train_mask(payload, (height, width))
     true = dataset.points[index]
-    pred = match_points(predict_images(model, dataset.images[index], device), true)
+    pred = predict_images(model, dataset.images[index], device)
+    if not np.isfinite(pred).all():
+        bad = int((~np.isfinite(pred)).any(axis=(1, 2)).sum())
+        raise PixelregError(f"the model predicts NaN or infinity for {bad} image(s); its weights are broken")
+    pred = match_points(pred, true)
     seen = seen_in_training(true, train_mask)
     metrics = {
         "all": summarize(pred, true, height, width),
@@ -210,31 +215,56 @@ def _train_mask(payload: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
 
 
 def save_evaluation(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write metrics.json and predictions.npz into `out_dir` (atomically)."""
+    """Write predictions.npz, then metrics.json, into `out_dir` (each atomically).
+
+    The report is serialised first, so that a report that cannot be written (NaN in it)
+    leaves neither file; metrics.json comes last, so it only exists beside its predictions.
+    """
     out = RunDir(out_dir)
-    predictions_path = out.predictions
+    if out.root.exists() and not out.root.is_dir():
+        raise PixelregError(f"--out {out.root} is a file; give a folder for metrics.json and predictions.npz")
+    try:
+        text = json.dumps(evaluation.report, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        raise PixelregError("the evaluation holds NaN or infinity, so nothing was written") from None
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **evaluation.predictions)
 
-    write_atomic(predictions_path, write)
-    metrics_path = write_json(out.metrics, evaluation.report)
-    return metrics_path, predictions_path
+    predictions_path = write_atomic(out.predictions, write)
+    return write_text(out.metrics, text), predictions_path
+
+
+PREDICTION_KEYS = ("index", "images", "true", "pred", "error_px", "seen", "train_mask")
 
 
 def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a predictions.npz written by `save_evaluation`."""
+    """Read a predictions.npz written by `save_evaluation`; anything else is a clear error."""
     path = Path(path)
     if not path.is_file():
         raise PixelregError(f"{path} not found; run `pixelreg evaluate` first")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            arrays = {key: archive[key] for key in archive.files}
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same answer
         raise PixelregError(
             f"{path} is not a readable predictions file; run `pixelreg evaluate` again"
         ) from exc
+    missing = [key for key in PREDICTION_KEYS if key not in arrays]
+    n = len(arrays.get("true", ()))
+    shapes_fit = not missing and arrays["images"].ndim == 3 and arrays["true"].ndim == 3
+    shapes_fit = shapes_fit and all(
+        len(arrays[key]) == n for key in ("index", "images", "pred", "error_px", "seen")
+    )
+    if (
+        missing
+        or not shapes_fit
+        or arrays["train_mask"].ndim != 2
+        or arrays["pred"].shape != arrays["true"].shape
+    ):
+        raise PixelregError(f"{path} is not a predictions file of pixelreg; run `pixelreg evaluate` again")
+    return arrays
 
 
 def evaluate_run_for_plots(
@@ -247,7 +277,7 @@ def evaluate_run_for_plots(
     torch_device = resolve_device(device)
     checkpoint = resolve_checkpoint(run.root)
     model, payload = load_model(checkpoint, torch_device)
-    if not run.predictions.is_file():
+    if not (run.predictions.is_file() and run.metrics.is_file()):
         say(f"No {run.predictions.name} in {run.root}: evaluating {checkpoint.name} first")
         save_evaluation(evaluate_model(model, payload, str(checkpoint), device=torch_device), run.root)
     curve = None

@@ -13,20 +13,50 @@ from typing import Any
 from .errors import PixelregError
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def writable_target(path: str | Path) -> Path:
+    """Where writing `path` really goes: a symlink is followed to its target, which is
+    written in place and the link kept; a target that exists and is not a regular file
+    (a directory, a device, a pipe) is refused, so that nothing but a file is ever replaced.
+    """
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():
+        kind = "a directory" if target.is_dir() else "not a regular file"
+        shown = str(path) if target == Path(path).absolute() else f"{path} (which leads to {target})"
+        raise PixelregError(f"cannot write {shown}: it exists and is {kind}")
+    return target
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
-    path = Path(path)
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds.
+
+    The file gets the permissions a new file gets under the umask (or keeps those of the file
+    it replaces), not the owner-only ones of a temporary file.
+    """
+    target = writable_target(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise PixelregError(
+            f"cannot write {path}: a part of its folder path is a file, not a folder"
+        ) from None
     except OSError as exc:
         raise PixelregError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    os.close(fd)
     tmp = Path(tmp_name)
     try:
+        try:
+            os.fchmod(fd, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask())
+        finally:
+            os.close(fd)
         yield tmp
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -8,8 +8,14 @@ import numpy as np
 
 from .errors import PixelregError
 from .files import require_file
+from .limits import require_memory
 
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 weights, as PIL's "L" mode uses
+
+
+IMAGE_FORMATS = """PNG (8-bit grey or RGB) or .npy arrays: (H, W) one image, (N, H, W) a stack,
+(H, W, 3 or 4) one RGB(A) image, (N, H, W, 3 or 4) a stack of them. Integers are grey levels
+0..255; floats that all lie in [0, 1] are intensities scaled to 0..255, other floats grey levels."""
 
 
 def read_images(path: str | Path) -> np.ndarray:
@@ -34,30 +40,43 @@ def _read_png(path: Path) -> np.ndarray:
         pixels = pixels.astype(np.float64) / 255.0
     if pixels.ndim == 3:
         channels = pixels.shape[2]
-        if channels in (3, 4):
-            pixels = pixels[..., :3] @ LUMA
-        elif channels in (1, 2):
+        if channels in (1, 2):
             pixels = pixels[..., 0]
-        else:
+        elif channels not in (3, 4):
             raise PixelregError(f"{path}: a PNG with {channels} channels is not supported")
-    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+    return _to_grey_levels(pixels, path, scaled=True)
 
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False, mmap_mode="r")  # the header only, until read
     except Exception as exc:  # noqa: BLE001 - corrupt headers raise several types
         raise PixelregError(f"{path} is not a readable .npy array (object arrays are refused)") from exc
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3 or array.shape[0] == 0:
-        raise PixelregError(f"{path}: expected an array of shape (H, W) or (N, H, W), got {array.shape}")
-    if array.dtype == np.uint8:
-        return array
     if array.dtype.kind not in "uif":
         raise PixelregError(f"{path}: expected numbers, got dtype {array.dtype}")
-    if not np.isfinite(array).all():
+    rgb = array.ndim in (3, 4) and array.shape[-1] in (3, 4)
+    if array.ndim - rgb == 2:
+        array = array[None]
+    if array.ndim - rgb != 3:
+        raise PixelregError(f"{path}: expected an array of shape (H, W) or (N, H, W), got {array.shape}")
+    if 0 in array.shape:
+        raise PixelregError(f"{path}: the array of shape {array.shape} holds no pixels")
+    require_memory(array.nbytes + 9 * array.size, f"{path}", "split it into smaller files")
+    array = np.array(array)  # read it now, into writable memory
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise PixelregError(f"{path} contains NaN or infinity")
-    if array.min() < 0 or array.max() > 255:
-        raise PixelregError(f"{path}: grey levels must lie in 0..255, got {array.min()}..{array.max()}")
-    return np.rint(array).astype(np.uint8)
+    scaled = array.dtype.kind == "f" and array.min() >= 0 and array.max() <= 1
+    return _to_grey_levels(array, path, scaled)
+
+
+def _to_grey_levels(pixels: np.ndarray, path: Path, scaled: bool) -> np.ndarray:
+    """uint8 grey levels from grey or RGB(A) pixels; `scaled`: intensities in [0, 1]."""
+    if pixels.ndim >= 3 and pixels.shape[-1] in (3, 4):  # callers give grey images as (N, H, W) or (H, W)
+        pixels = pixels[..., :3] @ LUMA
+    if pixels.dtype == np.uint8:
+        return pixels
+    if scaled:
+        pixels = pixels * 255.0
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise PixelregError(f"{path}: grey levels must lie in 0..255, got {pixels.min()}..{pixels.max()}")
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)

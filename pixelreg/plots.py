@@ -239,19 +239,23 @@ def plot_run(
     """Every figure of a run, written to RUN_DIR/figures (evaluating best.pt first if needed)."""
     from .evaluate import evaluate_run_for_plots
 
+    history = read_history(RunDir(run_dir).require_trained().history)  # a bad history fails first
     predictions, curve = evaluate_run_for_plots(run_dir, device, say)
-    return draw_figures(run_dir, predictions, curve)
+    return draw_figures(run_dir, history, predictions, curve)
 
 
 def draw_figures(
-    run_dir: str | Path, predictions: dict[str, Any], curve: dict[str, Any] | None = None
+    run_dir: str | Path,
+    history: dict[str, list[float]],
+    predictions: dict[str, Any],
+    curve: dict[str, Any] | None = None,
 ) -> list[Path]:
     """The figures of a run from its history, its predictions and, if given, its precision curve."""
     run = RunDir(run_dir)
     size = tuple(predictions["train_mask"].shape)
     extra = [plot_precision_vs_noise(curve, run.figures / "precision_vs_noise.png")] if curve else []
     return extra + [
-        plot_loss(read_history(run.history), run.figures / "loss.png"),
+        plot_loss(history, run.figures / "loss.png"),
         plot_scatter(predictions, size, run.figures / "scatter.png"),
         plot_samples(predictions, run.figures / "samples.png"),
         plot_error_map(predictions, run.figures / "error_map.png"),

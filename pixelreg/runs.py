@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 from .errors import PixelregError
@@ -69,10 +70,21 @@ def last_checkpoint_of(path: str | Path) -> Path:
     return path
 
 
+def check_run_name(name: str) -> None:
+    """A run name is one folder name inside --out: not empty, no separators, not . or .."""
+    if not name.strip():
+        raise PixelregError("--name must not be empty; leave it out to get train, train2, ...")
+    if "/" in name or os.sep in name or "\0" in name or name in (".", ".."):
+        raise PixelregError(
+            f"--name must be one folder name inside --out, without '/' and not . or ..; got {name!r}"
+        )
+
+
 def next_run_dir(out: str | Path, name: str | None, exist_ok: bool = False) -> Path:
     """The run directory to use: `name`, or with no name the first free of train, train2, ..."""
     out = Path(out)
     if name is not None:
+        check_run_name(name)
         run_dir = out / name
         if run_dir.exists() and not exist_ok:
             raise PixelregError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -25,12 +26,22 @@ from torch import nn
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import DataSpec, load_dataset, make_points, position_mask, random_stream, render, render_split
+from .data import (
+    DataSpec,
+    load_dataset,
+    make_points,
+    position_mask,
+    random_stream,
+    render,
+    render_split,
+    require_dataset_memory,
+)
 from .errors import PixelregError
 from .files import write_json
 from .inference import images_to_tensor, resolve_device
+from .limits import require_memory
 from .metrics import match_points, summarize
-from .models import PointModel, build_model
+from .models import PointModel, build_model, skeleton, training_bytes
 from .runs import RunDir, last_checkpoint_of, write_history
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingInterrupted", "resume", "train"]
@@ -56,11 +67,21 @@ class SilentReporter:
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped on SIGINT/SIGTERM; `last_path` resumes it."""
+    """Training stopped on SIGINT/SIGTERM; `last_path` resumes it (epoch 0: nothing was kept)."""
 
     def __init__(self, last_path: Path, epoch: int) -> None:
         super().__init__(f"interrupted after epoch {epoch}")
         self.last_path, self.epoch = last_path, epoch
+
+
+class Diverged(PixelregError):
+    """The loss or the validation error stopped being a finite number."""
+
+    def __init__(self, epoch: int, what: str) -> None:
+        super().__init__(
+            f"training diverged in epoch {epoch}: {what}; try a lower --lr "
+            "(the checkpoints of the epochs before, if any, are kept)"
+        )
 
 
 @dataclass
@@ -110,7 +131,8 @@ def load_training_data(config: TrainConfig) -> TrainingData:
             dataset.size, dataset.points[train], dataset.images[val], dataset.points[val],
             dataset.train_mask(), dataset.spec, train_images=dataset.images[train],
         )  # fmt: skip
-    spec = DataSpec(**config.spec)
+    spec = DataSpec.from_dict(config.spec, "the data options")
+    require_dataset_memory(spec, ("val",))
     points, labels = make_points(spec)
     train, val = labels == "train", labels == "val"
     mask = position_mask(points[train], spec.height, spec.width)
@@ -180,10 +202,13 @@ def train_one_epoch(
         y = train_points[index].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
             loss = loss_of(x, y)
+        value = loss.item()
+        if ranks.any(not math.isfinite(value)):  # every rank stops together, before backward
+            raise Diverged(epoch, f"the training loss became {value} at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.item() * len(index)
+        loss_sum += value * len(index)
         reporter.batch()
     return ranks.sum(loss_sum) / n_train
 
@@ -206,6 +231,26 @@ def validate(model: PointModel, images: np.ndarray, points: np.ndarray, batch_si
         "val_mean_px": metrics["mean_px"],
         "val_exact": metrics["exact"],
     }
+
+
+def claim_run_dir(path: Path) -> Path | None:
+    """Create the run directory and any missing parents; the topmost folder created here
+    (to remove should the run never finish an epoch), or None if the directory existed.
+    """
+    if path.is_dir():
+        return None
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    try:
+        path.mkdir(parents=True)
+    except (FileExistsError, NotADirectoryError):
+        raise PixelregError(
+            f"cannot create run directory {path}: a part of it exists and is not a folder"
+        ) from None
+    except OSError as exc:
+        raise PixelregError(f"cannot create run directory {path}: {exc.strerror or exc}") from exc
+    return top
 
 
 def train(config: TrainConfig, run_dir: str | Path, reporter: Reporter | None = None) -> TrainResult:
@@ -248,6 +293,11 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
     height, width = data.size
     model_args = {"height": height, "width": width, "points": int(data.train_points.shape[1])}
     model_args.update(config.model_args)
+    need = training_bytes(skeleton(config.model, **model_args), config.batch_size)
+    if device.type == "cpu":
+        require_memory(
+            need, f"training this {config.model} model", "lower --batch-size (or --channels, --depth)"
+        )
     model = build_model(config.model, **model_args).to(device)
     loss_of: nn.Module = LossOf(model)
     if ranks.world > 1:
@@ -289,41 +339,43 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
             "best": policy.best,
         }
 
-    if ranks.main:
-        try:
-            run.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PixelregError(f"cannot create run directory {run.root}: {exc.strerror or exc}") from exc
-        if state is None:
-            write_json(run.config, asdict(config))
-            save_checkpoint(run.last, checkpoint(0))
-    else:
+    if not ranks.main:
         reporter = SilentReporter()
-    reporter.start(
-        run.root, first_epoch, config.epochs, math.ceil(len(data.train_points) / config.batch_size)
-    )
-    with stop_signals() as stop:
-        stopping = lambda: stop["signal"] is not None  # noqa: E731
-        for epoch in range(first_epoch, config.epochs + 1):
-            started = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            try:
-                train_loss = train_one_epoch(
-                    loss_of, optimizer, data, config, epoch, ranks, device, stopping, reporter
-                )
-            except TrainingInterrupted as stopped:
-                raise TrainingInterrupted(run.last, stopped.epoch) from None
-            scheduler.step()
-            val = validate(model, data.val_images, data.val_points, max(256, config.batch_size))
-            row = {"epoch": epoch, "train_loss": train_loss, **val, "lr": lr}
-            row["seconds"] = round(time.perf_counter() - started, 3)
-            history.append(row)
-            is_best = policy.epoch_done(row, lambda epoch=epoch: checkpoint(epoch))
-            if ranks.main:
-                write_history(run.history, history)
-            reporter.epoch(row, is_best)
-            if ranks.any(stopping()) and epoch < config.epochs:
-                raise TrainingInterrupted(run.last, epoch)
+    created = claim_run_dir(run.root) if ranks.main and state is None else None
+    try:
+        reporter.start(
+            run.root, first_epoch, config.epochs, math.ceil(len(data.train_points) / config.batch_size)
+        )
+        with stop_signals() as stop:
+            stopping = lambda: stop["signal"] is not None  # noqa: E731
+            for epoch in range(first_epoch, config.epochs + 1):
+                started = time.perf_counter()
+                lr = optimizer.param_groups[0]["lr"]
+                try:
+                    train_loss = train_one_epoch(
+                        loss_of, optimizer, data, config, epoch, ranks, device, stopping, reporter
+                    )
+                except TrainingInterrupted as stopped:
+                    raise TrainingInterrupted(run.last, stopped.epoch) from None
+                scheduler.step()
+                val = validate(model, data.val_images, data.val_points, max(256, config.batch_size))
+                if not all(math.isfinite(value) for value in (train_loss, *val.values())):
+                    raise Diverged(epoch, f"validation gave {val}")
+                row = {"epoch": epoch, "train_loss": train_loss, **val, "lr": lr}
+                row["seconds"] = round(time.perf_counter() - started, 3)
+                history.append(row)
+                if ranks.main and epoch == 1 and state is None:
+                    write_json(run.config, asdict(config))
+                is_best = policy.epoch_done(row, lambda epoch=epoch: checkpoint(epoch))
+                if ranks.main:
+                    write_history(run.history, history)
+                reporter.epoch(row, is_best)
+                if ranks.any(stopping()) and epoch < config.epochs:
+                    raise TrainingInterrupted(run.last, epoch)
+    except BaseException:
+        if created is not None and not history:  # nothing finished: leave nothing behind
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     return TrainResult(run.root, run.best, run.last, history, policy.best_epoch, policy.best["val_mean_px"])
 
 
