@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,32 @@ def writable_target(path: str | Path) -> Path:
     return target
 
 
+def make_folders(folder: Path, failure: str) -> Path | None:
+    """Create `folder` and its missing parents; the topmost folder created here, or None if
+    `folder` existed, so that a job that fails can take back what it made.
+
+    `failure` starts the error message, such as "cannot write runs/x.npz".
+    """
+    if folder.is_dir():
+        return None
+    top = folder
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise PixelregError(f"{failure}: a part of its path is a file, not a folder") from None
+    except OSError as exc:
+        raise PixelregError(f"{failure}: {exc.strerror or exc}") from exc
+    return top
+
+
+def remove_folders(created: Path | None) -> None:
+    """Take back the folders `make_folders` created (with anything since written in them)."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it into place only if the block succeeds.
@@ -40,14 +67,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     it replaces), not the owner-only ones of a temporary file.
     """
     target = writable_target(path)
+    created = make_folders(target.parent, f"cannot write {path}")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except (FileExistsError, NotADirectoryError):
-        raise PixelregError(
-            f"cannot write {path}: a part of its folder path is a file, not a folder"
-        ) from None
     except OSError as exc:
+        remove_folders(created)
         raise PixelregError(f"cannot write {path}: {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
     try:
@@ -59,6 +83,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        remove_folders(created)
         raise
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import threading
 import time
@@ -37,7 +36,7 @@ from .data import (
     require_dataset_memory,
 )
 from .errors import PixelregError
-from .files import write_json
+from .files import make_folders, remove_folders, write_json
 from .inference import images_to_tensor, resolve_device
 from .limits import require_memory
 from .metrics import match_points, summarize
@@ -233,26 +232,6 @@ def validate(model: PointModel, images: np.ndarray, points: np.ndarray, batch_si
     }
 
 
-def claim_run_dir(path: Path) -> Path | None:
-    """Create the run directory and any missing parents; the topmost folder created here
-    (to remove should the run never finish an epoch), or None if the directory existed.
-    """
-    if path.is_dir():
-        return None
-    top = path
-    while not top.parent.exists() and top.parent != top:
-        top = top.parent
-    try:
-        path.mkdir(parents=True)
-    except (FileExistsError, NotADirectoryError):
-        raise PixelregError(
-            f"cannot create run directory {path}: a part of it exists and is not a folder"
-        ) from None
-    except OSError as exc:
-        raise PixelregError(f"cannot create run directory {path}: {exc.strerror or exc}") from exc
-    return top
-
-
 def train(config: TrainConfig, run_dir: str | Path, reporter: Reporter | None = None) -> TrainResult:
     """Train a model as `config` says, writing the run into `run_dir`."""
     config.validate()
@@ -341,7 +320,11 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
 
     if not ranks.main:
         reporter = SilentReporter()
-    created = claim_run_dir(run.root) if ranks.main and state is None else None
+    created = (
+        make_folders(run.root, f"cannot create run directory {run.root}")
+        if ranks.main and state is None
+        else None
+    )
     try:
         reporter.start(
             run.root, first_epoch, config.epochs, math.ceil(len(data.train_points) / config.batch_size)
@@ -373,8 +356,8 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
                 if ranks.any(stopping()) and epoch < config.epochs:
                     raise TrainingInterrupted(run.last, epoch)
     except BaseException:
-        if created is not None and not history:  # nothing finished: leave nothing behind
-            shutil.rmtree(created, ignore_errors=True)
+        if not history:  # nothing finished: leave nothing behind
+            remove_folders(created)
         raise
     return TrainResult(run.root, run.best, run.last, history, policy.best_epoch, policy.best["val_mean_px"])
 
