@@ -7,6 +7,7 @@ containers.
 
 from __future__ import annotations
 
+import math
 import pickletools
 import zipfile
 from pathlib import Path
@@ -31,7 +32,14 @@ SAFE_MODULES = ("torch", "collections")  # where the classes of a checkpoint of 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write `payload` (with the format version added) to `path` atomically."""
     payload = {"format_version": FORMAT_VERSION, **payload}
-    return write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch reports a full disk or a failed write this way
+            raise PixelregError(f"cannot write {path}: {str(exc).splitlines()[0]}") from exc
+
+    return write_atomic(path, write)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -91,17 +99,24 @@ def check_payload(payload: Any, path: Path) -> dict[str, Any]:
     check_value(payload.get("data_path"), "str | None", f"{path}: field 'data_path'")
     if "config" in payload:
         fields_from(TrainConfig, payload["config"], f"{path}: config")
-    for row in payload.get("history", []) if isinstance(payload.get("history", []), list) else [None]:
+    history = payload.get("history", [])
+    for row in history if isinstance(history, list) else [history]:
         if not isinstance(row, dict) or not all(
-            key in HISTORY_FIELDS and isinstance(v, int | float) and not isinstance(v, bool)
-            for key, v in row.items()
+            key in HISTORY_FIELDS and _finite(v) for key, v in row.items()
         ):
-            raise PixelregError(f"{path}: history must be rows of numbers, got {describe(row)}")
+            raise PixelregError(f"{path}: history must be rows of finite numbers, got {describe(row)}")
     best = payload.get("best", {"epoch": 0, "val_mean_px": 0.0, "val_loss": 0.0})
     if not isinstance(best, dict) or sorted(best) != ["epoch", "val_loss", "val_mean_px"]:
         raise PixelregError(f"{path}: best must hold epoch, val_mean_px and val_loss, got {describe(best)}")
-    check_value(best["epoch"], "int", f"{path}: best epoch")
+    if not (
+        isinstance(best["epoch"], int) and all(_finite(best[key]) for key in ("val_mean_px", "val_loss"))
+    ):
+        raise PixelregError(f"{path}: best must be an epoch and two finite numbers, got {describe(best)}")
     return payload
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _names_foreign_objects(path: Path) -> bool:

@@ -153,6 +153,11 @@ def gaussian_fit_points(images: np.ndarray, k: int, spec: DataSpec, iterations: 
     return np.where(wandered, start, fitted).astype(np.float32)
 
 
+# Below this blur a spot hardly changes the image as it moves within its pixel: the bound on
+# unbiased estimators grows without limit there and says nothing a user can compare with.
+MIN_BOUND_BLUR = 0.5
+
+
 def crlb_px(points: np.ndarray, spec: DataSpec, step: float = 1e-3) -> float:
     """Cramér-Rao bound on the 2-D position RMSE for single spots at `points` (N, 1, 2).
 
@@ -163,7 +168,7 @@ def crlb_px(points: np.ndarray, spec: DataSpec, step: float = 1e-3) -> float:
     positions: sqrt(mean over spots of trace(I^-1)). Clipping and uint8 rounding are
     ignored (negligible while the background keeps the noise clear of 0 and 255).
     """
-    if spec.noise <= 0 or points.shape[1] != 1:
+    if spec.noise <= 0 or points.shape[1] != 1 or spec.blur < MIN_BOUND_BLUR:
         return float("nan")
     points = np.asarray(points, dtype=np.float64)
     derivatives = []
@@ -175,6 +180,8 @@ def crlb_px(points: np.ndarray, spec: DataSpec, step: float = 1e-3) -> float:
         derivatives.append(((plus - minus) / (2 * step)).reshape(len(points), -1))
     jac = np.stack(derivatives, -1)  # (N, pixels, 2)
     fisher = jac.transpose(0, 2, 1) @ jac / spec.noise**2  # (N, 2, 2)
+    if (np.linalg.det(fisher) <= 0).any():
+        return float("nan")  # a spot whose image does not move with it: no bound
     variance = np.trace(np.linalg.inv(fisher), axis1=1, axis2=2)
     return float(math.sqrt(variance.mean()))
 

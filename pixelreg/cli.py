@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -100,7 +101,10 @@ def run_quietly(invoke: Callable[[], Any]) -> int:
     except typer.Abort:
         write_error("interrupted")
         return 130
-    return result if isinstance(result, int) else 0
+    code = result if isinstance(result, int) else 0
+    if code == 130 and not ERRORS_WRITTEN[0]:  # typer swallowed a Ctrl-C while parsing
+        write_error("interrupted")
+    return code
 
 
 app = typer.Typer(
@@ -119,8 +123,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 BENCH_HOLDOUTS = ("random", "quadrant")
 
 
+ERRORS_WRITTEN = [0]  # how many `Error:` lines this process wrote
+
+
 def write_error(message: str) -> None:
     """One `Error:` line on stderr."""
+    ERRORS_WRITTEN[0] += 1
     sys.stderr.write(f"Error: {message}\n")
     sys.stderr.flush()
 
@@ -149,8 +157,8 @@ def command(function: F) -> F:
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             raise fail(f"{exc.strerror or exc}{where}") from None
-        except typer.Exit:
-            raise
+        except (typer.Exit, ClickException):
+            raise  # exit codes and usage errors: OneLineErrors tells them
         except Exception as exc:  # noqa: BLE001 - a bug still gets one line, with details on request
             if os.environ.get("PIXELREG_DEBUG"):
                 traceback.print_exc()
@@ -176,12 +184,12 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         numbers = [int(part) for part in parts]
     except ValueError:
-        raise PixelregError(f"--size must be N, or H W (also HxW), got {text!r}") from None
+        numbers = []
     if len(numbers) == 1:
         return numbers[0], numbers[0]
     if len(numbers) == 2:
         return numbers[0], numbers[1]
-    raise PixelregError(f"--size must be N, or H W (also HxW), got {text!r}")
+    raise typer.BadParameter(f"--size must be N, or H W (also HxW), got {text!r}")  # a usage error
 
 
 # --- options --------------------------------------------------------------------------------
@@ -412,6 +420,8 @@ def train(
         config.validate()
         if data is not None:
             require_file(data, "dataset")
+        if out.exists() and not out.is_dir():
+            raise PixelregError(f"cannot create run directory in {out}: it exists and is not a folder")
         # under torchrun only rank 0 picks the run directory; train() hands it to the others
         run_dir = next_run_dir(out, name, exist_ok) if is_main else out
 
@@ -429,6 +439,7 @@ def train(
         leave_torchrun()
     except TrainingInterrupted as stop:
         reporter.close()
+        ERRORS_WRITTEN[0] += 1  # the lines below say it
         if is_main and stop.epoch == 0:
             sys.stderr.write("Interrupted before the first epoch finished; nothing was kept.\n")
         elif is_main:
@@ -548,7 +559,7 @@ def evaluate(
     if data is not None:
         require_file(data, "dataset")
     if out is not None and out.exists() and not out.is_dir():
-        raise PixelregError(f"--out {out} is a file; give a folder for metrics.json and predictions.npz")
+        raise PixelregError(f"--out {out} is not a folder; give one for metrics.json and predictions.npz")
 
     from .evaluate import evaluate as run_evaluation
     from .evaluate import save_evaluation
@@ -631,14 +642,14 @@ def bench(
     beside numpy argmax, peak memory of a large training run, and the time the default
     `train` takes to be exact on unseen positions; writes perf.json.
     """
-    from .bench import run_bench
-    from .files import write_json
+    from .files import make_folders, remove_folders, write_json
 
     if perf:
-        from .perf import run_perf
-
         if rss_n < 10:
             raise PixelregError(f"--rss-n must be at least 10, got {rss_n}")
+        writable_target(out / "perf.json")
+        from .perf import run_perf
+
         if not quiet:
             console.print("Measuring speed and memory (a few minutes)")
         results = run_perf(device, rss_n)
@@ -650,21 +661,27 @@ def bench(
 
     model_names, holdout_names = comma_list(models, "--models"), comma_list(holdouts, "--holdouts")
     for name in model_names:
-        TrainConfig(model=name, epochs=epochs).validate()
+        TrainConfig(model=name, epochs=epochs, device=device).validate()
     for name in holdout_names:
         if name not in HOLDOUTS:
             raise PixelregError(f"--holdouts takes {', '.join(HOLDOUTS)}; got {name!r}")
     spec = make_spec(spec_options)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PixelregError(f"{out} is not an empty folder; choose another --out or remove it")
+    from .bench import run_bench
 
     def reporter_for(label: str) -> ConsoleReporter:
         if not quiet:
             console.print(f"[bold]{label}[/bold]")
         return ConsoleReporter(quiet=True)
 
-    rows = run_bench(out, spec, epochs, model_names, holdout_names, device, spec.seed, reporter_for)
-    path = write_json(out / "bench.json", {"spec": spec.to_dict(), "epochs": epochs, "rows": rows})
+    created = make_folders(out, f"cannot create {out}")
+    try:
+        rows = run_bench(out, spec, epochs, model_names, holdout_names, device, spec.seed, reporter_for)
+        path = write_json(out / "bench.json", {"spec": spec.to_dict(), "epochs": epochs, "rows": rows})
+    except BaseException:
+        remove_folders(created)  # a bench that did not finish leaves no half of itself
+        raise
     if not quiet:
         console.print(bench_table(rows))
     emit({"path": str(path), "rows": rows} if as_json else str(path), as_json)
@@ -772,6 +789,8 @@ def _join_size_arguments(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console-script entry point."""
+    if not os.environ.get("PIXELREG_DEBUG"):
+        warnings.simplefilter("ignore")  # library warnings are for developers; users get Error lines
     app(args=_join_size_arguments(sys.argv[1:]), prog_name="pixelreg")
 
 

@@ -20,6 +20,8 @@ DEFAULT_MODEL = MODEL_NAMES[0]
 # The heatmap model's size: the options `train --channels` and `--depth` (heatmap only).
 HEATMAP_ARGS = {"channels": 8, "depth": 2}
 HEATMAP_MIN_DEPTH = 2  # one layer in, one layer out
+HEATMAP_MAX = {"channels": 1024, "depth": 64}  # far beyond any use here, short of a hang
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass
@@ -49,13 +51,19 @@ class TrainConfig:
             raise PixelregError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise PixelregError(f"--lr must be a positive number, got {self.lr}")
+        if self.device not in DEVICES:
+            raise PixelregError(f"unknown device {self.device!r}; choose auto, cpu, cuda or mps")
         for name, value in self.model_args.items():
             if name in HEATMAP_ARGS:
                 if self.model != "heatmap":
                     raise PixelregError(f"--{name} applies to the heatmap model only, not {self.model!r}")
                 least = HEATMAP_MIN_DEPTH if name == "depth" else 1
-                if value < least:
-                    raise PixelregError(f"--{name} must be at least {least}, got {value}")
+                if (
+                    not isinstance(value, int)
+                    or isinstance(value, bool)
+                    or not least <= value <= HEATMAP_MAX[name]
+                ):
+                    raise PixelregError(f"--{name} must be {least} to {HEATMAP_MAX[name]}, got {value!r}")
 
     @property
     def learning_rate(self) -> float:

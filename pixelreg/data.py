@@ -139,6 +139,11 @@ class DataSpec:
                 raise PixelregError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
         if not (self.brightness > 0.0 and math.isfinite(self.brightness)):
             raise PixelregError(f"--brightness must be a finite number > 0, got {self.brightness}")
+        if self.min_distance > math.hypot(self.height, self.width):
+            raise PixelregError(
+                f"--min-distance {self.min_distance:g} is longer than the {self.height}x{self.width} "
+                "image's diagonal; lower it"
+            )
         room = self.height * self.width / max(1.0, math.pi * self.min_distance**2 / 4)
         if self.points > room / 4:
             raise PixelregError(
@@ -445,9 +450,12 @@ def load_dataset(path: str | Path) -> Dataset:
         require_memory(declared, f"{path} (as its arrays declare)", "use a smaller dataset")
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+    except PixelregError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged archive raises zlib, zip, numpy and OS errors alike
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PixelregError(
-            f"{path} is not a readable .npz dataset ({exc}); make one with `pixelreg generate`"
+            f"{path} is not a readable .npz dataset ({reason}); make one with `pixelreg generate`"
         ) from exc
     missing = [key for key in ("images", "points") if key not in arrays]
     if missing:
@@ -487,7 +495,7 @@ def load_dataset(path: str | Path) -> Dataset:
         stored = arrays["spec"]
         try:
             spec_dict = json.loads(str(stored)) if stored.dtype.kind == "U" and stored.ndim == 0 else ...
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, too deep, or a number too long
             spec_dict = ...
         if spec_dict is ...:
             raise PixelregError(f"{path}: the stored spec is not valid JSON text")

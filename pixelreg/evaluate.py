@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +13,10 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
-from .classical import BASELINES, baseline_points, crlb_px
+from .classical import BASELINES, MIN_BOUND_BLUR, baseline_points, crlb_px
 from .data import SPLITS, Dataset, DataSpec, every_position, load_dataset, make_dataset, pixel_of
 from .errors import PixelregError
-from .files import write_atomic, write_text
+from .files import writable_target, write_atomic, write_text
 from .inference import check_image_size, predict_images, resolve_device
 from .metrics import as_json_float, match_points, summarize
 from .models import PointModel
@@ -159,6 +160,8 @@ def precision_against_bound(
     if spec.noise <= 0 or true.shape[1] != 1:
         return None  # noise-free or several spots: no bound computed
     bound = crlb_px(true, spec)
+    if not math.isfinite(bound):
+        return None  # too little blur for a meaningful bound
     methods = {"model": report["metrics"]["all"], **report["baselines"]}
     return {
         "crlb_px": as_json_float(bound),
@@ -172,7 +175,7 @@ def precision_against_bound(
 
 def wants_precision_curve(spec: DataSpec | None) -> bool:
     """Whether a model trained on `spec` gets the precision-against-noise figure."""
-    return spec is not None and spec.noise > 0 and spec.blur > 0
+    return spec is not None and spec.noise > 0 and spec.blur >= MIN_BOUND_BLUR
 
 
 def precision_curve(
@@ -222,7 +225,11 @@ def save_evaluation(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path, 
     """
     out = RunDir(out_dir)
     if out.root.exists() and not out.root.is_dir():
-        raise PixelregError(f"--out {out.root} is a file; give a folder for metrics.json and predictions.npz")
+        raise PixelregError(
+            f"--out {out.root} is not a folder; give one for metrics.json and predictions.npz"
+        )
+    writable_target(out.metrics)  # both refused before either is written
+    writable_target(out.predictions)
     try:
         text = json.dumps(evaluation.report, indent=2, allow_nan=False) + "\n"
     except ValueError:

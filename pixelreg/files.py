@@ -26,6 +26,8 @@ def writable_target(path: str | Path) -> Path:
     (a directory, a device, a pipe) is refused, so that nothing but a file is ever replaced.
     """
     target = Path(os.path.realpath(path))
+    if target.is_symlink():  # realpath stops at a loop of links
+        raise PixelregError(f"cannot write {path}: it is a loop of symbolic links")
     if target.exists() and not target.is_file():
         kind = "a directory" if target.is_dir() else "not a regular file"
         shown = str(path) if target == Path(path).absolute() else f"{path} (which leads to {target})"

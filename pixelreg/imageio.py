@@ -44,17 +44,19 @@ def _read_png(path: Path) -> np.ndarray:
             pixels = pixels[..., 0]
         elif channels not in (3, 4):
             raise PixelregError(f"{path}: a PNG with {channels} channels is not supported")
-    return _to_grey_levels(pixels, path, scaled=True)
+    return _to_grey_levels(pixels, path, scaled=True, rgb=pixels.ndim == 3)
 
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")  # the header only, until read
     except Exception as exc:  # noqa: BLE001 - corrupt headers raise several types
-        raise PixelregError(f"{path} is not a readable .npy array (object arrays are refused)") from exc
+        raise PixelregError(
+            f"{path} is not a readable .npy array (truncated, corrupt, or holding Python objects)"
+        ) from exc
     if array.dtype.kind not in "uif":
         raise PixelregError(f"{path}: expected numbers, got dtype {array.dtype}")
-    rgb = array.ndim in (3, 4) and array.shape[-1] in (3, 4)
+    rgb = bool(array.ndim in (3, 4) and array.shape[-1] in (3, 4))
     if array.ndim - rgb == 2:
         array = array[None]
     if array.ndim - rgb != 3:
@@ -66,12 +68,12 @@ def _read_npy(path: Path) -> np.ndarray:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise PixelregError(f"{path} contains NaN or infinity")
     scaled = array.dtype.kind == "f" and array.min() >= 0 and array.max() <= 1
-    return _to_grey_levels(array, path, scaled)
+    return _to_grey_levels(array, path, scaled, rgb)
 
 
-def _to_grey_levels(pixels: np.ndarray, path: Path, scaled: bool) -> np.ndarray:
-    """uint8 grey levels from grey or RGB(A) pixels; `scaled`: intensities in [0, 1]."""
-    if pixels.ndim >= 3 and pixels.shape[-1] in (3, 4):  # callers give grey images as (N, H, W) or (H, W)
+def _to_grey_levels(pixels: np.ndarray, path: Path, scaled: bool, rgb: bool) -> np.ndarray:
+    """uint8 grey levels from grey or (`rgb`) RGB(A) pixels; `scaled`: intensities in [0, 1]."""
+    if rgb:
         pixels = pixels[..., :3] @ LUMA
     if pixels.dtype == np.uint8:
         return pixels

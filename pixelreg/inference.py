@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import DEVICES
 from .errors import PixelregError
+from .limits import require_memory
 from .models import PointModel
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 INFERENCE_BATCH = 64
+BATCH_PIXELS = 2**18  # larger images go fewer to a batch, so a batch's activations stay this size
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,6 +53,8 @@ def predict_images(
     twice as fast as 256 or 1024 at once, and never slower in our measurements.
     """
     model.eval()
+    if images.ndim == 3 and images.size:
+        batch_size = max(1, min(batch_size, BATCH_PIXELS // (images.shape[1] * images.shape[2])))
     out = [
         model.predict(images_to_tensor(images[start : start + batch_size], device)).cpu()
         for start in range(0, len(images), batch_size)
@@ -58,6 +62,13 @@ def predict_images(
     if not out:
         return np.zeros((0, model.points, 2), dtype=np.float32)
     return torch.cat(out).numpy().astype(np.float32)
+
+
+def inference_bytes(model: PointModel, height: int, width: int, batch: int = INFERENCE_BATCH) -> int:
+    """Memory one batch of inference takes: the images and every convolution's output, float32."""
+    batch = max(1, min(batch, BATCH_PIXELS // (height * width)))
+    channels = sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    return 4 * batch * height * width * (2 + 2 * channels)
 
 
 def check_image_size(model: PointModel, size: tuple[int, int], source: str) -> None:
@@ -82,6 +93,10 @@ def locate_in_files(
     for path in paths:
         images = read_images(path)
         check_image_size(model, images.shape[1:], str(path))
+        height, width = images.shape[1:]
+        require_memory(
+            inference_bytes(model, height, width), f"locating spots in {height}x{width} images", "crop them"
+        )
         for index, points in enumerate(predict_images(model, images, device)):
             for point, (x, y) in enumerate(points):
                 which = {"point": point} if model.points > 1 else {}

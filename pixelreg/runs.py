@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+import shutil
 from pathlib import Path
 
 from .errors import PixelregError
 from .files import write_text
+from .schema import describe
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_mean_px", "val_exact", "lr", "seconds")
 DEFAULT_RUN_NAME = "train"
@@ -34,6 +37,12 @@ class RunDir:
         self.metrics = self.root / "metrics.json"
         self.predictions = self.root / "predictions.npz"
         self.figures = self.root / "figures"
+
+    def forget_evaluation(self) -> None:
+        """Remove metrics, predictions and figures: they describe a best.pt about to change."""
+        for path in (self.metrics, self.predictions):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.figures, ignore_errors=True)
 
     def require_trained(self) -> RunDir:
         """This run, if it is a directory that `train` wrote; else a clear PixelregError."""
@@ -74,7 +83,7 @@ def check_run_name(name: str) -> None:
     """A run name is one folder name inside --out: not empty, no separators, not . or .."""
     if not name.strip():
         raise PixelregError("--name must not be empty; leave it out to get train, train2, ...")
-    if "/" in name or os.sep in name or "\0" in name or name in (".", ".."):
+    if "/" in name or os.sep in name or not name.isprintable() or name in (".", ".."):
         raise PixelregError(
             f"--name must be one folder name inside --out, without '/' and not . or ..; got {name!r}"
         )
@@ -110,19 +119,31 @@ def write_history(path: str | Path, history: list[dict[str, float]]) -> None:
 
 
 def read_history(path: str | Path) -> dict[str, list[float]]:
-    """history.csv as columns of floats; a missing, empty or malformed file is a clear error."""
+    """history.csv as columns of finite numbers; a missing, empty or malformed file is a clear error."""
     path = Path(path)
     if not path.is_file():
         raise PixelregError(f"{path} not found; is this a run directory made by `pixelreg train`?")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise PixelregError(f"{path} is not a readable history ({str(exc).splitlines()[0]})") from None
     if not rows:
         raise PixelregError(f"{path} has no epochs yet")
-    columns: dict[str, list[float]] = {key: [] for key in rows[0]}
+    needed = [key for key in HISTORY_FIELDS if key != "val_exact"]  # val_exact came later
+    missing = [key for key in needed if key not in rows[0]]
+    if missing:
+        raise PixelregError(f"{path} lacks the column(s) {', '.join(missing)}")
+    columns: dict[str, list[float]] = {key: [] for key in HISTORY_FIELDS if key in rows[0]}
     for line, row in enumerate(rows, start=2):
         for key in columns:
             try:
-                columns[key].append(float(row[key]))
+                value = float(row[key])
             except (TypeError, ValueError):
-                raise PixelregError(f"{path}, line {line}: {key} is {row[key]!r}, not a number") from None
+                value = math.nan
+            if not math.isfinite(value):
+                raise PixelregError(
+                    f"{path}, line {line}: {key} is {describe(row[key])}, not a finite number"
+                )
+            columns[key].append(value)
     return columns

@@ -42,9 +42,8 @@ def check_value(value: Any, declared: str, where: str) -> Any:
                 if math.isnan(value):
                     raise PixelregError(f"{where} is NaN")
             return value
-    wanted = " or ".join(
-        "null" if o == "None" else {"dict[str, Any]": "an object"}.get(o, f"a {o}") for o in options
-    )
+    articles = {"None": "null", "dict[str, Any]": "an object", "int": "an integer", "float": "a number"}
+    wanted = " or ".join(articles.get(o, f"a {o}") for o in options)
     raise PixelregError(f"{where} must be {wanted}, got {describe(value)}")
 
 

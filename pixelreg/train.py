@@ -164,6 +164,7 @@ class CheckpointPolicy:
         if self.writes:
             state = payload()
             if is_best:
+                self.run.forget_evaluation()  # it described the best.pt being replaced
                 save_checkpoint(self.run.best, state)
             save_checkpoint(self.run.last, state)
         return is_best
@@ -244,9 +245,31 @@ def resume(last: str | Path, reporter: Reporter | None = None) -> TrainResult:
     state = load_checkpoint(path)
     if "config" not in state or "optimizer" not in state:
         raise PixelregError(f"{path} cannot be resumed: it holds no training state")
+    for part in ("optimizer", "scheduler"):
+        if not _numbers_only(state.get(part)):
+            raise PixelregError(
+                f"{path}: its {part} state holds something other than numbers; it cannot be resumed"
+            )
     config = TrainConfig(**state["config"])
     config.validate()
+    if config.model != state["model"]:
+        raise PixelregError(
+            f"{path}: its config names model {config.model!r}, its weights {state['model']!r}"
+        )
+    if config.data is not None and state.get("data_path"):
+        config.data = state["data_path"]  # absolute: the same file from wherever resume is run
     return _fit(config, path.parent, reporter or SilentReporter(), state)
+
+
+def _numbers_only(state: Any) -> bool:
+    """Whether an optimizer's or schedule's state is made of numbers and tensors alone."""
+    if isinstance(state, dict):
+        return all(_numbers_only(value) for value in state.values())
+    if isinstance(state, list | tuple):
+        return all(_numbers_only(value) for value in state)
+    if isinstance(state, float):
+        return math.isfinite(state)
+    return state is None or isinstance(state, int | bool | torch.Tensor)
 
 
 def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str, Any] | None) -> TrainResult:
@@ -287,11 +310,17 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
     policy = CheckpointPolicy(run, writes=ranks.main)
     first_epoch = 1
     if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, policy.best = list(state["history"]), dict(state["best"])
-        first_epoch = int(state["epoch"]) + 1
+        try:
+            model.load_state_dict(state["state_dict"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history, policy.best = list(state["history"]), dict(state["best"])
+            first_epoch = int(state["epoch"]) + 1
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise PixelregError(
+                f"{run.last}: its training state does not fit its model, so it cannot be resumed ({reason})"
+            ) from None
         if first_epoch > config.epochs:
             return TrainResult(
                 run.root, run.best, run.last, history, policy.best_epoch, policy.best["val_mean_px"], True
@@ -325,6 +354,7 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
         if ranks.main and state is None
         else None
     )
+    kept = state is not None
     try:
         reporter.start(
             run.root, first_epoch, config.epochs, math.ceil(len(data.train_points) / config.batch_size)
@@ -352,11 +382,12 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
                 is_best = policy.epoch_done(row, lambda epoch=epoch: checkpoint(epoch))
                 if ranks.main:
                     write_history(run.history, history)
+                kept = True  # from here on the run can be resumed
                 reporter.epoch(row, is_best)
                 if ranks.any(stopping()) and epoch < config.epochs:
                     raise TrainingInterrupted(run.last, epoch)
     except BaseException:
-        if not history:  # nothing finished: leave nothing behind
+        if not kept:  # no epoch finished and saved whole: leave nothing behind
             remove_folders(created)
         raise
     return TrainResult(run.root, run.best, run.last, history, policy.best_epoch, policy.best["val_mean_px"])

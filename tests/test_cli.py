@@ -217,7 +217,7 @@ BAD_INPUTS = [
     (["generate", "--val-fraction", "0.6", "--test-fraction", "0.5"], 1, "must be below 1"),
     (["generate", "--holdout", "diagonal"], 1, "--holdout must be one of"),
     (["generate", "--size", "4"], 1, "must be 8 to 512"),
-    (["generate", "--size", "big"], 1, "--size must be N"),
+    (["generate", "--size", "big"], 2, "--size must be N"),
     (["generate", "--n", "ten"], 2, "Invalid value"),
     (["predict", CKPT, "{bad}/notes.png"], 1, "not a readable PNG"),
     (["predict", CKPT, "{bad}/notes.txt"], 1, "unsupported image type .txt"),

@@ -92,7 +92,9 @@ def test_a_run_name_is_one_folder_inside_out(tmp_path, name):
 
 def test_evaluate_out_naming_a_file_is_a_clear_error(small_run, tmp_path):
     (tmp_path / "file").write_text("x")
-    one_error_line(run("evaluate", small_run, "--out", tmp_path / "file", "--device", "cpu"), 1, "is a file")
+    one_error_line(
+        run("evaluate", small_run, "--out", tmp_path / "file", "--device", "cpu"), 1, "is not a folder"
+    )
 
 
 # --- a run that never finished leaves nothing ------------------------------------------------
@@ -128,8 +130,11 @@ def test_a_run_interrupted_in_its_first_epoch_leaves_nothing(tmp_path):
 
 
 def test_a_model_too_big_for_memory_is_refused_before_anything_is_written(tmp_path):
-    result = run("train", *TINY, "--channels", 100000, "--depth", 3, "--out", tmp_path)
+    result = run("train", *TINY, "--channels", 1024, "--batch-size", 100000, "--out", tmp_path)
     one_error_line(result, 1, "needs about")
+    one_error_line(
+        run("train", *TINY, "--channels", 100000, "--out", tmp_path), 1, "--channels must be 1 to 1024"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -218,10 +223,10 @@ def _dataset_with_spec(path: Path, spec: object, size: int = 16) -> Path:
 @pytest.mark.parametrize(
     "spec, words",
     [
-        ({"n": "abc"}, "'n' must be a int"),
-        ({"noise": "5"}, "'noise' must be a float"),
-        ({"points": None}, "'points' must be a int"),
-        ({"blur": True}, "'blur' must be a float"),
+        ({"n": "abc"}, "'n' must be an integer"),
+        ({"noise": "5"}, "'noise' must be a number"),
+        ({"points": None}, "'points' must be an integer"),
+        ({"blur": True}, "'blur' must be a number"),
         ([1, 2], "must be an object"),
         ("text", "must be an object"),
         ({"height": 50, "width": 50}, "describes 1 point(s) in 50x50"),
@@ -243,12 +248,12 @@ def test_a_stored_spec_is_checked_field_by_field(small_run, tmp_path, spec, word
         ({"model_args": {"height": "16"}}, "model_args field 'height'"),
         ({"model_args": "big"}, "model_args must be an object"),
         ({"state_dict": "weights"}, "state_dict must map names to tensors"),
-        ({"epoch": "five"}, "'epoch' must be a int"),
+        ({"epoch": "five"}, "'epoch' must be an integer"),
         ({"model": 7}, "unknown model 7"),
         ({"format_version": "1"}, "checkpoint format '1'"),
         ({"data_spec": {"n": "many"}}, "data_spec: field 'n'"),
         ({"config": {"epochs": "30"}}, "config: field 'epochs'"),
-        ({"history": ["row"]}, "history must be rows of numbers"),
+        ({"history": ["row"]}, "history must be rows of finite numbers"),
     ],
 )
 def test_checkpoint_fields_are_checked_by_type(small_run, tmp_path, change, words):
@@ -267,7 +272,9 @@ def test_a_history_cell_that_is_not_a_number_is_named(small_run, tmp_path):
     lines = (copy / "history.csv").read_text().splitlines()
     lines[2] = lines[2].replace(lines[2].split(",")[1], "lots", 1)
     (copy / "history.csv").write_text("\n".join(lines) + "\n")
-    one_error_line(run("plot", copy, "--device", "cpu"), 1, "line 3: train_loss is 'lots'")
+    one_error_line(
+        run("plot", copy, "--device", "cpu"), 1, "line 3: train_loss is 'lots', not a finite number"
+    )
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**70), str(2**32)])
@@ -364,3 +371,138 @@ def test_resume_refuses_settings_it_would_ignore(small_run):
 def test_bench_refuses_a_model_named_twice(tmp_path):
     one_error_line(run("bench", "--models", "heatmap,heatmap", "--out", tmp_path / "b"), 1, "more than once")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- variants found by trying harder ---------------------------------------------------------
+
+
+def test_a_loop_of_links_is_refused_and_kept(tmp_path):
+    (tmp_path / "a.npz").symlink_to(tmp_path / "b.npz")
+    (tmp_path / "b.npz").symlink_to(tmp_path / "a.npz")
+    one_error_line(run("generate", "--n", 20, "--size", 8, "--out", tmp_path / "a.npz"), 1, "loop")
+    assert (tmp_path / "a.npz").is_symlink() and (tmp_path / "b.npz").is_symlink()
+
+
+def test_a_name_with_a_control_character_is_refused(tmp_path):
+    one_error_line(run("train", *TINY, "--out", tmp_path, "--name", "a\nb"), 1, "--name")
+
+
+def test_resume_reads_its_dataset_from_where_it_was_trained(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run("generate", "--n", 300, "--size", 16, "--out", "d.npz").exit_code == 0
+    args = ["--data", "d.npz", "--epochs", 2, "--device", "cpu", "--quiet", "--out", "runs"]
+    result = runner.invoke(app, [str(a) for a in ["train", *args]], catch_exceptions=False)
+    assert result.exit_code == 0
+    payload = torch.load(tmp_path / "runs" / "train" / "last.pt", weights_only=True)
+    torch.save(
+        {**payload, "epoch": 1, "history": payload["history"][:1]}, tmp_path / "runs" / "train" / "last.pt"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (elsewhere / "d.npz").write_bytes(b"not the dataset")  # a file of the same name here
+    result = run("train", "--resume", tmp_path / "runs" / "train", "--quiet")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_a_new_best_checkpoint_takes_the_old_evaluation_with_it(small_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(small_run, copy)
+    assert run("evaluate", copy, "--device", "cpu", "--quiet").exit_code == 0
+    result = run("train", *TINY, "--out", tmp_path, "--name", "run", "--exist-ok")
+    assert result.exit_code == 0, result.stderr
+    assert not (copy / "metrics.json").exists() and not (copy / "predictions.npz").exists()
+
+
+@pytest.mark.parametrize("blur", ["0", "0.1"])
+def test_too_little_blur_has_no_bound_rather_than_a_wrong_one(tmp_path, blur):
+    args = ["--blur", blur, "--subpixel", "--noise", "5", "--background", "20", "--out", tmp_path]
+    result = run("train", *TINY, *args)
+    assert result.exit_code == 0, result.stderr
+    result = run("evaluate", result.stdout.strip(), "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["crlb"] is None
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"best": {"epoch": 2, "val_mean_px": float("nan"), "val_loss": 0.1}}, "two finite numbers"),
+        ({"history": [{"epoch": 1, "train_loss": float("inf")}]}, "finite numbers"),
+        ({"optimizer": "adam"}, "optimizer state holds something other than numbers"),
+        ({"scheduler": {"last_epoch": "x"}}, "scheduler state holds"),
+    ],
+)
+def test_resume_checks_the_training_state(small_run, tmp_path, change, words):
+    payload = torch.load(small_run / "last.pt", weights_only=True)
+    torch.save({**payload, "epoch": 1, **change}, tmp_path / "last.pt")
+    one_error_line(run("train", "--resume", tmp_path / "last.pt"), 1, words)
+
+
+def test_evaluate_writes_neither_file_when_metrics_json_cannot_be_written(small_run, tmp_path):
+    (tmp_path / "metrics.json").mkdir()
+    one_error_line(run("evaluate", small_run, "--out", tmp_path, "--device", "cpu"), 1, "metrics.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_an_overflowing_min_distance_is_refused():
+    one_error_line(run("generate", "--points", 2, "--min-distance", "1e308"), 1, "--min-distance")
+
+
+def test_a_damaged_archive_member_is_a_clear_error(small_run, tmp_path):
+    good = tmp_path / "good.npz"
+    assert run("generate", "--n", 30, "--size", 16, "--out", good).exit_code == 0
+    data = bytearray(good.read_bytes())
+    start = data.find(b"images.npy") + 200
+    data[start : start + 40] = b"\xff" * 40  # inside the compressed images
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    one_error_line(
+        run("evaluate", small_run, "--data", tmp_path / "bad.npz", "--device", "cpu"), 1, "bad.npz"
+    )
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"\xff\xfe\x00garbage", "not a readable history"),
+        (b"epoch,seconds\n1,2\n", "lacks the column(s) train_loss"),
+        (b"epoch,train_loss,val_loss,val_mean_px,lr,seconds\n1,nan,1,1,1,1\n", "not a finite number"),
+    ],
+)
+def test_history_files_are_checked(small_run, tmp_path, content, words):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(small_run, copy)
+    (copy / "history.csv").write_bytes(content)
+    one_error_line(run("plot", copy, "--device", "cpu"), 1, words)
+
+
+def test_a_write_failing_in_the_first_epoch_leaves_nothing(tmp_path, monkeypatch):
+    from pixelreg import train as train_module
+    from pixelreg.errors import PixelregError
+
+    def full_disk(path, payload):
+        raise PixelregError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", full_disk)
+    config = TrainConfig(epochs=1, batch_size=32, device="cpu", spec={"n": 200, "height": 16, "width": 16})
+    with pytest.raises(PixelregError, match="No space"):
+        train(config, tmp_path / "runs" / "run")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_narrow_two_dimensional_array_is_one_grey_image(tmp_path):
+    from pixelreg.imageio import read_images
+
+    np.save(tmp_path / "thin.npy", np.zeros((16, 3), np.uint8))
+    assert read_images(tmp_path / "thin.npy").shape == (1, 16, 3)
+
+
+def test_inference_memory_is_estimated_for_huge_images():
+    from pixelreg.inference import inference_bytes
+    from pixelreg.models import build_model
+
+    assert inference_bytes(build_model("heatmap"), 30000, 30000) > 50 * 2**30
