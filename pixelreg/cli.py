@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .config import DEFAULT_LR, HEATMAP_ARGS, MODEL_NAMES, TrainConfig
+from .config import DEFAULT_LR, HEATMAP_ARGS, HEATMAP_MAX, MODEL_NAMES, TrainConfig
 from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, save_dataset
 from .errors import PixelregError
 from .files import require_file, writable_target
@@ -357,13 +357,15 @@ def train(
     channels: Annotated[
         int | None,
         typer.Option(
-            help=f"Heatmap model: feature channels (default {HEATMAP_ARGS['channels']}).", show_default=False
+            help=f"Heatmap model: feature channels (default {HEATMAP_ARGS['channels']}, at most {HEATMAP_MAX['channels']}).",
+            show_default=False,
         ),
     ] = None,
     depth: Annotated[
         int | None,
         typer.Option(
-            help=f"Heatmap model: convolution layers (default {HEATMAP_ARGS['depth']}).", show_default=False
+            help=f"Heatmap model: convolution layers (default {HEATMAP_ARGS['depth']}, at most {HEATMAP_MAX['depth']}).",
+            show_default=False,
         ),
     ] = None,
     device: Device = TRAIN_DEFAULTS.device,
