@@ -18,7 +18,15 @@ from .data import SPLITS, Dataset, DataSpec, every_position, load_dataset, make_
 from .errors import PixelregError
 from .files import writable_target, write_atomic, write_text
 from .inference import check_image_size, predict_images, resolve_device
-from .metrics import as_json_float, match_points, summarize
+from .metrics import (
+    MATCH_RADIUS_PX,
+    as_json_float,
+    match_points,
+    phase_bias,
+    phase_bias_error,
+    phase_centres,
+    summarize,
+)
 from .models import PointModel
 from .runs import RunDir, resolve_checkpoint
 
@@ -137,20 +145,41 @@ def evaluate_model(
         "train_mask": train_mask,
     }
     spec = dataset.spec or DataSpec(n=len(dataset), height=height, width=width, points=model.points)
-    report["baselines"] = {
-        name: summarize(
-            match_points(baseline_points(name, dataset.images[index], model.points, spec), true),
-            true,
-            height,
-            width,
-        )
-        for name in BASELINES
-        if name != "gaussian_fit" or spec.blur > 0  # a fit of a blur-free spot has nothing to fit
-    }
+    report["baselines"] = {}
+    for name in BASELINES:
+        if name == "gaussian_fit" and spec.blur == 0:
+            continue  # a fit of a blur-free spot has nothing to fit
+        found = match_points(baseline_points(name, dataset.images[index], model.points, spec), true)
+        report["baselines"][name] = summarize(found, true, height, width)
+        predictions[f"baseline_{name}"] = found
+    report["bias"] = bias_report(predictions)
     report["crlb"] = precision_against_bound(report, true, spec)
     if sweep and height * width <= SWEEP_MAX_PIXELS and spec.points == 1:
         report["positions"], predictions["position_error"] = position_sweep(model, spec, train_mask, device)
     return Evaluation(report, predictions)
+
+
+def bias_report(predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Mean x and y error in each bin of the true sub-pixel phase (and its standard error,
+    `x_se`, `y_se`), for the model and each baseline, over the spots each found within 1 px:
+    the shape of any pixel locking."""
+    true = predictions["true"]
+    methods = {"model": predictions["pred"]}
+    methods.update(
+        {key.removeprefix("baseline_"): v for key, v in predictions.items() if key.startswith("baseline_")}
+    )
+    table: dict[str, Any] = {"phase": phase_centres(), "methods": {}}
+    for name, pred in methods.items():
+        hits = np.linalg.norm(pred - true, axis=-1) <= MATCH_RADIUS_PX
+        bias = phase_bias(true[hits], (pred - true)[hits])
+        error = phase_bias_error(true[hits], (pred - true)[hits])
+        table["methods"][name] = {
+            key: [None if not np.isfinite(v) else as_json_float(v) for v in values[i]]
+            for values, suffix in ((bias, ""), (error, "_se"))
+            for i, axis in enumerate("xy")
+            for key in [axis + suffix]
+        }
+    return table
 
 
 def precision_against_bound(

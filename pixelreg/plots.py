@@ -15,6 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from .files import write_atomic  # noqa: E402
+from .metrics import MATCH_RADIUS_PX, phase_bias, phase_bias_error, phase_centres, phase_of  # noqa: E402
 from .runs import RunDir, read_history  # noqa: E402
 
 TRUE_STYLE = {"marker": "o", "s": 90, "facecolors": "none", "edgecolors": "#2ca02c", "linewidths": 1.8}
@@ -233,6 +234,48 @@ def plot_precision_vs_noise(curve: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_bias(predictions: dict[str, np.ndarray], path: Path) -> Path:
+    """Pixel locking made visible: mean error against the true sub-pixel phase, per axis, for the
+    model and each baseline (spots found within 1 px), beside the histogram of the predicted
+    positions' phases, which is flat when nothing pulls estimates towards pixel centres."""
+    true = predictions["true"]
+    methods = {"model": predictions["pred"]}
+    methods.update(
+        {k.removeprefix("baseline_"): v for k, v in predictions.items() if k.startswith("baseline_")}
+    )
+    centres = np.array(phase_centres())
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for name, pred in methods.items():
+        style = METHOD_STYLES.get(name, {"color": "0.3", "marker": ".", "label": name})
+        hits = np.linalg.norm(pred - true, axis=-1) <= MATCH_RADIUS_PX
+        bias = phase_bias(true[hits], (pred - true)[hits])
+        error = phase_bias_error(true[hits], (pred - true)[hits])
+        for axis in (0, 1):
+            axes[axis].plot(centres, bias[axis], "-", ms=5, **style)
+            axes[axis].fill_between(centres, bias[axis] - error[axis], bias[axis] + error[axis],
+                                    color=style["color"], alpha=0.12, lw=0)  # fmt: skip
+        if name == "argmax":
+            continue  # a pixel centre by construction: one spike that would flatten the rest
+        phases = phase_of(pred[hits]).ravel()
+        axes[2].hist(phases, bins=40, range=(-0.5, 0.5), density=True, histtype="step", lw=1.6,
+                     color=style["color"], label=style["label"])  # fmt: skip
+    for axis, name in ((0, "x"), (1, "y")):
+        ax = axes[axis]
+        ax.axhline(0, color="0.5", lw=1)
+        ax.set(xlabel=f"true {name} phase (px from the pixel centre)", ylabel=f"mean {name} error (px)",
+               title=f"Bias by sub-pixel phase, {name}", xlim=(-0.5, 0.5))  # fmt: skip
+        ax.grid(alpha=0.3)
+    axes[2].axhline(1.0, color="0.5", lw=1, ls=":")
+    axes[2].set(xlabel="phase of predicted positions (px)", ylabel="density (flat = 1: no locking)",
+                title="Predicted sub-pixel phases (argmax left out)", xlim=(-0.5, 0.5))  # fmt: skip
+    axes[2].legend(fontsize=8, loc="lower center")
+    axes[0].set_title("Bias by sub-pixel phase, x (band: ±1 standard error)")
+    axes[2].grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_run(
     run_dir: str | Path, device: str = "auto", say: Callable[[str], None] = lambda message: None
 ) -> list[Path]:
@@ -254,6 +297,8 @@ def draw_figures(
     run = RunDir(run_dir)
     size = tuple(predictions["train_mask"].shape)
     extra = [plot_precision_vs_noise(curve, run.figures / "precision_vs_noise.png")] if curve else []
+    if np.ptp(phase_of(predictions["true"])) > 0.5:  # sub-pixel truths: the bias has phases to show
+        extra.append(plot_bias(predictions, run.figures / "bias.png"))
     return extra + [
         plot_loss(history, run.figures / "loss.png"),
         plot_scatter(predictions, size, run.figures / "scatter.png"),

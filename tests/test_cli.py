@@ -304,6 +304,12 @@ def test_noisy_blurred_data_reports_baselines_and_the_bound(tmp_path):
         fit["rmse_hits_px"] / bound, rel=1e-4
     )
     assert fit["rmse_hits_px"] >= bound * 0.9  # no estimator beats the bound by much on 60 images
+    assert set(report["bias"]["methods"]) == {"model", "argmax", "centroid", "gaussian_fit"}
+    worst_fit = max(abs(v) for v in report["bias"]["methods"]["gaussian_fit"]["x"] if v is not None)
+    assert fit["bias_px"] >= worst_fit
+    result = run("plot", Path(report["checkpoint"]).parent, "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert {Path(line).name for line in result.stdout.split()} >= {"bias.png", "precision_vs_noise.png"}
 
 
 def test_bench_perf_measures_every_model(tmp_path):

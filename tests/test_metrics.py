@@ -37,3 +37,24 @@ def test_recall_and_rmse_of_hits_count_only_points_within_one_pixel():
     assert np.isclose(m["rmse_hits_px"], np.sqrt((0.2**2 + 0.4**2 + 0.0) / 3))
     assert np.isclose(m["rmse_px"], np.sqrt((0.2**2 + 1.5**2 + 0.4**2) / 4))
     assert m["exact"] == 0.5  # 11.5 rounds to 12: the first image is not exact, the second is
+
+
+def test_a_constant_offset_is_that_offset_in_every_phase_bin():
+    from pixelreg.metrics import PHASE_BINS, phase_bias
+
+    true = np.random.default_rng(0).uniform(5, 40, size=(3000, 1, 2))
+    offset = np.array([0.03, -0.02])
+    bias = phase_bias(true, np.broadcast_to(offset, true.shape))
+    assert bias.shape == (2, PHASE_BINS)
+    np.testing.assert_allclose(bias, np.repeat(offset[:, None], PHASE_BINS, axis=1), atol=1e-12)
+    assert summarize(true + offset, true, 50, 50)["bias_px"] == 0.03
+
+
+def test_pixel_locking_shows_as_a_bias_against_the_phase():
+    from pixelreg.metrics import phase_bias, phase_centres, phase_of
+
+    true = np.random.default_rng(1).uniform(5, 40, size=(5000, 1, 2))
+    locked = true - phase_of(true)  # every estimate snapped to its pixel centre
+    bias = phase_bias(true, locked - true)
+    np.testing.assert_allclose(bias[0], -np.array(phase_centres()), atol=0.01)
+    assert 0.44 < summarize(locked, true, 50, 50)["bias_px"] <= 0.5
