@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .config import DEFAULT_LR, HEATMAP_ARGS, HEATMAP_MAX, MODEL_NAMES, TrainConfig
+from .config import AUTO_MODEL, DEFAULT_LR, MODEL_NAMES, MODEL_SIZES, SIZE_LIMITS, TrainConfig
 from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, save_dataset
 from .errors import PixelregError
 from .files import require_file, writable_target
@@ -330,6 +330,16 @@ class ConsoleReporter:
 
 
 TRAIN_DEFAULTS = TrainConfig()
+SIZES_HELP = {
+    arg: ", ".join(f"default {sizes[arg]} for {name}" for name, sizes in MODEL_SIZES.items())
+    + f"; {SIZE_LIMITS[arg][0]} to {SIZE_LIMITS[arg][1]}"
+    for arg in SIZE_LIMITS
+}
+MODEL_HELP = (
+    f"Architecture: one of {', '.join(MODEL_NAMES)}, or {AUTO_MODEL} (heatmap for the clean task: one "
+    "bright pixel at a pixel centre; offsets, a detection map with sub-pixel offsets, for noise, blur "
+    "or sub-pixel spots)."
+)
 LR_HELP = ", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items())
 
 
@@ -343,9 +353,7 @@ def train(
             help="Dataset .npz from `pixelreg generate`; without it, data is made in memory from the options below."
         ),
     ] = None,
-    model: Annotated[
-        str, typer.Option(help=f"Architecture: {', '.join(MODEL_NAMES)}.")
-    ] = TRAIN_DEFAULTS.model,
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = TRAIN_DEFAULTS.model,
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = TRAIN_DEFAULTS.epochs,
     batch_size: Annotated[
         int, typer.Option(help="Images per optimisation step.")
@@ -357,14 +365,14 @@ def train(
     channels: Annotated[
         int | None,
         typer.Option(
-            help=f"Heatmap model: feature channels (default {HEATMAP_ARGS['channels']}, at most {HEATMAP_MAX['channels']}).",
+            help=f"Feature channels of the heatmap and offsets models ({SIZES_HELP['channels']}).",
             show_default=False,
         ),
     ] = None,
     depth: Annotated[
         int | None,
         typer.Option(
-            help=f"Heatmap model: convolution layers (default {HEATMAP_ARGS['depth']}, at most {HEATMAP_MAX['depth']}).",
+            help=f"Convolution layers of the heatmap and offsets models ({SIZES_HELP['depth']}).",
             show_default=False,
         ),
     ] = None,

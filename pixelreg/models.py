@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import DEFAULT_MODEL, HEATMAP_ARGS, HEATMAP_MIN_DEPTH
+from .config import DEFAULT_MODEL, MODEL_SIZES, SIZE_LIMITS
 from .data import from_normalized, to_normalized
 from .errors import PixelregError
 
@@ -117,19 +117,13 @@ class HeatmapLocalizer(PointModel):
         height: int = 50,
         width: int = 50,
         points: int = 1,
-        channels: int = HEATMAP_ARGS["channels"],
-        depth: int = HEATMAP_ARGS["depth"],
+        channels: int = MODEL_SIZES["heatmap"]["channels"],
+        depth: int = MODEL_SIZES["heatmap"]["depth"],
         window: int = 2,
     ) -> None:
         super().__init__(height, width, points)
-        if depth < HEATMAP_MIN_DEPTH:
-            raise PixelregError(f"heatmap depth must be at least {HEATMAP_MIN_DEPTH}, got {depth}")
         self.window = window
-        layers: list[nn.Module] = [nn.Conv2d(1, channels, 3, padding=1), nn.ReLU()]
-        for _ in range(depth - 2):
-            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
-        layers.append(nn.Conv2d(channels, 1, 3, padding=1))
-        self.body = nn.Sequential(*layers)
+        self.body = conv_stack(channels, depth, outputs=1)
 
     def forward(self, images: Tensor) -> Tensor:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -179,8 +173,8 @@ def splat(points: Tensor, height: int, width: int) -> Tensor:
     return target.reshape(n, height, width)
 
 
-def peaks_to_points(logits: Tensor, k: int, radius: int) -> Tensor:
-    """(N, K, 2) points: the K strongest local maxima, each refined by a local soft-argmax."""
+def strongest_peaks(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(rows, columns), each (N, K): the K strongest local maxima of (N, H, W) logits."""
     n, height, width = logits.shape
     flat = logits.reshape(n, -1)
     if k == 1:
@@ -189,7 +183,14 @@ def peaks_to_points(logits: Tensor, k: int, radius: int) -> Tensor:
         pooled = F.max_pool2d(logits[:, None], 3, stride=1, padding=1)[:, 0].reshape(n, -1)
         suppressed = torch.where(flat == pooled, flat, torch.full_like(flat, -math.inf))
         peak = suppressed.topk(k, dim=1).indices  # (N, K)
-    py, px = peak // width, peak % width
+    return peak // width, peak % width
+
+
+def peaks_to_points(logits: Tensor, k: int, radius: int) -> Tensor:
+    """(N, K, 2) points: the K strongest local maxima, each refined by a local soft-argmax."""
+    n, height, width = logits.shape
+    flat = logits.reshape(n, -1)
+    py, px = strongest_peaks(logits, k)
     offsets = torch.arange(-radius, radius + 1, device=logits.device)
     dx = offsets[None, None, None, :]  # window columns
     dy = offsets[None, None, :, None]  # window rows
@@ -206,6 +207,82 @@ def peaks_to_points(logits: Tensor, k: int, radius: int) -> Tensor:
     return torch.stack([x, y], dim=-1).to(logits.dtype)
 
 
+def conv_stack(channels: int, depth: int, outputs: int) -> nn.Sequential:
+    """`depth` 3x3 convolutions with ReLU between: 1 channel in, `channels` wide, `outputs` out."""
+    least, most = SIZE_LIMITS["depth"]
+    if not least <= depth <= most:
+        raise PixelregError(f"depth must be {least} to {most}, got {depth}")
+    layers: list[nn.Module] = [nn.Conv2d(1, channels, 3, padding=1), nn.ReLU()]
+    for _ in range(depth - 2):
+        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
+    layers.append(nn.Conv2d(channels, outputs, 3, padding=1))
+    return nn.Sequential(*layers)
+
+
+class OffsetLocalizer(PointModel):
+    """A detection map beside per-pixel sub-pixel offsets (DECODE, Speiser et al. 2021, in small).
+
+    Each pixel predicts a logit that a spot lies in it and the spot's offset (dx, dy) from the
+    pixel's centre. Training: cross-entropy of the detection map against the spots' pixels,
+    plus the squared error of the offsets at each spot's pixel and, with less weight, at its
+    eight neighbours, so that a neighbour that noise makes the peak still points at the spot.
+    Reading: the K strongest local maxima, each plus its own offsets. The offsets are read
+    from the image around the spot, not from the shape of a heatmap, so nothing pulls them
+    towards pixel centres (no pixel locking).
+    """
+
+    name = "offsets"
+    fixed_size = False
+    INPUT_GAIN = 8.0  # images arrive in [0, 1]; spots in noise are a few hundredths of that
+    NEIGHBOUR_WEIGHT = 0.3  # weight of the offsets at the 8 pixels around each spot's own
+    OFFSET_WEIGHT = 10.0  # weight of the offsets' squared error (px^2) against the detection
+
+    def __init__(
+        self,
+        height: int = 50,
+        width: int = 50,
+        points: int = 1,
+        channels: int = MODEL_SIZES["offsets"]["channels"],
+        depth: int = MODEL_SIZES["offsets"]["depth"],
+    ) -> None:
+        super().__init__(height, width, points)
+        self.body = conv_stack(channels, depth, outputs=3)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(N, 3, H, W): detection logit, x offset and y offset at every pixel."""
+        level = images.flatten(1).median(1).values[:, None, None, None]  # the background
+        x = ((images - level) * self.INPUT_GAIN).contiguous(memory_format=torch.channels_last)
+        return self.body(x)
+
+    def loss(self, images: Tensor, points: Tensor) -> Tensor:
+        out = self(images)
+        n, _, height, width = out.shape
+        k = points.shape[1]
+        cells = torch.floor(points + 0.5).long()  # (N, K, 2): the pixel each spot falls in
+        cx, cy = cells[..., 0].clamp(0, width - 1), cells[..., 1].clamp(0, height - 1)
+        target = torch.zeros(n, height * width, dtype=out.dtype, device=out.device)
+        target.scatter_add_(1, cy * width + cx, torch.full_like(points[..., 0], 1.0 / k))
+        detection = -(target * F.log_softmax(out[:, 0].reshape(n, -1), dim=1)).sum(1).mean()
+        rows = torch.arange(n, device=out.device)[:, None]
+        offsets = out.new_zeros(())
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                x, y = (cx + dx).clamp(0, width - 1), (cy + dy).clamp(0, height - 1)
+                predicted = out[rows, 1:, y, x]  # (N, K, 2)
+                wanted = points - torch.stack([x, y], -1).to(points.dtype)
+                weight = 1.0 if dx == dy == 0 else self.NEIGHBOUR_WEIGHT
+                offsets = offsets + weight * ((predicted - wanted) ** 2).sum(-1).mean()
+        return detection + self.OFFSET_WEIGHT * offsets
+
+    def predict(self, images: Tensor) -> Tensor:
+        self.check_input(images)
+        out = self(images)
+        py, px = strongest_peaks(out[:, 0], self.points)  # (N, K)
+        rows = torch.arange(out.shape[0], device=out.device)[:, None]
+        offsets = out[rows, 1:, py, px]  # (N, K, 2)
+        return torch.stack([px, py], -1).to(out.dtype) + offsets
+
+
 def _single_point_only(name: str, points: int) -> None:
     if points != 1:
         raise PixelregError(
@@ -215,7 +292,7 @@ def _single_point_only(name: str, points: int) -> None:
 
 
 MODELS: dict[str, type[PointModel]] = {
-    cls.name: cls for cls in (HeatmapLocalizer, CNNRegressor, CoordConvRegressor)
+    cls.name: cls for cls in (HeatmapLocalizer, CNNRegressor, CoordConvRegressor, OffsetLocalizer)
 }  # the same names, in the same order, as config.MODEL_NAMES (a test checks it)
 __all__ = ["DEFAULT_MODEL", "MODELS", "PointModel", "build_model"]
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +24,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, choose_model
 from .data import (
     DataSpec,
     load_dataset,
@@ -288,6 +288,7 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
             )
     run = RunDir(run_dir)
     data = load_training_data(config)
+    config = replace(config, model=choose_model(config.model, data.spec))
     if len(data.train_points) == 0 or len(data.val_points) == 0:
         raise PixelregError("training needs images in both the train and val splits; check the fractions")
 

@@ -209,7 +209,7 @@ BAD_INPUTS = [
     (["train", "--model", "resnet"], 1, "unknown model 'resnet'"),
     (["train", "--device", "tpu", "--epochs", "1", "--n", "100", "--size", "16"], 1, "unknown device 'tpu'"),
     (["train", "--lr", "-1"], 1, "--lr must be a positive number"),
-    (["train", "--model", "cnn", "--channels", "4"], 1, "heatmap model only"),
+    (["train", "--model", "cnn", "--channels", "4"], 1, "offsets models only"),
     (["generate", "--n", "0"], 1, "--n must be at least 1"),
     (["generate", "--n", "-5"], 1, "--n must be at least 1"),
     (["generate", "--val-fraction", "1.5"], 1, "--val-fraction must be in [0, 1)"),
@@ -316,7 +316,7 @@ def test_bench_perf_measures_every_model(tmp_path):
     result = run("bench", "--perf", "--rss-n", 300, "--out", tmp_path, "--json", "--device", "cpu", "--quiet")
     assert result.exit_code == 0, result.stderr
     perf = json.loads(result.stdout)
-    assert set(perf["models"]) == {"heatmap", "cnn", "coordconv"}
+    assert set(perf["models"]) == {"heatmap", "cnn", "coordconv", "offsets"}
     assert all(m["inference_images_per_second"] > 0 for m in perf["models"].values())
     assert perf["default_train_epochs_to_unseen_exact"] is not None
     assert perf["train_peak_rss_mb"]["mb"] > 0

@@ -69,3 +69,26 @@ def test_the_registry_and_the_torch_free_names_agree():
     from pixelreg.config import DEFAULT_MODEL, MODEL_NAMES
 
     assert tuple(MODELS) == MODEL_NAMES and DEFAULT_MODEL in MODELS
+
+
+def test_auto_picks_the_heatmap_for_the_clean_task_and_offsets_otherwise():
+    from pixelreg.config import choose_model
+    from pixelreg.data import DataSpec
+
+    assert choose_model("auto", DataSpec()) == "heatmap"
+    for changes in ({"blur": 1.0}, {"noise": 5.0}, {"subpixel": True}):
+        assert choose_model("auto", DataSpec(**changes)) == "offsets"
+    assert choose_model("cnn", DataSpec(noise=5.0)) == "cnn"
+
+
+def test_offsets_model_reads_a_known_offset_back():
+    model = build_model("offsets", height=12, width=12)
+    with torch.no_grad():
+        out = model.body[-1]
+        out.weight.zero_()
+        out.bias.copy_(torch.tensor([0.0, 0.25, -0.125]))  # flat logits, constant offsets
+    images = torch.zeros(1, 1, 12, 12)
+    images[0, 0, 7, 3] = 1.0
+    point = model.predict(images)[0, 0]
+    assert point.shape == (2,) and torch.isfinite(point).all()
+    assert (point - point.floor()).tolist() == [0.25, 0.875]  # whole pixel + the offsets read
