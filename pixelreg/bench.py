@@ -13,7 +13,7 @@ import numpy as np
 
 from .checkpoint import load_model
 from .classical import argmax_points
-from .config import MODEL_NAMES, TrainConfig
+from .config import BENCH_HOLDOUTS, MODEL_NAMES, TrainConfig
 from .data import DataSpec, every_position, make_dataset
 from .evaluate import evaluate_model
 from .inference import predict_images, resolve_device
@@ -40,7 +40,7 @@ def run_bench(
     spec: DataSpec,
     epochs: int = 30,
     models: tuple[str, ...] = MODEL_NAMES,
-    holdouts: tuple[str, ...] = ("random", "quadrant"),
+    holdouts: tuple[str, ...] = BENCH_HOLDOUTS,
     device: str = "auto",
     seed: int = 0,
     reporter_for: Callable[[str], Reporter | None] = lambda label: None,

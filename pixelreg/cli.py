@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .config import AUTO_MODEL, DEFAULT_LR, MODEL_NAMES, MODEL_SIZES, SIZE_LIMITS, TrainConfig
+from .config import AUTO_MODEL, BENCH_HOLDOUTS, DEFAULT_LR, MODEL_NAMES, MODEL_SIZES, SIZE_LIMITS, TrainConfig
 from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, save_dataset
 from .errors import PixelregError
 from .files import require_file, writable_target
@@ -120,7 +120,6 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 if not console.is_terminal:  # logs and pipes: room for the tables, no 80-column squeeze
     console.width = max(console.width, 120)
 F = TypeVar("F", bound=Callable[..., Any])
-BENCH_HOLDOUTS = ("random", "quadrant")
 
 
 ERRORS_WRITTEN = [0]  # how many `Error:` lines this process wrote

@@ -26,6 +26,7 @@ DEFAULT_MODEL = "heatmap"
 MODEL_SIZES = {"heatmap": {"channels": 8, "depth": 2}, "offsets": {"channels": 32, "depth": 4}}
 SIZE_LIMITS = {"channels": (1, 1024), "depth": (2, 64)}  # depth 2: one layer in, one out
 DEVICES = ("auto", "cpu", "cuda", "mps")
+BENCH_HOLDOUTS = ("random", "quadrant")  # the holdouts `pixelreg bench` compares by default
 
 
 @dataclass
