@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import MIN_BOUND_BLUR
 from .data import DataSpec, expected_image
 
 
@@ -155,7 +156,6 @@ def gaussian_fit_points(images: np.ndarray, k: int, spec: DataSpec, iterations: 
 
 # Below this blur a spot hardly changes the image as it moves within its pixel: the bound on
 # unbiased estimators grows without limit there and says nothing a user can compare with.
-MIN_BOUND_BLUR = 0.5
 
 
 def crlb_px(points: np.ndarray, spec: DataSpec, step: float = 1e-3) -> float:

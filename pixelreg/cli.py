@@ -11,6 +11,7 @@ import csv
 import functools
 import inspect
 import json
+import math
 import os
 import signal
 import sys
@@ -29,7 +30,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .config import AUTO_MODEL, BENCH_HOLDOUTS, DEFAULT_LR, MODEL_NAMES, MODEL_SIZES, SIZE_LIMITS, TrainConfig
+from .config import (
+    AUTO_MODEL,
+    BENCH_HOLDOUTS,
+    DEFAULT_LR,
+    MIN_BOUND_BLUR,
+    MODEL_NAMES,
+    MODEL_SIZES,
+    PRECISION_BLURS,
+    PRECISION_BRIGHTNESSES,
+    PRECISION_EPOCHS,
+    PRECISION_MODELS,
+    PRECISION_N,
+    SIZE_LIMITS,
+    TrainConfig,
+)
 from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, save_dataset
 from .errors import PixelregError
 from .files import require_file, writable_target
@@ -622,18 +637,49 @@ def plot(
         emit(str(path), False)
 
 
+def _numbers(values: tuple[float, ...]) -> str:
+    return ",".join(f"{value:g}" for value in values)
+
+
 @command
 @with_data_options(only=("n", "size", "seed"))
 def bench(
-    out: Annotated[Path, typer.Option(help="Directory for the bench's runs and bench.json.")] = Path(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="Directory for the bench's runs and its JSON.")] = Path(
         "runs/bench"
     ),
-    epochs: Annotated[int, typer.Option(help="Epochs for every model: the same budget for all.")] = 30,
-    models: Annotated[str, typer.Option(help="Comma-separated models to compare.")] = ",".join(MODEL_NAMES),
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Epochs for every model, the same budget for all [default: 30; {PRECISION_EPOCHS} with --precision]."
+        ),
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Comma-separated models to compare [default: all; {','.join(PRECISION_MODELS)} with --precision]."
+        ),
+    ] = None,
     holdouts: Annotated[str, typer.Option(help="Comma-separated holdouts to run.")] = ",".join(
         BENCH_HOLDOUTS
     ),
     device: Device = "auto",
+    precision: Annotated[
+        bool,
+        typer.Option(
+            "--precision",
+            help="Run the precision grid instead: sub-pixel spots, noise 10, background 50, blur "
+            f"{_numbers(PRECISION_BLURS)} by brightness {_numbers(PRECISION_BRIGHTNESSES)}; every model and "
+            f"classical method against the Cramér-Rao bound, with its pixel locking (bias_px); "
+            f"--n defaults to {PRECISION_N:,} per cell. Writes precision.json and precision.png.",
+        ),
+    ] = False,
+    blurs: Annotated[
+        str, typer.Option(help="With --precision: comma-separated blurs (PSF sigma, px).")
+    ] = _numbers(PRECISION_BLURS),
+    brightnesses: Annotated[
+        str, typer.Option(help="With --precision: comma-separated spot brightnesses (grey levels summed).")
+    ] = _numbers(PRECISION_BRIGHTNESSES),
     perf: Annotated[
         bool, typer.Option("--perf", help="Measure speed and memory instead (writes perf.json).")
     ] = False,
@@ -647,12 +693,15 @@ def bench(
 ) -> None:
     """Train and evaluate every model on the same data and budget, beside argmax; writes bench.json.
 
-    With --perf: images per second of generation, training and inference for every model
-    beside numpy argmax, peak memory of a large training run, and the time the default
-    `train` takes to be exact on unseen positions; writes perf.json.
+    With --precision: the precision grid (see below). With --perf: images per second of
+    generation, training and inference for every model beside numpy argmax, peak memory of a
+    large training run, and the time the default `train` takes to be exact on unseen
+    positions; writes perf.json.
     """
     from .files import make_folders, remove_folders, write_json
 
+    if perf and precision:
+        raise PixelregError("--perf and --precision are two different benches; choose one")
     if perf:
         if rss_n < 10:
             raise PixelregError(f"--rss-n must be at least 10, got {rss_n}")
@@ -668,16 +717,24 @@ def bench(
         emit({"path": str(path), **results} if as_json else str(path), as_json)
         return
 
-    model_names, holdout_names = comma_list(models, "--models"), comma_list(holdouts, "--holdouts")
+    default_models = PRECISION_MODELS if precision else MODEL_NAMES
+    model_names = comma_list(models, "--models") if models is not None else default_models
+    epochs = epochs if epochs is not None else (PRECISION_EPOCHS if precision else 30)
     for name in model_names:
         TrainConfig(model=name, epochs=epochs, device=device).validate()
-    for name in holdout_names:
-        if name not in HOLDOUTS:
-            raise PixelregError(f"--holdouts takes {', '.join(HOLDOUTS)}; got {name!r}")
+    if precision:
+        if not given_on_command_line(ctx, "n"):
+            spec_options = {**spec_options, "n": PRECISION_N}
+        blur_values = number_list(blurs, "--blurs", least=MIN_BOUND_BLUR)
+        brightness_values = number_list(brightnesses, "--brightnesses", least=0.0, above=True)
+    else:
+        holdout_names = comma_list(holdouts, "--holdouts")
+        for name in holdout_names:
+            if name not in HOLDOUTS:
+                raise PixelregError(f"--holdouts takes {', '.join(HOLDOUTS)}; got {name!r}")
     spec = make_spec(spec_options)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PixelregError(f"{out} is not an empty folder; choose another --out or remove it")
-    from .bench import run_bench
 
     def reporter_for(label: str) -> ConsoleReporter:
         if not quiet:
@@ -686,14 +743,43 @@ def bench(
 
     created = make_folders(out, f"cannot create {out}")
     try:
-        rows = run_bench(out, spec, epochs, model_names, holdout_names, device, spec.seed, reporter_for)
-        path = write_json(out / "bench.json", {"spec": spec.to_dict(), "epochs": epochs, "rows": rows})
+        if precision:
+            from .plots import plot_precision_grid
+            from .precision import run_precision
+
+            results = run_precision(
+                out, spec, epochs, model_names, device, blur_values, brightness_values, reporter_for
+            )
+            path = write_json(out / "precision.json", results)
+            plot_precision_grid(results, out / "precision.png")
+        else:
+            from .bench import run_bench
+
+            rows = run_bench(out, spec, epochs, model_names, holdout_names, device, spec.seed, reporter_for)
+            results = {"spec": spec.to_dict(), "epochs": epochs, "rows": rows}
+            path = write_json(out / "bench.json", results)
     except BaseException:
         remove_folders(created)  # a bench that did not finish leaves no half of itself
         raise
     if not quiet:
-        console.print(bench_table(rows))
-    emit({"path": str(path), "rows": rows} if as_json else str(path), as_json)
+        console.print(precision_table(results) if precision else bench_table(results["rows"]))
+    emit({"path": str(path), **results} if as_json else str(path), as_json)
+
+
+def number_list(text: str, option: str, least: float, above: bool = False) -> tuple[float, ...]:
+    """'1, 1.5' -> (1.0, 1.5); each number finite and at least (or, with `above`, above) `least`."""
+    values = []
+    for word in comma_list(text, option):
+        try:
+            value = float(word)
+        except ValueError:
+            raise PixelregError(f"{option} takes numbers; got {word!r}") from None
+        if not math.isfinite(value) or value < least or (above and value == least):
+            raise PixelregError(
+                f"{option} takes numbers {'above' if above else 'from'} {least:g}; got {word}"
+            )
+        values.append(value)
+    return tuple(values)
 
 
 def comma_list(text: str, option: str) -> tuple[str, ...]:
@@ -736,6 +822,31 @@ def bench_table(rows: list[dict[str, Any]]) -> Table:
         cells.append(line)
     headers = [BENCH_HEADERS.get(column, column.replace("_", " ")) for column in columns]
     return fitted_table("pixelreg bench", headers, cells, ["params", "images/s", "train s"])
+
+
+def precision_table(results: dict[str, Any]) -> Table:
+    """The precision grid as a table: rmse over the bound, pixel locking, training seconds."""
+
+    def shown(value: Any, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
+    cells = [
+        [
+            f"{row['blur']:g}",
+            f"{row['brightness']:g}",
+            row["method"],
+            shown(row["crlb_px"], ".4f"),
+            shown(row["rmse_over_crlb"], ".3f"),
+            shown(row["rmse_hits_over_crlb"], ".3f"),
+            shown(row["recall_1px"], ".2%"),
+            shown(row["bias_px"], ".4f"),
+            shown(row["train_seconds"], ".0f"),
+        ]
+        for row in results["rows"]
+    ]
+    headers = ["blur", "brightness", "method", "bound px", "rmse/bound", "hits rmse/bound", "found"]
+    headers += ["bias px", "train s"]
+    return fitted_table("pixelreg bench --precision", headers, cells, ["train s", "bound px", "found"])
 
 
 def perf_table(results: dict[str, Any]) -> Table:

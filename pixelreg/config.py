@@ -16,17 +16,29 @@ from .errors import PixelregError
 # Adam's learning rate for each model; its keys are the model names.
 DEFAULT_LR = {"heatmap": 1e-2, "cnn": 1e-3, "coordconv": 1e-3, "offsets": 3e-3}
 MODEL_NAMES = tuple(DEFAULT_LR)
-# `auto` picks by the data: the heatmap for the clean task (one bright pixel at a pixel centre),
-# where it is exact and trains in seconds; the offsets model for noise, blur or sub-pixel spots,
-# where the heatmap locks onto pixel centres. Not yet the default: the offsets model's training
-# time and precision at 50x50 over the whole precision grid are still to be measured (issue 11).
+# The default, `auto`, picks by the data: the heatmap for the clean task (one bright pixel at a
+# pixel centre), where it is exact and trains in seconds; the offsets model for noise, blur or
+# sub-pixel spots, where the heatmap locks onto pixel centres and the offsets model reaches the
+# Cramér-Rao bound (`pixelreg bench --precision`).
 AUTO_MODEL = "auto"
-DEFAULT_MODEL = "heatmap"
+DEFAULT_MODEL = AUTO_MODEL
 # The size of the fully convolutional models: the options `train --channels` and `--depth`.
 MODEL_SIZES = {"heatmap": {"channels": 8, "depth": 2}, "offsets": {"channels": 32, "depth": 4}}
 SIZE_LIMITS = {"channels": (1, 1024), "depth": (2, 64)}  # depth 2: one layer in, one out
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BENCH_HOLDOUTS = ("random", "quadrant")  # the holdouts `pixelreg bench` compares by default
+MIN_BOUND_BLUR = 0.5  # px: below it a spot is nearly one pixel and the Gaussian bound says little
+
+# `pixelreg bench --precision`: spots anywhere within a pixel, in noise of 10 grey levels over a
+# background of 50, over a grid of blur and brightness (brighter than 1000 saturates 8-bit images
+# at blur 1). Each model is trained per cell and set against the classical methods and the bound.
+PRECISION_BLURS = (1.0, 1.5, 2.0)
+PRECISION_BRIGHTNESSES = (250.0, 500.0, 1000.0)
+PRECISION_CONDITIONS = {"subpixel": True, "noise": 10.0, "background": 50.0}
+PRECISION_MODELS = ("offsets", "heatmap")
+PRECISION_N = 20_000  # images per cell: 16,000 to train on, 2,000 to validate, 2,000 to test
+PRECISION_EPOCHS = 10
+AT_BOUND = 1.05  # the goal: rmse within 5% of the bound
 
 
 @dataclass

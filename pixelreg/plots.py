@@ -276,6 +276,54 @@ def plot_bias(predictions: dict[str, np.ndarray], path: Path) -> Path:
     return _save(fig, path)
 
 
+GRID_STYLES = {
+    "offsets": {"color": "#d62728", "marker": "o", "label": "offsets model"},
+    "heatmap": {"color": "#9467bd", "marker": "D", "label": "heatmap model"},
+    "cnn": {"color": "#8c564b", "marker": "P", "label": "cnn model"},
+    "coordconv": {"color": "#e377c2", "marker": "X", "label": "coordconv model"},
+    **{name: style for name, style in METHOD_STYLES.items() if name != "model"},
+}
+
+
+def plot_precision_grid(results: dict[str, Any], path: Path) -> Path:
+    """The precision bench: for each blur, rmse over the bound and pixel locking (bias_px)
+    against brightness, one line per method, with the goal band of 1 to 1.05 times the bound."""
+    rows = results["rows"]
+    blurs = sorted({row["blur"] for row in rows})
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    fig, axes = plt.subplots(2, len(blurs), figsize=(4.6 * len(blurs), 7.4), squeeze=False, sharey="row")
+    for column, blur in enumerate(blurs):
+        ax_rmse, ax_bias = axes[0, column], axes[1, column]
+        ax_rmse.axhspan(1.0, results["at_bound"], color="#2ca02c", alpha=0.12, lw=0)
+        ax_rmse.axhline(1.0, color="k", ls="--", lw=1.2, label="Cramér-Rao bound")
+        for method in methods:
+            cells = sorted((r["brightness"], r) for r in rows if r["blur"] == blur and r["method"] == method)
+            style = GRID_STYLES.get(method, {"color": "0.3", "marker": ".", "label": method})
+            brightness = [b for b, _ in cells]
+            ratio = [np.nan if r["rmse_over_crlb"] is None else r["rmse_over_crlb"] for _, r in cells]
+            bias = [np.nan if r["bias_px"] is None else r["bias_px"] for _, r in cells]
+            ax_rmse.plot(brightness, ratio, "-", ms=6, **style)
+            ax_bias.plot(brightness, bias, "-", ms=6, **style)
+        for ax in (ax_rmse, ax_bias):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ticks = sorted({row["brightness"] for row in rows})
+            ax.set_xticks(ticks, [f"{b:g}" for b in ticks])
+            ax.minorticks_off()
+            ax.grid(alpha=0.3, which="both")
+        ax_rmse.set_title(f"blur sigma {blur:g} px")
+        ax_bias.set_xlabel("spot brightness (grey levels summed)")
+    axes[0, 0].set_ylabel("RMSE / Cramér-Rao bound (green: within 5%)")
+    axes[1, 0].set_ylabel("bias_px: worst mean error over\nsub-pixel phase bins (px)")
+    axes[0, 0].legend(fontsize=8, loc="upper right")
+    test = results["spec"]["n"] * results["spec"].get("test_fraction", 0.1)
+    fig.suptitle(
+        f"pixelreg bench --precision: sub-pixel spots, noise 10, background 50; about {test:,.0f} test spots per cell"
+    )
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_run(
     run_dir: str | Path, device: str = "auto", say: Callable[[str], None] = lambda message: None
 ) -> list[Path]:

@@ -234,6 +234,10 @@ BAD_INPUTS = [
     (["train", "--resume", "{bad}/foreign.pt"], 1, "not a pixelreg checkpoint"),
     (["train", "--resume", "{run}/best.pt"], 1, "resume from"),
     (["bench", "--holdouts", "diagonal"], 1, "--holdouts takes"),
+    (["bench", "--precision", "--blurs", "0.2"], 1, "--blurs takes numbers from 0.5"),
+    (["bench", "--precision", "--brightnesses", "500,x"], 1, "--brightnesses takes numbers"),
+    (["bench", "--precision", "--brightnesses", "0"], 1, "--brightnesses takes numbers above 0"),
+    (["bench", "--precision", "--perf"], 1, "choose one"),
     (["plot", "{bad}"], 1, "has no history.csv"),
 ]
 
@@ -321,3 +325,27 @@ def test_bench_perf_measures_every_model(tmp_path):
     assert perf["default_train_epochs_to_unseen_exact"] is not None
     assert perf["train_peak_rss_mb"]["mb"] > 0
     assert (tmp_path / "perf.json").is_file()
+
+
+def test_bench_precision_sets_every_method_against_the_bound(tmp_path):
+    out = tmp_path / "precision"
+    args = ["--n", 300, "--size", 16, "--epochs", 1, "--blurs", "1.5", "--brightnesses", "400,800"]
+    result = run("bench", "--precision", *args, "--out", out, "--json", "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    results = json.loads(result.stdout)
+    assert (out / "precision.json").is_file() and (out / "precision.png").is_file()
+    methods = {"offsets", "heatmap", "argmax", "centroid", "gaussian_fit"}
+    for brightness in (400.0, 800.0):
+        rows = {r["method"]: r for r in results["rows"] if r["brightness"] == brightness}
+        assert set(rows) == methods
+        bounds = {r["crlb_px"] for r in rows.values()}
+        assert len(bounds) == 1  # every method is scored on the same test spots
+        for row in rows.values():
+            assert row["rmse_over_crlb"] == pytest.approx(row["rmse_px"] / row["crlb_px"], abs=1e-4)
+            assert (row["train_seconds"] is None) == (row["method"] not in ("offsets", "heatmap"))
+    dim, bright = (
+        next(r for r in results["rows"] if r["method"] == "gaussian_fit" and r["brightness"] == b)
+        for b in (400.0, 800.0)
+    )
+    assert bright["crlb_px"] < dim["crlb_px"]  # twice the light, a tighter bound
+    assert bright["rmse_hits_px"] < dim["rmse_hits_px"]
