@@ -350,9 +350,10 @@ SIZES_HELP = {
     for arg in SIZE_LIMITS
 }
 MODEL_HELP = (
-    f"Architecture: one of {', '.join(MODEL_NAMES)}, or {AUTO_MODEL} (heatmap for the clean task: one "
-    "bright pixel at a pixel centre; offsets, a detection map with sub-pixel offsets, for noise, blur "
-    "or sub-pixel spots)."
+    f"Architecture: {AUTO_MODEL} or one of {', '.join(MODEL_NAMES)}. {AUTO_MODEL} chooses by the data: "
+    "heatmap for the clean task (one bright pixel at a pixel centre: exact, in seconds); offsets, a "
+    "detection map with sub-pixel offsets, for noise, blur or sub-pixel spots (at the Cramér-Rao "
+    "bound, no pixel locking, but minutes on a CPU)."
 )
 LR_HELP = ", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items())
 
@@ -693,7 +694,7 @@ def bench(
 ) -> None:
     """Train and evaluate every model on the same data and budget, beside argmax; writes bench.json.
 
-    With --precision: the precision grid (see below). With --perf: images per second of
+    With --precision: the precision grid (see that option). With --perf: images per second of
     generation, training and inference for every model beside numpy argmax, peak memory of a
     large training run, and the time the default `train` takes to be exact on unseen
     positions; writes perf.json.
@@ -702,6 +703,13 @@ def bench(
 
     if perf and precision:
         raise PixelregError("--perf and --precision are two different benches; choose one")
+    misplaced = ["holdouts"] if precision else ["blurs", "brightnesses"]
+    for name in misplaced:
+        if given_on_command_line(ctx, name):
+            raise PixelregError(
+                f"--{name} {'does not apply with' if precision else 'applies with'} --precision"
+                + ("" if precision else " only")
+            )
     if perf:
         if rss_n < 10:
             raise PixelregError(f"--rss-n must be at least 10, got {rss_n}")

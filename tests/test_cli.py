@@ -238,6 +238,8 @@ BAD_INPUTS = [
     (["bench", "--precision", "--brightnesses", "500,x"], 1, "--brightnesses takes numbers"),
     (["bench", "--precision", "--brightnesses", "0"], 1, "--brightnesses takes numbers above 0"),
     (["bench", "--precision", "--perf"], 1, "choose one"),
+    (["bench", "--blurs", "1"], 1, "--blurs applies with --precision only"),
+    (["bench", "--precision", "--holdouts", "random"], 1, "--holdouts does not apply with --precision"),
     (["plot", "{bad}"], 1, "has no history.csv"),
 ]
 
@@ -340,6 +342,9 @@ def test_bench_precision_sets_every_method_against_the_bound(tmp_path):
         assert set(rows) == methods
         bounds = {r["crlb_px"] for r in rows.values()}
         assert len(bounds) == 1  # every method is scored on the same test spots
+        shares = {r["common_share"] for r in rows.values()}
+        assert len(shares) == 1  # spots that both models and the fit found: one set per cell
+        assert shares.pop() <= min(rows[m]["recall_1px"] for m in ("offsets", "heatmap", "gaussian_fit"))
         for row in rows.values():
             assert row["rmse_over_crlb"] == pytest.approx(row["rmse_px"] / row["crlb_px"], abs=1e-4)
             assert (row["train_seconds"] is None) == (row["method"] not in ("offsets", "heatmap"))
