@@ -236,7 +236,8 @@ class OffsetLocalizer(PointModel):
     fixed_size = False
     INPUT_GAIN = 8.0  # images arrive in [0, 1]; spots in noise are a few hundredths of that
     NEIGHBOUR_WEIGHT = 1.0  # weight of the offsets at the 8 pixels around each spot's own
-    OFFSET_WEIGHT = 10.0  # weight of the offsets' squared error (px^2) against the detection
+    OFFSET_WEIGHT = 1.0  # weight of the offsets' log-likelihood against the detection's
+    LOG_SIGMA_RANGE = (-6.0, 2.0)  # the expected error of an offset, 0.0025 to 7 px, as a log
     TRAIN_CROP = 24  # training sees this window around a lone spot: a fifth of the work at 50x50
     CROP_MARGIN = 4  # least distance of the spot from a window edge that is not the image's
 
@@ -249,10 +250,10 @@ class OffsetLocalizer(PointModel):
         depth: int = MODEL_SIZES["offsets"]["depth"],
     ) -> None:
         super().__init__(height, width, points)
-        self.body = conv_stack(channels, depth, outputs=3)
+        self.body = conv_stack(channels, depth, outputs=5)
 
     def forward(self, images: Tensor) -> Tensor:
-        """(N, 3, H, W): detection logit, x offset and y offset at every pixel."""
+        """(N, 5, H, W): detection logit, x and y offset, log of their expected errors, per pixel."""
         level = images.flatten(1).median(1).values[:, None, None, None]  # the background
         x = ((images - level) * self.INPUT_GAIN).contiguous(memory_format=torch.channels_last)
         return self.body(x)
@@ -275,10 +276,14 @@ class OffsetLocalizer(PointModel):
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
                 x, y = (cx + dx).clamp(0, width - 1), (cy + dy).clamp(0, height - 1)
-                predicted = out[rows, 1:, y, x]  # (N, K, 2)
+                predicted = out[rows, 1:3, y, x]  # (N, K, 2)
+                log_sigma = out[rows, 3:5, y, x].clamp(*self.LOG_SIGMA_RANGE)
                 wanted = points - torch.stack([x, y], -1).to(points.dtype)
                 weight = 1.0 if dx == dy == 0 else self.NEIGHBOUR_WEIGHT
-                offsets = offsets + weight * ((predicted - wanted) ** 2).sum(-1).mean()
+                # Gaussian negative log-likelihood: the squared error weighed by the expected
+                # precision, so bright spots (errors of hundredths) count as much as dim ones
+                nll = (predicted - wanted) ** 2 / (2 * torch.exp(2 * log_sigma)) + log_sigma
+                offsets = offsets + weight * nll.sum(-1).mean()
         return detection + self.OFFSET_WEIGHT * offsets
 
     def predict(self, images: Tensor) -> Tensor:
@@ -292,7 +297,7 @@ class OffsetLocalizer(PointModel):
         xs = (px[..., None] + step.repeat(3)).clamp(0, width - 1)
         # each pixel around the peak points at the spot on its own: weigh them by the detection
         weights = torch.softmax(out[rows, 0, ys, xs], dim=-1)  # (N, K, 9)
-        estimates = torch.stack([xs, ys], -1).to(out.dtype) + out[rows, 1:, ys, xs]  # (N, K, 9, 2)
+        estimates = torch.stack([xs, ys], -1).to(out.dtype) + out[rows, 1:3, ys, xs]  # (N, K, 9, 2)
         return (weights[..., None] * estimates).sum(-2)
 
 
