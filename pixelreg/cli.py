@@ -308,11 +308,13 @@ class ConsoleReporter:
         self.task: Any = None
         self.epochs = 0
 
-    def start(self, run_dir: Path, first_epoch: int, epochs: int, batches: int) -> None:
+    def start(self, run_dir: Path, model: str, first_epoch: int, epochs: int, batches: int) -> None:
         self.epochs = epochs
         if self.quiet:
             return
-        console.print(f"Training into {run_dir} (epochs {first_epoch}..{epochs}, {batches} batches each)")
+        console.print(
+            f"Training the {model} model into {run_dir} (epochs {first_epoch}..{epochs}, {batches} batches each)"
+        )
         if console.is_terminal:
             self.progress = Progress(
                 TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),

@@ -49,13 +49,13 @@ __all__ = ["TrainConfig", "TrainResult", "TrainingInterrupted", "resume", "train
 class Reporter(Protocol):
     """What the training loop tells its caller; the CLI draws progress from it."""
 
-    def start(self, run_dir: Path, first_epoch: int, epochs: int, batches: int) -> None: ...
+    def start(self, run_dir: Path, model: str, first_epoch: int, epochs: int, batches: int) -> None: ...
     def batch(self) -> None: ...
     def epoch(self, row: dict[str, float], best: bool) -> None: ...
 
 
 class SilentReporter:
-    def start(self, run_dir: Path, first_epoch: int, epochs: int, batches: int) -> None:
+    def start(self, run_dir: Path, model: str, first_epoch: int, epochs: int, batches: int) -> None:
         pass
 
     def batch(self) -> None:
@@ -357,9 +357,8 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
     )
     kept = state is not None
     try:
-        reporter.start(
-            run.root, first_epoch, config.epochs, math.ceil(len(data.train_points) / config.batch_size)
-        )
+        batches = math.ceil(len(data.train_points) / config.batch_size)
+        reporter.start(run.root, config.model, first_epoch, config.epochs, batches)
         with stop_signals() as stop:
             stopping = lambda: stop["signal"] is not None  # noqa: E731
             for epoch in range(first_epoch, config.epochs + 1):

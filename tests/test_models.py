@@ -81,14 +81,24 @@ def test_auto_picks_the_heatmap_for_the_clean_task_and_offsets_otherwise():
     assert choose_model("cnn", DataSpec(noise=5.0)) == "cnn"
 
 
-def test_offsets_model_reads_a_known_offset_back(monkeypatch):
+def test_offsets_model_reads_a_known_offset_back():
     model = build_model("offsets", height=12, width=12)
-    out = torch.zeros(1, 3, 12, 12)
+    out = torch.zeros(1, 5, 12, 12)
     out[0, 0] = -30.0
     out[0, 0, 7, 3] = 30.0  # one sure detection, at column 3, row 7
     out[0, 1], out[0, 2] = 0.25, -0.125  # every pixel points 0.25 px right, 0.125 px up of itself
-    monkeypatch.setattr(model, "forward", lambda images: out)
-    point = model.predict(torch.zeros(1, 1, 12, 12))[0, 0]
-    assert point.tolist() == pytest.approx([3.25, 6.875], abs=1e-6)
+    assert model.read_points(out)[0, 0].tolist() == pytest.approx([3.25, 6.875], abs=1e-6)
     out[0, 0, 7, 4] = 30.0  # two equal detections side by side: their estimates are averaged
-    assert model.predict(torch.zeros(1, 1, 12, 12))[0, 0].tolist() == pytest.approx([3.75, 6.875], abs=1e-6)
+    assert model.read_points(out)[0, 0].tolist() == pytest.approx([3.75, 6.875], abs=1e-6)
+
+
+def test_offsets_model_reads_an_image_and_its_mirror_image_alike():
+    torch.manual_seed(0)
+    model = build_model("offsets", height=10, width=13, channels=4).eval()
+    images = torch.rand(2, 1, 10, 13)
+    with torch.no_grad():
+        out = model.mirrored_output(images)
+        mirrored = model.mirrored_output(images.flip(-1)).flip(-1)
+    mirrored[:, 1] *= -1  # seen in a mirror, a spot to the right is a spot to the left
+    torch.testing.assert_close(mirrored, out, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out[:, 1], torch.zeros_like(out[:, 1]))  # not trivially zero
