@@ -222,11 +222,12 @@ def conv_stack(channels: int, depth: int, outputs: int) -> nn.Sequential:
 class OffsetLocalizer(PointModel):
     """A detection map beside per-pixel sub-pixel offsets (DECODE, Speiser et al. 2021, in small).
 
-    Each pixel predicts a logit that a spot lies in it and the spot's offset (dx, dy) from the
-    pixel's centre. Training: cross-entropy of the detection map against the spots' pixels,
-    plus the squared error of the offsets at each spot's pixel and, with less weight, at its
-    eight neighbours, so that a neighbour that noise makes the peak still points at the spot.
-    Reading: the K strongest local maxima; each is the mean of the positions that it and its
+    Each pixel predicts a logit that a spot lies in it, the spot's offset (dx, dy) from the
+    pixel's centre and the log of each offset's expected error. Training: cross-entropy of the
+    detection map against the spots' pixels, plus the Gaussian negative log-likelihood of the
+    offsets at each spot's pixel and its eight neighbours, so that a neighbour that noise makes
+    the peak still points at the spot. Reading: the K strongest local maxima of the maps
+    averaged over the image's mirror images; each is the mean of the positions that it and its
     eight neighbours point at, weighed by their detection probability. The offsets are read
     from the image around the spot, not from the shape of a heatmap, so nothing pulls them
     towards pixel centres (no pixel locking).
