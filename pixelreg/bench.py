@@ -13,7 +13,7 @@ import numpy as np
 
 from .checkpoint import load_model
 from .classical import argmax_points
-from .config import BENCH_HOLDOUTS, MODEL_NAMES, TrainConfig
+from .config import BENCH_EPOCHS, BENCH_HOLDOUTS, MODEL_NAMES, TrainConfig
 from .data import DataSpec, every_position, make_dataset
 from .evaluate import evaluate_model
 from .inference import predict_images, resolve_device
@@ -38,7 +38,7 @@ def images_per_second(
 def run_bench(
     out: str | Path,
     spec: DataSpec,
-    epochs: int = 30,
+    epochs: int = BENCH_EPOCHS,
     models: tuple[str, ...] = MODEL_NAMES,
     holdouts: tuple[str, ...] = BENCH_HOLDOUTS,
     device: str = "auto",

@@ -154,10 +154,6 @@ def gaussian_fit_points(images: np.ndarray, k: int, spec: DataSpec, iterations: 
     return np.where(wandered, start, fitted).astype(np.float32)
 
 
-# Below this blur a spot hardly changes the image as it moves within its pixel: the bound on
-# unbiased estimators grows without limit there and says nothing a user can compare with.
-
-
 def crlb_px(points: np.ndarray, spec: DataSpec, step: float = 1e-3) -> float:
     """Cramér-Rao bound on the 2-D position RMSE for single spots at `points` (N, 1, 2).
 

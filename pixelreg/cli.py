@@ -32,6 +32,7 @@ from rich.table import Table
 from . import __version__
 from .config import (
     AUTO_MODEL,
+    BENCH_EPOCHS,
     BENCH_HOLDOUTS,
     DEFAULT_LR,
     MIN_BOUND_BLUR,
@@ -654,7 +655,7 @@ def bench(
     epochs: Annotated[
         int | None,
         typer.Option(
-            help=f"Epochs for every model, the same budget for all [default: 30; {PRECISION_EPOCHS} with --precision]."
+            help=f"Epochs for every model, the same budget for all [default: {BENCH_EPOCHS}; {PRECISION_EPOCHS} with --precision]."
         ),
     ] = None,
     models: Annotated[
@@ -729,7 +730,7 @@ def bench(
 
     default_models = PRECISION_MODELS if precision else MODEL_NAMES
     model_names = comma_list(models, "--models") if models is not None else default_models
-    epochs = epochs if epochs is not None else (PRECISION_EPOCHS if precision else 30)
+    epochs = epochs if epochs is not None else (PRECISION_EPOCHS if precision else BENCH_EPOCHS)
     for name in model_names:
         TrainConfig(model=name, epochs=epochs, device=device).validate()
     if precision:
@@ -847,7 +848,7 @@ def precision_table(results: dict[str, Any]) -> Table:
             row["method"],
             shown(row["crlb_px"], ".4f"),
             shown(row["rmse_over_crlb"], ".3f"),
-            shown(row.get("rmse_common_over_crlb"), ".3f"),
+            shown(row["rmse_common_over_crlb"], ".3f"),
             shown(row["rmse_hits_over_crlb"], ".3f"),
             shown(row["recall_1px"], ".2%"),
             shown(row["bias_px"], ".4f"),

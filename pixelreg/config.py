@@ -27,7 +27,10 @@ MODEL_SIZES = {"heatmap": {"channels": 8, "depth": 2}, "offsets": {"channels": 3
 SIZE_LIMITS = {"channels": (1, 1024), "depth": (2, 64)}  # depth 2: one layer in, one out
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BENCH_HOLDOUTS = ("random", "quadrant")  # the holdouts `pixelreg bench` compares by default
-MIN_BOUND_BLUR = 0.5  # px: below it a spot is nearly one pixel and the Gaussian bound says little
+BENCH_EPOCHS = 30  # every model's budget in `pixelreg bench`
+# Below this blur (px) a spot hardly changes the image as it moves within its pixel: the bound
+# on unbiased estimators grows without limit there and says nothing a user can compare with.
+MIN_BOUND_BLUR = 0.5
 
 # `pixelreg bench --precision`: spots anywhere within a pixel, in noise of 10 grey levels over a
 # background of 50, over a grid of blur and brightness (brighter than 1000 saturates 8-bit images

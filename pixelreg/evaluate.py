@@ -25,6 +25,7 @@ from .metrics import (
     phase_bias,
     phase_bias_error,
     phase_centres,
+    points_by_method,
     summarize,
 )
 from .models import PointModel
@@ -164,12 +165,8 @@ def bias_report(predictions: dict[str, np.ndarray]) -> dict[str, Any]:
     `x_se`, `y_se`), for the model and each baseline, over the spots each found within 1 px:
     the shape of any pixel locking."""
     true = predictions["true"]
-    methods = {"model": predictions["pred"]}
-    methods.update(
-        {key.removeprefix("baseline_"): v for key, v in predictions.items() if key.startswith("baseline_")}
-    )
     table: dict[str, Any] = {"phase": phase_centres(), "methods": {}}
-    for name, pred in methods.items():
+    for name, pred in points_by_method(predictions).items():
         hits = np.linalg.norm(pred - true, axis=-1) <= MATCH_RADIUS_PX
         bias = phase_bias(true[hits], (pred - true)[hits])
         error = phase_bias_error(true[hits], (pred - true)[hits])

@@ -72,6 +72,16 @@ MEASURES: dict[str, Callable[[Errors], float | None]] = {
 }
 
 
+def points_by_method(predictions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The matched points of the model ("model") and of each classical baseline, by name, from
+    the arrays of an evaluation (predictions.npz: `pred`, `baseline_<name>`)."""
+    methods = {"model": predictions["pred"]}
+    methods.update(
+        {key.removeprefix("baseline_"): v for key, v in predictions.items() if key.startswith("baseline_")}
+    )
+    return methods
+
+
 def phase_of(points: np.ndarray) -> np.ndarray:
     """Sub-pixel phase of each coordinate: its offset from the nearest pixel centre, in [-0.5, 0.5)."""
     points = np.asarray(points, dtype=np.float64)

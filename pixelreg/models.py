@@ -266,16 +266,13 @@ class OffsetLocalizer(PointModel):
         The mean of four readings of one spot, each with its own small errors of the network:
         0.3 to 0.7% closer to the bound at four times the cost.
         """
-        total = None
-        for dims in ((), (-1,), (-2,), (-1, -2)):
-            out = self(images.flip(dims) if dims else images)
-            if dims:
-                out = out.flip(dims)
-                sign = torch.ones(out.shape[1], 1, 1, dtype=out.dtype, device=out.device)
-                for dim in dims:
-                    sign[1 if dim == -1 else 2] = -1.0  # an x flip turns dx round, a y flip dy
-                out = out * sign
-            total = out if total is None else total + out
+        total = self(images)
+        for dims in ((-1,), (-2,), (-1, -2)):
+            out = self(images.flip(dims)).flip(dims)
+            for dim, channel in ((-1, 1), (-2, 2)):  # an x flip turns dx round, a y flip dy
+                if dim in dims:
+                    out[:, channel] = -out[:, channel]
+            total = total + out
         return total / 4
 
     def loss(self, images: Tensor, points: Tensor) -> Tensor:

@@ -13,9 +13,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from .files import write_atomic  # noqa: E402
-from .metrics import MATCH_RADIUS_PX, phase_bias, phase_bias_error, phase_centres, phase_of  # noqa: E402
+from .metrics import (  # noqa: E402
+    MATCH_RADIUS_PX,
+    phase_bias,
+    phase_bias_error,
+    phase_centres,
+    phase_of,
+    points_by_method,
+)
 from .runs import RunDir, read_history  # noqa: E402
 
 TRUE_STYLE = {"marker": "o", "s": 90, "facecolors": "none", "edgecolors": "#2ca02c", "linewidths": 1.8}
@@ -239,13 +247,9 @@ def plot_bias(predictions: dict[str, np.ndarray], path: Path) -> Path:
     model and each baseline (spots found within 1 px), beside the histogram of the predicted
     positions' phases, which is flat when nothing pulls estimates towards pixel centres."""
     true = predictions["true"]
-    methods = {"model": predictions["pred"]}
-    methods.update(
-        {k.removeprefix("baseline_"): v for k, v in predictions.items() if k.startswith("baseline_")}
-    )
     centres = np.array(phase_centres())
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    for name, pred in methods.items():
+    for name, pred in points_by_method(predictions).items():
         style = METHOD_STYLES.get(name, {"color": "0.3", "marker": ".", "label": name})
         if name == "model":
             style = {**style, "label": "model"}  # one model, at the noise of its data
@@ -287,14 +291,17 @@ GRID_STYLES = {
 }
 
 
+RATIO_TICKS = (0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
+
+
 def plot_precision_grid(results: dict[str, Any], path: Path) -> Path:
     """The precision bench: for each blur, rmse over the bound and pixel locking (bias_px)
     against brightness, one line per method, with the goal band of 1 to 1.05 times the bound."""
     rows = results["rows"]
     # where spots are lost, rmse over every spot measures detection; over the spots that every
     # model and the fit found, it measures precision alone
-    key = "rmse_common_over_crlb" if all("rmse_common_over_crlb" in row for row in rows) else "rmse_over_crlb"
     blurs = sorted({row["blur"] for row in rows})
+    ticks = sorted({row["brightness"] for row in rows})
     methods = list(dict.fromkeys(row["method"] for row in rows))
     fig, axes = plt.subplots(2, len(blurs), figsize=(4.6 * len(blurs), 7.4), squeeze=False, sharey="row")
     for column, blur in enumerate(blurs):
@@ -305,29 +312,33 @@ def plot_precision_grid(results: dict[str, Any], path: Path) -> Path:
             cells = sorted((r["brightness"], r) for r in rows if r["blur"] == blur and r["method"] == method)
             style = GRID_STYLES.get(method, {"color": "0.3", "marker": ".", "label": method})
             brightness = [b for b, _ in cells]
-            ratio = [np.nan if r.get(key) is None else r[key] for _, r in cells]
+            ratio = [
+                np.nan if r["rmse_common_over_crlb"] is None else r["rmse_common_over_crlb"] for _, r in cells
+            ]
             bias = [np.nan if r["bias_px"] is None else r["bias_px"] for _, r in cells]
             ax_rmse.plot(brightness, ratio, "-", ms=6, **style)
             ax_bias.plot(brightness, bias, "-", ms=6, **style)
         for ax in (ax_rmse, ax_bias):
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ticks = sorted({row["brightness"] for row in rows})
             ax.set_xticks(ticks, [f"{b:g}" for b in ticks])
             ax.minorticks_off()
             ax.grid(alpha=0.3, which="both")
+        ax_rmse.set_yticks(RATIO_TICKS, [f"{tick:g}" for tick in RATIO_TICKS])
         ax_rmse.set_title(f"blur sigma {blur:g} px")
         ax_bias.set_xlabel("spot brightness (grey levels summed)")
-    what = "spots every model and the fit found" if key == "rmse_common_over_crlb" else "every spot"
-    axes[0, 0].set_ylabel(f"RMSE over {what}\n/ Cramér-Rao bound (green: within 5%; above 3: off the chart)")
+    axes[0, 0].set_ylabel("RMSE / Cramér-Rao bound, over the spots\nevery model and the fit found")
     axes[1, 0].set_ylabel("bias_px: worst mean error over\nsub-pixel phase bins (px)")
     axes[0, 0].set_ylim(0.3, 3.0)  # the region that tells methods near the bound apart
-    axes[0, 0].legend(fontsize=8, loc="upper left")
-    test = results["spec"]["n"] * results["spec"].get("test_fraction", 0.1)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    handles.append(Patch(color="#2ca02c", alpha=0.12))
+    labels.append("within 5% of the bound (above 3: off the chart)")
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
+    test = results["spec"]["n"] * results["spec"]["test_fraction"]
     fig.suptitle(
         f"pixelreg bench --precision: sub-pixel spots, noise 10, background 50; about {test:,.0f} test spots per cell"
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return _save(fig, path)
 
 
