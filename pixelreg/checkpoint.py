@@ -74,6 +74,8 @@ def check_payload(payload: Any, path: Path) -> dict[str, Any]:
         raise PixelregError(f"{path}: model_args must be an object, got {describe(args)}")
     for key, value in args.items():
         numbers = value if isinstance(value, list | tuple) else [value]
+        if isinstance(value, bool):
+            continue  # a switch, such as `counting`
         if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 2**20 for v in numbers):
             raise PixelregError(
                 f"{path}: model_args field {key!r} must be a positive integer, got {describe(value)}"
@@ -105,12 +107,17 @@ def check_payload(payload: Any, path: Path) -> dict[str, Any]:
             key in HISTORY_FIELDS and _finite(v) for key, v in row.items()
         ):
             raise PixelregError(f"{path}: history must be rows of finite numbers, got {describe(row)}")
+    threshold = check_value(payload.get("threshold"), "float | None", f"{path}: field 'threshold'")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise PixelregError(f"{path}: field 'threshold' must be in [0, 1], got {threshold}")
     best = payload.get("best", {"epoch": 0, "val_mean_px": 0.0, "val_loss": 0.0})
-    if not isinstance(best, dict) or sorted(best) != ["epoch", "val_loss", "val_mean_px"]:
+    if not isinstance(best, dict) or sorted(set(best) - {"val_jaccard"}) != [
+        "epoch",
+        "val_loss",
+        "val_mean_px",
+    ]:
         raise PixelregError(f"{path}: best must hold epoch, val_mean_px and val_loss, got {describe(best)}")
-    if not (
-        isinstance(best["epoch"], int) and all(_finite(best[key]) for key in ("val_mean_px", "val_loss"))
-    ):
+    if not (isinstance(best["epoch"], int) and all(_finite(best[key]) for key in set(best) - {"epoch"})):
         raise PixelregError(f"{path}: best must be an epoch and two finite numbers, got {describe(best)}")
     return payload
 
@@ -176,4 +183,6 @@ def model_from_checkpoint(payload: dict[str, Any], where: str = "the checkpoint"
     )
     model = build_model(name, **payload["model_args"])
     model.load_state_dict(payload["state_dict"])
+    if payload.get("threshold") is not None:
+        model.threshold = float(payload["threshold"])  # chosen on validation when training ended
     return model.eval()

@@ -80,9 +80,13 @@ def _windows(images: np.ndarray, peaks: np.ndarray, radius: int):
 
 
 def centroid_points(images: np.ndarray, k: int, spec: DataSpec) -> np.ndarray:
-    """(N, K, 2): background-subtracted intensity centroid around each peak."""
+    """(N, K, 2): background-subtracted intensity centroid around each of the K highest peaks."""
+    return centroid_at(images, find_peaks(images, k, max(1, peak_radius(spec) // 2), smooth=spec.blur), spec)
+
+
+def centroid_at(images: np.ndarray, peaks: np.ndarray, spec: DataSpec) -> np.ndarray:
+    """(N, K, 2): background-subtracted intensity centroid around each peak (flat index) given."""
     radius = peak_radius(spec)
-    peaks = find_peaks(images, k, max(1, radius // 2), smooth=spec.blur)
     values, xs, ys, inside = _windows(images, peaks, radius)
     background = np.median(images.reshape(len(images), -1), axis=1)[:, None, None, None]
     weights = np.where(inside, np.clip(values - background, 0, None), 0.0)
@@ -106,10 +110,18 @@ def _integrated_gaussian(centre: torch.Tensor, coords: torch.Tensor, sigma: floa
 
 def gaussian_fit_points(images: np.ndarray, k: int, spec: DataSpec, iterations: int = 20) -> np.ndarray:
     """(N, K, 2): Levenberg-Marquardt fit of position, brightness and background per spot."""
+    peaks = find_peaks(images, k, max(1, peak_radius(spec) // 2), smooth=spec.blur)
+    return gaussian_fit_at(images, peaks, spec, iterations)
+
+
+def gaussian_fit_at(
+    images: np.ndarray, peaks: np.ndarray, spec: DataSpec, iterations: int = 20
+) -> np.ndarray:
+    """(N, K, 2): the fit of `gaussian_fit_points` around each peak (flat index) given, started
+    from its centroid."""
     sigma = max(spec.blur, 0.3)
     radius = peak_radius(spec) + 1
-    start = centroid_points(images, k, spec)
-    peaks = find_peaks(images, k, max(1, peak_radius(spec) // 2), smooth=spec.blur)
+    start = centroid_at(images, peaks, spec)
     values, xs, ys, inside = _windows(images, peaks, radius)
     v, gx, gy, mask = (torch.from_numpy(a) for a in (values, xs, ys, inside.astype(np.float64)))
     x0 = torch.from_numpy(start[..., 0].astype(np.float64))[..., None, None]
@@ -183,6 +195,73 @@ def crlb_px(points: np.ndarray, spec: DataSpec, step: float = 1e-3) -> float:
 
 
 BASELINES = ("argmax", "centroid", "gaussian_fit")
+EXTRA_CANDIDATES = 8  # a counting detector keeps up to 2 K + this many peaks, K the most per image
+
+
+def candidate_peaks(images: np.ndarray, spec: DataSpec, most: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `most` highest local maxima of each image smoothed by the spot's own Gaussian (the
+    matched filter): flat indices (N, M) and scores (N, M), the smoothed height above the
+    image's median, -inf where an image has fewer maxima. Thresholding the score counts spots."""
+    x = torch.from_numpy(images).float()[:, None]
+    if spec.blur > 0:
+        x = gaussian_smooth(x, spec.blur)
+    suppress = max(1, peak_radius(spec) // 2)
+    pooled = F.max_pool2d(x, 2 * suppress + 1, stride=1, padding=suppress).flatten(1)
+    flat = x.flatten(1)
+    level = flat.median(1, keepdim=True).values
+    tiebreak = torch.arange(flat.shape[1], dtype=torch.float32) * 1e-6  # a plateau gives one peak
+    score = torch.where(flat >= pooled, flat - level - tiebreak, torch.full_like(flat, -math.inf))
+    values, index = score.topk(min(most, flat.shape[1]), dim=1)
+    return index.numpy(), values.numpy().astype(np.float64)
+
+
+def baseline_detections(name: str, images: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Every candidate spot of a classical method that counts: local maxima scored by height,
+    at the pixel (argmax), refined by centroid or by Gaussian fit; points (N, M, 2) padded
+    with NaN, and scores (N, M), to be thresholded."""
+    if name == "trackpy":
+        return trackpy_detections(images, spec)
+    peaks, scores = candidate_peaks(images, spec, 2 * spec.most_points + EXTRA_CANDIDATES)
+    if name == "argmax":
+        ys, xs = np.divmod(peaks, images.shape[2])
+        points = np.stack([xs, ys], axis=-1).astype(np.float32)
+    elif name == "centroid":
+        points = centroid_at(images, peaks, spec)
+    elif name == "gaussian_fit":
+        points = gaussian_fit_at(images, peaks, spec)
+    else:
+        raise ValueError(f"unknown baseline {name!r}")
+    return np.where(np.isfinite(scores)[..., None], points, np.nan), scores
+
+
+def trackpy_available() -> bool:
+    """Whether the optional comparison trackpy is installed (`pip install pixelreg[compare]`)."""
+    try:
+        import trackpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def trackpy_detections(images: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    """trackpy.locate on each image, its `minmass` left at 0 so that the caller thresholds the
+    mass it reports as any other score; its diameter the odd width that holds the spot."""
+    import trackpy
+
+    trackpy.quiet()
+    diameter = 2 * max(1, math.ceil(2 * spec.blur)) + 1
+    table = trackpy.batch(list(images), diameter, minmass=0, processes=1)
+    frames = table["frame"].to_numpy()
+    counts = np.bincount(frames, minlength=len(images))
+    most = max(1, int(counts.max()) if counts.size else 1)
+    points = np.full((len(images), most, 2), np.nan, dtype=np.float32)
+    scores = np.full((len(images), most), -np.inf)
+    order = np.lexsort((-table["mass"].to_numpy(), frames))
+    frames = frames[order]
+    rank = np.arange(len(frames)) - np.searchsorted(frames, frames)  # place within its frame
+    points[frames, rank] = table[["x", "y"]].to_numpy()[order]
+    scores[frames, rank] = table["mass"].to_numpy()[order]
+    return points, scores
 
 
 def baseline_points(name: str, images: np.ndarray, k: int, spec: DataSpec) -> np.ndarray:

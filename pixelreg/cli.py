@@ -50,6 +50,7 @@ from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, save_dataset
 from .errors import PixelregError
 from .files import require_file, writable_target
 from .imageio import IMAGE_FORMATS
+from .metrics import PIXEL_SIZE_NM, TOLERANCE_PX, Scoring
 from .runs import RunDir, last_checkpoint_of, next_run_dir, resolve_checkpoint
 
 try:  # typer vendors click from 0.2x on; older releases use click itself
@@ -226,9 +227,12 @@ def data_option_parameters(only: tuple[str, ...] | None = None) -> list[inspect.
     parameters = []
     for spec_field in fields(DataSpec):
         name = "size" if spec_field.name == "height" else spec_field.name
-        if spec_field.name == "width" or (only is not None and name not in only):
+        if spec_field.name in ("width", "points_max") or (only is not None and name not in only):
             continue
-        if name == "size":
+        if name == "points":  # K or LO:HI, read by `parse_count`
+            annotation = Annotated[str, typer.Option(help=spec_field.metadata["help"])]
+            default = str(defaults.points)
+        elif name == "size":
             size = (
                 defaults.height
                 if defaults.height == defaults.width
@@ -270,10 +274,27 @@ def with_data_options(only: tuple[str, ...] | None = None) -> Callable[[F], F]:
     return decorate
 
 
+def parse_count(text: str) -> tuple[int, int | None]:
+    """'3' -> (3, None): exactly 3 points; '0:10' -> (0, 10): 0 to 10 per image; '4:4' -> (4, None)."""
+    parts = text.split(":")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 1:
+        return numbers[0], None
+    if len(numbers) == 2:
+        low, high = numbers
+        return (low, None) if low == high else (low, high)
+    raise PixelregError(f"--points must be K or LO:HI (whole numbers), got {text!r}")
+
+
 def make_spec(spec_options: dict[str, Any]) -> DataSpec:
-    """A DataSpec from the data options (size given as text)."""
+    """A DataSpec from the data options (size and point count given as text)."""
     values = dict(spec_options)
     height, width = parse_size(values.pop("size"))
+    if "points" in values:
+        values["points"], values["points_max"] = parse_count(str(values.pop("points")))
     return DataSpec(height=height, width=width, **values)
 
 
@@ -334,9 +355,14 @@ class ConsoleReporter:
         if self.progress is not None:
             self.progress.update(self.task, epoch=min(int(row["epoch"]) + 1, self.epochs))
         if not self.quiet:
+            counted = (
+                f"val_jaccard {row['val_jaccard']:.4f} (threshold {row['threshold']:.2f})  "
+                if "val_jaccard" in row
+                else ""
+            )
             console.print(
                 f"epoch {int(row['epoch']):>3}/{self.epochs}  train_loss {row['train_loss']:.3e}  "
-                f"val_loss {row['val_loss']:.3e}  val_mean_px {row['val_mean_px']:.4f}  "
+                f"val_loss {row['val_loss']:.3e}  {counted}val_mean_px {row['val_mean_px']:.4f}  "
                 f"{row['seconds']:.1f}s" + ("  best" if best else "")
             )
 
@@ -527,9 +553,15 @@ def fitted_table(title: str, headers: list[str], rows: list[list[str]], droppabl
         shown.remove(gone[0])
 
 
+SHARES = ("exact", "recall_1px", "recall", "precision", "jaccard")  # shown as percentages
+
+
 def metrics_table(report: dict[str, Any]) -> Table:
     """The metrics of an evaluation, and of the classical baselines, as a table that fits."""
+    counting = "thresholds" in report
     columns = ["n", "mean_px", "median_px", "rmse_px", "rmse_hits_px", "max_px", "exact", "recall_1px"]
+    if counting:
+        columns = ["n", "jaccard", "recall", "precision", "rmse_px", "efficiency", "fp", "fn"]
     groups = [(name, report["metrics"][name]) for name in ("all", "seen", "unseen")]
     groups += [(f"every pixel, {name}", block) for name, block in report.get("positions", {}).items()]
     groups += [(f"{name} (classical)", block) for name, block in report.get("baselines", {}).items()]
@@ -540,20 +572,42 @@ def metrics_table(report: dict[str, Any]) -> Table:
             value = block[key]
             if value is None:
                 cells.append("-")
+            elif isinstance(value, int):
+                cells.append(f"{value:,}")
+            elif key == "efficiency":
+                cells.append(f"{value:.1f}")
             else:
-                cells.append(f"{value:.2%}" if key in ("exact", "recall_1px") else f"{value:.4f}")
+                cells.append(f"{value:.2%}" if key in SHARES else f"{value:.4f}")
         rows.append(cells)
-    droppable = ["median_px", "max_px", "rmse_hits_px", "rmse_px", "recall_1px"]
+    droppable = ["median_px", "max_px", "rmse_hits_px", "rmse_px", "recall_1px", "fp", "fn", "efficiency"]
     table = fitted_table(
         f"{report['model']} on split {report['split']!r}", ["group", *columns], rows, droppable
     )
+    notes = []
     if report.get("crlb"):
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in report["crlb"]["rmse_over_crlb"].items())
-        bound = f"Cramér-Rao bound {report['crlb']['crlb_px']:.4f} px; rmse / bound: {ratios}"
-        table.caption = bound + (f"\n{table.caption}" if table.caption else "")
+        alone = " (each spot alone)" if counting else ""
+        notes.append(f"Cramér-Rao bound{alone} {report['crlb']['crlb_px']:.4f} px; rmse / bound: {ratios}")
+    if counting:
+        chosen = ", ".join(f"{k} {v:g}" for k, v in report["thresholds"].items())
+        notes.append(
+            f"pairs within {report['tolerance_px']:g} px; efficiency at {report['pixel_size_nm']:g} nm "
+            f"pixels; thresholds: {chosen}"
+        )
+    if table.caption:
+        notes.append(table.caption)
+    table.caption = "\n".join(notes) or None
     return table
 
 
+Threshold = Annotated[
+    float | None,
+    typer.Option(
+        help="Least confidence (0 to 1) of a detection kept by a counting model; default: the "
+        "threshold chosen on validation, stored in the checkpoint.",
+        show_default=False,
+    ),
+]
 CheckpointArg = Annotated[
     Path, typer.Argument(help="A checkpoint (.pt), or a run directory meaning its best.pt.")
 ]
@@ -576,11 +630,26 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    threshold: Threshold = None,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            help="A prediction and a truth pair only within this distance (px); 2.5 px is 250 nm at 100 nm pixels."
+        ),
+    ] = TOLERANCE_PX,
+    pixel_size: Annotated[
+        float, typer.Option(help="Pixel size in nm, for the efficiency (which weighs rmse in nm).")
+    ] = PIXEL_SIZE_NM,
     device: Device = "auto",
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Evaluate a checkpoint: errors on all, seen and never-seen positions; writes metrics.json."""
+    """Evaluate a checkpoint: errors on all, seen and never-seen positions; writes metrics.json.
+
+    Detections are paired with truths greedily, nearest first, within --tolerance (as the SMLM
+    challenge 2016 does), giving recall, precision, F1, Jaccard index and efficiency.
+    """
+    scoring = Scoring(tolerance, pixel_size, threshold)
     if split not in (*SPLITS, "all"):
         raise PixelregError(f"--split must be one of {', '.join(SPLITS)}, all; got {split!r}")
     checkpoint = require_file(resolve_checkpoint(checkpoint), "checkpoint")
@@ -592,7 +661,7 @@ def evaluate(
     from .evaluate import evaluate as run_evaluation
     from .evaluate import save_evaluation
 
-    evaluation = run_evaluation(checkpoint, data, split, device)
+    evaluation = run_evaluation(checkpoint, data, split, device, scoring=scoring)
     metrics_path, _ = save_evaluation(evaluation, out if out is not None else checkpoint.parent)
     if not quiet:
         console.print(metrics_table(evaluation.report))
@@ -603,24 +672,29 @@ def evaluate(
 def predict(
     checkpoint: CheckpointArg,
     images: Annotated[list[Path], typer.Argument(help=IMAGE_FORMATS, show_default=False)],
+    threshold: Threshold = None,
     device: Device = "auto",
     as_json: AsJson = False,
 ) -> None:
-    """Locate the points in image files; CSV (path,index,x,y) or JSON on stdout."""
+    """Locate the points in image files; CSV (path,index,x,y; a counting model adds confidence) or JSON on stdout."""
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise PixelregError(f"--threshold must be in [0, 1], got {threshold:g}")
     require_file(resolve_checkpoint(checkpoint), "checkpoint")
     for path in images:
         require_file(path, "image")
 
     from .checkpoint import load_model
-    from .inference import locate_in_files, resolve_device
+    from .inference import locate_in_files, resolve_device, table_columns
 
     torch_device = resolve_device(device)
     model, _ = load_model(checkpoint, torch_device)
+    if threshold is not None:
+        model.threshold = threshold
     rows = locate_in_files(model, images, torch_device)
     if as_json:
         emit(rows, True)
         return
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(sys.stdout, fieldnames=table_columns(model), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
 

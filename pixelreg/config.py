@@ -22,6 +22,8 @@ MODEL_NAMES = tuple(DEFAULT_LR)
 # Cramér-Rao bound (`pixelreg bench --precision`).
 AUTO_MODEL = "auto"
 DEFAULT_MODEL = AUTO_MODEL
+# The models that find any number of points per image, each with a confidence (--points LO:HI).
+COUNTING_MODELS = ("offsets",)
 # The size of the fully convolutional models: the options `train --channels` and `--depth`.
 MODEL_SIZES = {"heatmap": {"channels": 8, "depth": 2}, "offsets": {"channels": 32, "depth": 4}}
 SIZE_LIMITS = {"channels": (1, 1024), "depth": (2, 64)}  # depth 2: one layer in, one out
@@ -84,6 +86,8 @@ class TrainConfig:
                 least, most = SIZE_LIMITS[name]
                 if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
                     raise PixelregError(f"--{name} must be {least} to {most}, got {value!r}")
+        if self.spec.get("points_max") is not None:
+            require_counting(self.model)
 
     @property
     def learning_rate(self) -> float:
@@ -91,9 +95,21 @@ class TrainConfig:
         return self.lr if self.lr is not None else DEFAULT_LR[self.model]
 
 
+def require_counting(model: str) -> None:
+    """Refuse a model that cannot count for data whose number of points varies per image."""
+    if model not in (AUTO_MODEL, *COUNTING_MODELS):
+        raise PixelregError(
+            f"the {model} model returns a fixed number of points and cannot count them; data with "
+            f"a count that varies per image (--points LO:HI) needs --model {' or '.join(COUNTING_MODELS)} "
+            f"(or {AUTO_MODEL})"
+        )
+
+
 def choose_model(name: str, spec: DataSpec | None) -> str:
     """The model `auto` stands for on data made by `spec` (None: data of unknown making)."""
     if name != AUTO_MODEL:
         return name
+    if spec is not None and spec.variable_count:
+        return "offsets"
     clean = spec is not None and spec.blur == 0 and spec.noise == 0 and not spec.subpixel
     return "heatmap" if clean or spec is None else "offsets"

@@ -96,7 +96,10 @@ class DataSpec:
         "Which positions train never sees: random (val/test positions disjoint from train), "
         "quadrant (train never sees the bottom-right quadrant), none (independent images).",
     )
-    points: int = _option(1, "Bright points per image.")
+    points: int = _option(
+        1, "Bright points per image: K, or LO:HI for a count drawn per image from LO to HI (0 allowed)."
+    )
+    points_max: int | None = _option(None, "The HI of --points LO:HI; None: exactly --points per image.")
     min_distance: float = _option(0.0, "Minimum distance between points of one image, pixels.")
     blur: float = _option(0.0, "Gaussian point-spread sigma in pixels (0: one pixel).")
     subpixel: bool = _option(False, "Continuous positions, spot integrated over pixels.")
@@ -131,8 +134,17 @@ class DataSpec:
             )
         if self.holdout not in HOLDOUTS:
             raise PixelregError(f"--holdout must be one of {', '.join(HOLDOUTS)}, got {self.holdout!r}")
-        if self.points < 1:
+        if self.points_max is None and self.points < 1:
             raise PixelregError(f"--points must be at least 1, got {self.points}")
+        if self.points_max is not None:
+            if self.points < 0 or self.points_max < 1:
+                raise PixelregError(
+                    f"--points {self.points}:{self.points_max}: a count range needs 0 <= LO and 1 <= HI"
+                )
+            if self.points > self.points_max:
+                raise PixelregError(
+                    f"--points {self.points}:{self.points_max} is out of order; give LO:HI with LO <= HI"
+                )
         for name in ("min_distance", "blur", "noise", "background"):
             value = getattr(self, name)
             if not (value >= 0.0 and math.isfinite(value)):
@@ -145,15 +157,25 @@ class DataSpec:
                 "image's diagonal; lower it"
             )
         room = self.height * self.width / max(1.0, math.pi * self.min_distance**2 / 4)
-        if self.points > room / 4:
+        if self.most_points > room / 4:
             raise PixelregError(
-                f"{self.points} points with --min-distance {self.min_distance:g} do not fit in a "
+                f"{self.most_points} points with --min-distance {self.min_distance:g} do not fit in a "
                 f"{self.height}x{self.width} image; lower one of them"
             )
 
     @property
     def size(self) -> tuple[int, int]:
         return self.height, self.width
+
+    @property
+    def variable_count(self) -> bool:
+        """Whether each image draws its own number of points (--points LO:HI)."""
+        return self.points_max is not None
+
+    @property
+    def most_points(self) -> int:
+        """The most points an image holds: the K of the (N, K, 2) points array."""
+        return self.points if self.points_max is None else self.points_max
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,7 +198,7 @@ class Dataset:
     """Images, their true points and a split label for each image."""
 
     images: np.ndarray  # (N, H, W) uint8
-    points: np.ndarray  # (N, K, 2) float32, pixel units (x, y)
+    points: np.ndarray  # (N, K, 2) float32, pixel units (x, y); NaN rows pad a variable count
     split: np.ndarray  # (N,) str: train | val | test
     spec: DataSpec | None = None  # how it was made, when known
 
@@ -186,6 +208,11 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(N,) int: how many points each image holds."""
+        return point_counts(self.points)
 
     def select(self, split: str) -> np.ndarray:
         """Indices of the images in `split` ('all' for every image)."""
@@ -198,10 +225,21 @@ class Dataset:
         return position_mask(self.points[self.split == "train"], *self.size)
 
 
+def point_counts(points: np.ndarray) -> np.ndarray:
+    """(N,) int: the points of each image in an (N, K, 2) array padded with NaN."""
+    return np.isfinite(points[..., 0]).sum(1)
+
+
+def present_points(points: np.ndarray) -> np.ndarray:
+    """(M, 2): every point of an (N, K, 2) array, the NaN padding left out."""
+    flat = np.asarray(points).reshape(-1, 2)
+    return flat[np.isfinite(flat[:, 0])]
+
+
 def position_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H, W) bool marking the pixels that the given points fall in."""
     mask = np.zeros((height, width), dtype=bool)
-    cells = pixel_of(points).reshape(-1, 2)
+    cells = pixel_of(present_points(points))
     mask[np.clip(cells[:, 1], 0, height - 1), np.clip(cells[:, 0], 0, width - 1)] = True
     return mask
 
@@ -256,15 +294,26 @@ def split_counts(spec: DataSpec) -> dict[str, int]:
 
 
 def sample_points(pool: np.ndarray, count: int, spec: DataSpec, rng: np.random.Generator) -> np.ndarray:
-    """(count, K, 2) points whose pixels come from `pool`, at least `min_distance` apart."""
-    k = spec.points
+    """(count, K, 2) points whose pixels come from `pool`, at least `min_distance` apart.
+
+    With a variable count each image draws its number of points uniformly from
+    [points, points_max]; the rows past it are NaN.
+    """
+    k = spec.most_points
     points = _draw(pool, (count, k), spec, rng)
+    absent = None
+    if spec.variable_count:
+        counts = rng.integers(spec.points, spec.most_points + 1, size=count)
+        absent = np.arange(k)[None, :] >= counts[:, None]
+        points[absent] = np.nan
     if k > 1 and spec.min_distance > 0:
         for _ in range(1000):
             bad = _too_close(points, spec.min_distance)
             if not bad.any():
                 break
             points[bad] = _draw(pool, (int(bad.sum()), k), spec, rng)
+            if absent is not None:
+                points[absent] = np.nan
         else:
             raise PixelregError("could not place the points apart; lower --min-distance")
     return points
@@ -283,7 +332,7 @@ def _draw(pool: np.ndarray, shape: tuple[int, int], spec: DataSpec, rng: np.rand
 
 def _too_close(points: np.ndarray, min_distance: float) -> np.ndarray:
     diff = points[:, :, None, :] - points[:, None, :, :]
-    dist = np.sqrt((diff**2).sum(-1))
+    dist = np.sqrt((diff**2).sum(-1))  # NaN (an absent point) is never too close
     k = points.shape[1]
     dist[:, np.arange(k), np.arange(k)] = np.inf
     return (dist < min_distance).any(axis=(1, 2))
@@ -303,15 +352,21 @@ def expected_image(points: np.ndarray, spec: DataSpec) -> np.ndarray:
     n, k, _ = points.shape
     height, width = spec.size
     image = np.full((n, height, width), spec.background, dtype=np.float64)
+    present = np.isfinite(points[..., 0])  # (N, K): False where a variable count pads
     if spec.blur == 0:
-        cells = pixel_of(points)
+        cells = pixel_of(np.where(present[..., None], points, 0.0))
         rows = np.repeat(np.arange(n), k)
-        np.add.at(image, (rows, cells[..., 1].ravel(), cells[..., 0].ravel()), spec.brightness)
+        np.add.at(
+            image, (rows, cells[..., 1].ravel(), cells[..., 0].ravel()), spec.brightness * present.ravel()
+        )
         return image
-    for j in range(k):  # K is small; each term is vectorised over images and pixels
-        wx = _pixel_integrals(points[:, j, 0], width, spec.blur)  # (N, W)
-        wy = _pixel_integrals(points[:, j, 1], height, spec.blur)  # (N, H)
-        image += spec.brightness * wy[:, :, None] * wx[:, None, :]
+    for j in range(k):  # each term is vectorised over images and pixels
+        if not present[:, j].any():
+            continue
+        centres = np.where(present[:, j, None], points[:, j], 0.0)
+        wx = _pixel_integrals(centres[:, 0], width, spec.blur)  # (N, W)
+        wy = _pixel_integrals(centres[:, 1], height, spec.blur)  # (N, H)
+        image += (spec.brightness * present[:, j])[:, None, None] * wy[:, :, None] * wx[:, None, :]
     return image
 
 
@@ -328,10 +383,10 @@ def _pixel_integrals(centres: np.ndarray, length: int, sigma: float) -> np.ndarr
 
 def render(points: np.ndarray, spec: DataSpec, rng: np.random.Generator | None = None) -> np.ndarray:
     """(N, H, W) uint8 images of `points` under `spec`, noise drawn from `rng`."""
-    if spec.blur == 0 and spec.noise == 0 and spec.points == 1:  # the clean task, fast
+    if spec.blur == 0 and spec.noise == 0 and spec.most_points == 1 and not spec.variable_count:
         n, height, width = len(points), spec.height, spec.width
         images = np.full((n, height, width), min(255, round(spec.background)), dtype=np.uint8)
-        cells = pixel_of(points)[:, 0]
+        cells = pixel_of(points)[:, 0]  # the clean task, fast
         images[np.arange(n), cells[:, 1], cells[:, 0]] = min(255, round(spec.background + spec.brightness))
         return images
     image = expected_image(points, spec)
@@ -346,7 +401,7 @@ def every_position(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     """One image per pixel position (row-major), rendered as `spec` says: (images, points)."""
     ys, xs = np.divmod(np.arange(spec.height * spec.width), spec.width)
     points = np.stack([xs, ys], axis=-1).astype(np.float32)[:, None, :]
-    grid_spec = spec.with_(points=1, subpixel=False)
+    grid_spec = spec.with_(points=1, points_max=None, subpixel=False)
     return render(points, grid_spec, random_stream(spec.seed, "every position")), points
 
 
@@ -383,7 +438,7 @@ def require_dataset_memory(spec: DataSpec, splits: tuple[str, ...] = SPLITS) -> 
     """Refuse, before any work, a dataset whose points and images of `splits` cannot fit in memory."""
     pixels = spec.height * spec.width
     images = sum(split_counts(spec)[name] for name in splits) * pixels
-    points = spec.n * (spec.points * 2 * (8 + 4 + 4) + 2 * 20)  # float64 draw, float32 copies, labels
+    points = spec.n * (spec.most_points * 2 * (8 + 4 + 4) + 2 * 20)  # float64 draw, float32 copies, labels
     rendering = 3 * 8 * min(RENDER_CHUNK_PIXELS, spec.n * pixels)  # float64 image, noise, rounding
     require_memory(
         points + 2 * images + rendering,
@@ -419,6 +474,7 @@ def save_dataset(path: str | Path, dataset: Dataset) -> Path:
                 handle,
                 images=dataset.images,
                 points=dataset.points,
+                count=dataset.counts,  # the points of each image; NaN rows of `points` pad the rest
                 split=dataset.split,
                 spec=np.asarray(spec_json),
             )
@@ -478,8 +534,17 @@ def load_dataset(path: str | Path) -> Dataset:
         )
     if points.shape[1] == 0:
         raise PixelregError(f"{path}: points has no point per image (shape {points.shape})")
-    if not np.isfinite(points).all():
-        raise PixelregError(f"{path}: points contain NaN or infinity")
+    if np.isnan(points).any() and "count" not in arrays:
+        raise PixelregError(
+            f"{path}: points contain NaN; NaN may only pad a variable count, beside a `count` array"
+        )
+    if np.isinf(points).any() or (np.isnan(points[..., 0]) != np.isnan(points[..., 1])).any():
+        raise PixelregError(f"{path}: points contain infinity, or NaN in one coordinate only")
+    counts = point_counts(points)
+    if (np.isnan(points[..., 0]) != (np.arange(points.shape[1]) >= counts[:, None])).any():
+        raise PixelregError(f"{path}: points may be NaN only as padding after each image's last point")
+    if "count" in arrays and not np.array_equal(arrays["count"], counts):
+        raise PixelregError(f"{path}: count disagrees with the points that are not NaN")
     outside = (points[..., 0] < -0.5) | (points[..., 0] > width - 0.5)
     outside |= (points[..., 1] < -0.5) | (points[..., 1] > height - 0.5)
     if outside.any():
@@ -500,9 +565,9 @@ def load_dataset(path: str | Path) -> Dataset:
         if spec_dict is ...:
             raise PixelregError(f"{path}: the stored spec is not valid JSON text")
         spec = DataSpec.from_dict(spec_dict, f"{path}: the stored spec") if spec_dict is not None else None
-    if spec is not None and (spec.size != (height, width) or spec.points != points.shape[1]):
+    if spec is not None and (spec.size != (height, width) or spec.most_points != points.shape[1]):
         raise PixelregError(
-            f"{path}: the stored spec describes {spec.points} point(s) in {spec.height}x{spec.width} "
+            f"{path}: the stored spec describes {spec.most_points} point(s) in {spec.height}x{spec.width} "
             f"images, but the file holds {points.shape[1]} in {height}x{width}"
         )
     return Dataset(images, points.astype(np.float32), split.astype("<U5"), spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,25 +14,49 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
-from .classical import BASELINES, MIN_BOUND_BLUR, baseline_points, crlb_px
-from .data import SPLITS, Dataset, DataSpec, every_position, load_dataset, make_dataset, pixel_of
+from .classical import (
+    BASELINES,
+    MIN_BOUND_BLUR,
+    baseline_detections,
+    baseline_points,
+    crlb_px,
+    trackpy_available,
+)
+from .data import (
+    SPLITS,
+    Dataset,
+    DataSpec,
+    every_position,
+    load_dataset,
+    make_dataset,
+    pixel_of,
+    present_points,
+)
 from .errors import PixelregError
 from .files import writable_target, write_atomic, write_text
-from .inference import check_image_size, predict_images, resolve_device
+from .inference import can_count, check_image_size, detect_images, predict_images, resolve_device
 from .metrics import (
+    CONFIDENCE_THRESHOLDS,
     MATCH_RADIUS_PX,
+    Scoring,
     as_json_float,
+    best_threshold,
+    keep_above,
     match_points,
+    pair_greedy,
     phase_bias,
     phase_bias_error,
     phase_centres,
     points_by_method,
+    score_thresholds,
     summarize,
+    threshold_sweep,
 )
 from .models import PointModel
 from .runs import RunDir, resolve_checkpoint
 
 SWEEP_MAX_PIXELS = 128 * 128  # evaluate every position only for images up to this size
+BOUND_SPOTS = 5000  # spots whose isolated-spot bound is averaged, with a variable count
 
 
 @dataclass
@@ -47,6 +72,8 @@ def dataset_for(payload: dict[str, Any], data: str | Path | None, split: str = "
     if payload.get("data_spec"):
         spec = DataSpec.from_dict(payload["data_spec"])
         splits = SPLITS if split == "all" else (split,)
+        if spec.variable_count and "val" not in splits:
+            splits = tuple(name for name in SPLITS if name in (split, "val"))  # baselines' thresholds
         return make_dataset(spec, splits), "rebuilt from the checkpoint's data spec"
     if payload.get("data_path"):
         return load_dataset(payload["data_path"]), str(payload["data_path"])
@@ -56,10 +83,12 @@ def dataset_for(payload: dict[str, Any], data: str | Path | None, split: str = "
 def seen_in_training(points: np.ndarray, train_mask: np.ndarray) -> np.ndarray:
     """(N,) bool: whether every point of an image lies on a pixel the training split used."""
     height, width = train_mask.shape
-    cells = pixel_of(points)
+    absent = np.isnan(points[..., 0])  # the padding of a variable count: nothing to have seen
+    cells = pixel_of(np.where(absent[..., None], 0.0, points))
     inside = (cells[..., 0] >= 0) & (cells[..., 0] < width) & (cells[..., 1] >= 0) & (cells[..., 1] < height)
     xs, ys = np.clip(cells[..., 0], 0, width - 1), np.clip(cells[..., 1], 0, height - 1)
-    return (inside & train_mask[ys, xs]).all(axis=1)
+    # an image without points has no position to have seen: it counts as unseen
+    return (absent | (inside & train_mask[ys, xs])).all(axis=1) & ~absent.all(axis=1)
 
 
 def position_sweep(
@@ -84,12 +113,13 @@ def evaluate(
     split: str = "test",
     device: str = "auto",
     sweep: bool = True,
+    scoring: Scoring | None = None,
 ) -> Evaluation:
     """Predict `split` with a checkpoint and summarise errors for all, seen and unseen positions."""
     checkpoint = resolve_checkpoint(checkpoint)
     torch_device = resolve_device(device)
     model, payload = load_model(checkpoint, torch_device)
-    return evaluate_model(model, payload, str(checkpoint), data, split, torch_device, sweep)
+    return evaluate_model(model, payload, str(checkpoint), data, split, torch_device, sweep, scoring)
 
 
 def evaluate_model(
@@ -100,13 +130,23 @@ def evaluate_model(
     split: str = "test",
     device: torch.device | str = "cpu",
     sweep: bool = True,
+    scoring: Scoring | None = None,
 ) -> Evaluation:
     """`evaluate` for a model already loaded from the checkpoint `payload`."""
+    scoring = scoring or Scoring()
     if split not in (*SPLITS, "all"):
         raise PixelregError(f"--split must be one of {', '.join(SPLITS)}, all; got {split!r}")
     dataset, source = dataset_for(payload, data, split)
     height, width = dataset.size
     check_image_size(model, (height, width), "the data")
+    variable = dataset.spec.variable_count if dataset.spec else bool(np.isnan(dataset.points).any())
+    if variable and not can_count(model):
+        raise PixelregError(
+            f"the data has a number of points that varies per image, but this {model.name} model "
+            f"returns {model.points} per image; evaluate a model trained with --points LO:HI"
+        )
+    if can_count(model):
+        return evaluate_counting(model, payload, checkpoint, dataset, source, split, device, scoring)
     if dataset.points.shape[1] != model.points:
         raise PixelregError(
             f"the model predicts {model.points} point(s) per image, the data has "
@@ -123,10 +163,11 @@ def evaluate_model(
         raise PixelregError(f"the model predicts NaN or infinity for {bad} image(s); its weights are broken")
     pred = match_points(pred, true)
     seen = seen_in_training(true, train_mask)
+    scored = {"tolerance": scoring.tolerance, "pixel_size": scoring.pixel_size}
     metrics = {
-        "all": summarize(pred, true, height, width),
-        "seen": summarize(pred[seen], true[seen], height, width),
-        "unseen": summarize(pred[~seen], true[~seen], height, width),
+        "all": summarize(pred, true, height, width, **scored),
+        "seen": summarize(pred[seen], true[seen], height, width, **scored),
+        "unseen": summarize(pred[~seen], true[~seen], height, width, **scored),
     }
     report: dict[str, Any] = {
         "checkpoint": checkpoint,
@@ -134,6 +175,8 @@ def evaluate_model(
         "split": split,
         "model": payload["model"],
         "epoch": int(payload.get("epoch", 0)),
+        "tolerance_px": scoring.tolerance,
+        "pixel_size_nm": scoring.pixel_size,
         "metrics": metrics,
     }
     predictions = {
@@ -151,13 +194,101 @@ def evaluate_model(
         if name == "gaussian_fit" and spec.blur == 0:
             continue  # a fit of a blur-free spot has nothing to fit
         found = match_points(baseline_points(name, dataset.images[index], model.points, spec), true)
-        report["baselines"][name] = summarize(found, true, height, width)
+        report["baselines"][name] = summarize(found, true, height, width, **scored)
         predictions[f"baseline_{name}"] = found
     report["bias"] = bias_report(predictions)
     report["crlb"] = precision_against_bound(report, true, spec)
     if sweep and height * width <= SWEEP_MAX_PIXELS and spec.points == 1:
         report["positions"], predictions["position_error"] = position_sweep(model, spec, train_mask, device)
     return Evaluation(report, predictions)
+
+
+def evaluate_counting(
+    model: PointModel,
+    payload: dict[str, Any],
+    checkpoint: str,
+    dataset: Dataset,
+    source: str,
+    split: str,
+    device: torch.device | str,
+    scoring: Scoring,
+) -> Evaluation:
+    """A counting model on `split`, scored as the SMLM challenge scores: detections paired
+    with truths within the tolerance, then Jaccard index, recall, precision, rmse over the
+    pairs and efficiency; beside the classical detectors (and trackpy, when installed), each
+    thresholded at the score that maximises its Jaccard index on the validation split."""
+    height, width = dataset.size
+    index = dataset.select(split)
+    if index.size == 0:
+        raise PixelregError(f"the data has no images in split {split!r}; choose another --split")
+    images, true = dataset.images[index], dataset.points[index]
+    found, confidence = detect_images(model, images, device)
+    threshold = scoring.threshold if scoring.threshold is not None else model.threshold
+    pred = keep_above(found, confidence, threshold)
+    seen = seen_in_training(true, _train_mask(payload, (height, width)))
+    scored = {"variable": True, "tolerance": scoring.tolerance, "pixel_size": scoring.pixel_size}
+    curves = {"model": threshold_sweep(found, confidence, true, CONFIDENCE_THRESHOLDS, scoring.tolerance)}
+    report: dict[str, Any] = {
+        "checkpoint": checkpoint,
+        "data": source,
+        "split": split,
+        "model": payload["model"],
+        "epoch": int(payload.get("epoch", 0)),
+        "tolerance_px": scoring.tolerance,
+        "pixel_size_nm": scoring.pixel_size,
+        "thresholds": {"model": as_json_float(threshold)},
+        "metrics": {
+            "all": summarize(pred, true, height, width, **scored),
+            "seen": summarize(pred[seen], true[seen], height, width, **scored),
+            "unseen": summarize(pred[~seen], true[~seen], height, width, **scored),
+        },
+        "baselines": {},
+    }
+    predictions = {
+        "index": index,
+        "images": images,
+        "true": true,
+        "pred": pred,
+        "confidence": np.where(np.isfinite(pred[..., 0]), confidence, 0.0).astype(np.float32),
+        "error_px": paired_error(pred, true, scoring.tolerance),
+        "seen": seen,
+        "train_mask": _train_mask(payload, (height, width)),
+    }
+    spec = dataset.spec or DataSpec(
+        n=len(dataset), height=height, width=width, points=0, points_max=dataset.points.shape[1]
+    )
+    val = dataset.select("val")
+    report["baseline_thresholds_from"] = "val" if val.size else split  # no val split: the only choice
+    tuning = (dataset.images[val], dataset.points[val]) if val.size else (images, true)
+    names = [name for name in BASELINES if not (name == "gaussian_fit" and spec.blur == 0)]
+    names += ["trackpy"] if trackpy_available() else []
+    for name in names:
+        tune_points, tune_scores = baseline_detections(name, tuning[0], spec)
+        levels = score_thresholds(tune_scores)
+        chosen = best_threshold(
+            threshold_sweep(tune_points, tune_scores, tuning[1], levels, scoring.tolerance)
+        )
+        points, scores = baseline_detections(name, images, spec)
+        kept = keep_above(points, scores, chosen)
+        report["baselines"][name] = summarize(kept, true, height, width, **scored)
+        report["thresholds"][name] = as_json_float(chosen)
+        curves[name] = threshold_sweep(points, scores, true, levels, scoring.tolerance)
+        predictions[f"baseline_{name}"] = kept.astype(np.float32)
+    report["detection_curves"] = curves
+    report["bias"] = None  # by phase: for fixed counts, where every spot has its prediction
+    report["crlb"] = precision_against_bound(report, true, spec)
+    return Evaluation(report, predictions)
+
+
+def paired_error(pred: np.ndarray, true: np.ndarray, tolerance: float) -> np.ndarray:
+    """(N,) the mean distance of each image's pairs (NaN where it has none)."""
+    paired = pair_greedy(pred, true, tolerance)
+    distances = np.full(paired.shape, np.nan)
+    rows, cols = np.nonzero(paired >= 0)
+    distances[rows, cols] = np.linalg.norm(pred[rows, paired[rows, cols]] - true[rows, cols], axis=-1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an image without pairs: NaN, as meant
+        return np.nanmean(distances, axis=1)
 
 
 def bias_report(predictions: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -182,8 +313,17 @@ def bias_report(predictions: dict[str, np.ndarray]) -> dict[str, Any]:
 def precision_against_bound(
     report: dict[str, Any], true: np.ndarray, spec: DataSpec
 ) -> dict[str, Any] | None:
-    """The Cramér-Rao bound for these spots and each method's RMSE as a multiple of it."""
-    if spec.noise <= 0 or true.shape[1] != 1:
+    """The Cramér-Rao bound for these spots and each method's RMSE as a multiple of it.
+
+    With a variable count the bound is that of each spot alone in its image (the
+    isolated-spot bound), over the pairs' rmse: neighbours can only raise the true bound.
+    """
+    if spec.variable_count:
+        alone = present_points(true)[:, None, :]
+        rng = np.random.default_rng(0)  # the bound of a few thousand spots is the bound to 1%
+        alone = alone[rng.permutation(len(alone))[:BOUND_SPOTS]]
+        true, spec = alone, spec.with_(points=1, points_max=None)
+    if spec.noise <= 0 or true.shape[1] != 1 or len(true) == 0:
         return None  # noise-free or several spots: no bound computed
     bound = crlb_px(true, spec)
     if not math.isfinite(bound):

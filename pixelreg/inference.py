@@ -64,6 +64,42 @@ def predict_images(
     return torch.cat(out).numpy().astype(np.float32)
 
 
+@torch.inference_mode()
+def detect_images(
+    model: PointModel,
+    images: np.ndarray,
+    device: torch.device | str = "cpu",
+    batch_size: int = INFERENCE_BATCH,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every detection of a counting model in uint8 images (N, H, W), in batches: points
+    (N, M, 2) padded with NaN and their confidence (N, M) in [0, 1], padded with 0."""
+    model.eval()
+    if images.ndim == 3 and images.size:
+        batch_size = max(1, min(batch_size, BATCH_PIXELS // (images.shape[1] * images.shape[2])))
+    found = [
+        tuple(
+            t.cpu().numpy()
+            for t in model.detect(images_to_tensor(images[start : start + batch_size], device))
+        )
+        for start in range(0, len(images), batch_size)
+    ]
+    most = max((points.shape[1] for points, _ in found), default=1)
+    points = np.full((len(images), most, 2), np.nan, dtype=np.float32)
+    confidence = np.zeros((len(images), most), dtype=np.float32)
+    start = 0
+    for batch_points, batch_confidence in found:
+        stop = start + len(batch_points)
+        points[start:stop, : batch_points.shape[1]] = batch_points
+        confidence[start:stop, : batch_confidence.shape[1]] = batch_confidence
+        start = stop
+    return points, confidence
+
+
+def can_count(model: PointModel) -> bool:
+    """Whether a model finds any number of points per image, each with a confidence."""
+    return bool(getattr(model, "counting", False))
+
+
 def inference_bytes(model: PointModel, height: int, width: int, batch: int = INFERENCE_BATCH) -> int:
     """Memory one batch of inference takes: the images and every convolution's output, float32."""
     batch = max(1, min(batch, BATCH_PIXELS // (height * width)))
@@ -83,9 +119,10 @@ def check_image_size(model: PointModel, size: tuple[int, int], source: str) -> N
 def locate_in_files(
     model: PointModel, paths: list[Path], device: torch.device | str = "cpu"
 ) -> list[dict[str, Any]]:
-    """One row per found point: path, index of the image in its file, (point,) x, y.
+    """One row per found point: path, index of the image in its file, (point,) x, y(, confidence).
 
-    The `point` column appears only for models that find several points per image.
+    The `point` column appears only for models that find a fixed number of several points per
+    image; `confidence` only for counting models, whose detections below `model.threshold` go.
     """
     from .imageio import read_images
 
@@ -97,16 +134,31 @@ def locate_in_files(
         require_memory(
             inference_bytes(model, height, width), f"locating spots in {height}x{width} images", "crop them"
         )
-        for index, points in enumerate(predict_images(model, images, device)):
-            for point, (x, y) in enumerate(points):
-                which = {"point": point} if model.points > 1 else {}
-                rows.append(
-                    {
-                        "path": str(path),
-                        "index": index,
-                        **which,
-                        "x": round(float(x), 4),
-                        "y": round(float(y), 4),
-                    }
-                )
+        if can_count(model):
+            found, confidence = detect_images(model, images, device)
+        else:
+            found = predict_images(model, images, device)
+            confidence = np.ones(found.shape[:2], dtype=np.float32)
+        for index, (points, scores) in enumerate(zip(found, confidence, strict=True)):
+            for point, ((x, y), score) in enumerate(zip(points, scores, strict=True)):
+                if can_count(model) and not (np.isfinite(x) and score >= model.threshold):
+                    continue
+                which = {"point": point} if model.points > 1 and not can_count(model) else {}
+                row = {
+                    "path": str(path),
+                    "index": index,
+                    **which,
+                    "x": round(float(x), 4),
+                    "y": round(float(y), 4),
+                }
+                if can_count(model):
+                    row["confidence"] = round(float(score), 4)
+                rows.append(row)
     return rows
+
+
+def table_columns(model: PointModel) -> list[str]:
+    """The columns of `locate_in_files`'s rows for this model, also when it finds nothing."""
+    if can_count(model):
+        return ["path", "index", "x", "y", "confidence"]
+    return ["path", "index", *(["point"] if model.points > 1 else []), "x", "y"]

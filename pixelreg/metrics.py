@@ -11,9 +11,153 @@ from typing import Any
 import numpy as np
 
 from .data import pixel_of, to_normalized
+from .errors import PixelregError
 
 MATCH_RADIUS_PX = 1.0  # a prediction within this distance of a true point counts as a hit
 PHASE_BINS = 10  # bins of the true sub-pixel position, per axis, for the bias
+# The SMLM challenge 2016 (Sage et al. 2019): a prediction pairs with a truth within 250 nm,
+# 2.5 px at 100 nm pixels; efficiency weighs 1 nm of rmse like 1 point of Jaccard index.
+TOLERANCE_PX = 2.5
+PIXEL_SIZE_NM = 100.0
+EFFICIENCY_ALPHA = 1.0  # % per nm
+DETECTION_KEYS = ("tp", "fp", "fn", "recall", "precision", "f1", "jaccard", "efficiency")
+PAIRING_CHUNK = 256  # images paired at once: (chunk, predictions, truths) distances in memory
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How detections are scored (the SMLM challenge's way): pairs within `tolerance` px,
+    rmse in nm at `pixel_size` for the efficiency, and the confidence `threshold` of a
+    counting model (None: the one chosen on validation, stored in the checkpoint)."""
+
+    tolerance: float = TOLERANCE_PX
+    pixel_size: float = PIXEL_SIZE_NM
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.tolerance > 0 and math.isfinite(self.tolerance)):
+            raise PixelregError(f"--tolerance must be a distance above 0 px, got {self.tolerance:g}")
+        if not (self.pixel_size > 0 and math.isfinite(self.pixel_size)):
+            raise PixelregError(f"--pixel-size must be above 0 nm, got {self.pixel_size:g}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise PixelregError(f"--threshold must be in [0, 1], got {self.threshold:g}")
+
+
+def pair_greedy(pred: np.ndarray, true: np.ndarray, tolerance: float = TOLERANCE_PX) -> np.ndarray:
+    """(N, Kt) int: for each truth, the index of the prediction paired with it, or -1.
+
+    As the SMLM challenge pairs: per image, the globally smallest distance first, each
+    prediction and truth used once, only within `tolerance`. pred (N, Kp, 2) and true
+    (N, Kt, 2) may be padded with NaN. Computed in rounds that accept every pair that is the
+    nearest of both its prediction and its truth, which is what the one-by-one greedy accepts.
+    """
+    n, kt = true.shape[0], true.shape[1]
+    paired = np.full((n, kt), -1, dtype=np.int64)
+    if pred.shape[1] == 0 or kt == 0:
+        return paired
+    for start in range(0, n, PAIRING_CHUNK):
+        p = np.asarray(pred[start : start + PAIRING_CHUNK], dtype=np.float64)
+        t = np.asarray(true[start : start + PAIRING_CHUNK], dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            dist = np.linalg.norm(p[:, :, None, :] - t[:, None, :, :], axis=-1)  # (n, Kp, Kt)
+            dist = np.where(dist <= tolerance, dist, np.inf)  # NaN (padding) fails the test
+        out = paired[start : start + PAIRING_CHUNK]
+        while True:
+            finite = np.isfinite(dist)
+            if not finite.any():
+                break
+            mutual = finite & (dist == dist.min(2, keepdims=True)) & (dist == dist.min(1, keepdims=True))
+            # ties: each prediction takes its first such truth, each truth its first prediction
+            mutual &= np.arange(kt) == mutual.argmax(2)[..., None]
+            mutual &= np.arange(p.shape[1])[:, None] == mutual.argmax(1)[:, None, :]
+            images, preds, truths = np.nonzero(mutual)
+            out[images, truths] = preds
+            dist[images, preds, :] = np.inf
+            dist[images, :, truths] = np.inf
+    return paired
+
+
+def detection_scores(
+    pred: np.ndarray,
+    true: np.ndarray,
+    tolerance: float = TOLERANCE_PX,
+    pixel_size: float = PIXEL_SIZE_NM,
+    paired: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """TP, FP, FN, recall, precision, F1, Jaccard index and efficiency of predictions
+    (N, Kp, 2) against truths (N, Kt, 2), both padded with NaN; undefined ratios are None."""
+    paired = pair_greedy(pred, true, tolerance) if paired is None else paired
+    tp = int((paired >= 0).sum())
+    fn = int(np.isfinite(true[..., 0]).sum()) - tp
+    fp = int(np.isfinite(pred[..., 0]).sum()) - tp
+    rows, cols = np.nonzero(paired >= 0)
+    distances = np.linalg.norm(pred[rows, paired[rows, cols]] - true[rows, cols], axis=-1)
+    jaccard = _ratio(tp, tp + fp + fn)
+    rmse_nm = _rms(distances * pixel_size)
+    efficiency = None
+    if jaccard is not None and rmse_nm is not None:
+        efficiency = 100.0 - math.hypot(100.0 - 100.0 * jaccard, EFFICIENCY_ALPHA * rmse_nm)
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "recall": _ratio(tp, tp + fn),
+        "precision": _ratio(tp, tp + fp),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "jaccard": jaccard,
+        "efficiency": efficiency,
+    }
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole > 0 else None
+
+
+CONFIDENCE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # a model's: 0.05 to 0.95
+
+
+def keep_above(points: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Detections (N, M, 2) with those scored below `threshold` turned to NaN padding."""
+    return np.where((scores >= threshold)[..., None], points, np.nan)
+
+
+def threshold_sweep(
+    points: np.ndarray,
+    scores: np.ndarray,
+    true: np.ndarray,
+    thresholds: tuple[float, ...] | np.ndarray,
+    tolerance: float = TOLERANCE_PX,
+) -> dict[str, list[Any]]:
+    """Recall, precision and Jaccard index of the detections scored at least each threshold:
+    the precision-recall curve, from which the threshold is chosen."""
+    sweep: dict[str, list[Any]] = {"threshold": [], "recall": [], "precision": [], "jaccard": []}
+    for threshold in thresholds:
+        scores_at = detection_scores(keep_above(points, scores, threshold), true, tolerance)
+        sweep["threshold"].append(as_json_float(threshold))
+        for key in ("recall", "precision", "jaccard"):
+            value = scores_at[key]
+            sweep[key].append(None if value is None else as_json_float(value))
+    return sweep
+
+
+def best_threshold(sweep: dict[str, list[Any]]) -> float:
+    """The threshold of a sweep with the highest Jaccard index (the lowest among equals)."""
+    jaccard = [-1.0 if value is None else value for value in sweep["jaccard"]]
+    return float(sweep["threshold"][int(np.argmax(jaccard))])
+
+
+def score_thresholds(scores: np.ndarray, count: int = 40) -> np.ndarray:
+    """Thresholds for a classical detector's scores (any unit): quantiles of the scores seen."""
+    finite = scores[np.isfinite(scores)]
+    if finite.size == 0:
+        return np.zeros(1)
+    return np.unique(np.quantile(finite, np.linspace(0.0, 0.995, count)))
+
+
+def pairs_of(pred: np.ndarray, true: np.ndarray, paired: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The paired (prediction, truth) points as two (P, 1, 2) arrays, one pair per row."""
+    rows, cols = np.nonzero(paired >= 0)
+    return pred[rows, paired[rows, cols]][:, None, :], true[rows, cols][:, None, :]
 
 
 def match_points(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -128,17 +272,46 @@ def _worst(bias: np.ndarray) -> float | None:
     return float(finite.max()) if finite.size else None
 
 
-def summarize(pred: np.ndarray, true: np.ndarray, height: int, width: int) -> dict[str, Any]:
+def summarize(
+    pred: np.ndarray,
+    true: np.ndarray,
+    height: int,
+    width: int,
+    variable: bool = False,
+    tolerance: float = TOLERANCE_PX,
+    pixel_size: float = PIXEL_SIZE_NM,
+) -> dict[str, Any]:
     """The metrics block M of metrics.json for predictions matched to true points (N, K, 2).
 
     `rmse_hits_px` is the localisation precision of the spots found, to be read beside
     `recall_1px`; `bias_px` the worst mean error, over the found spots, in any bin of their
-    true sub-pixel phase. A group without images has `n` 0 and every metric None.
+    true sub-pixel phase. The detection keys (`DETECTION_KEYS`) come from greedy pairing within
+    `tolerance`. With a `variable` count (arrays padded with NaN, predictions in any number)
+    every error is taken over the pairs, and `mse` and `exact`, which need every point of an
+    image, are None. A group without images has `n` 0 and every metric None.
     """
     n = int(true.shape[0])
     if n == 0:
-        return {"n": 0, **dict.fromkeys(MEASURES)}
+        return {"n": 0, **dict.fromkeys(MEASURES), **dict.fromkeys(DETECTION_KEYS)}
     pred, true = pred.astype(np.float64), true.astype(np.float64)
+    paired = pair_greedy(pred, true, tolerance)
+    detection = detection_scores(pred, true, tolerance, pixel_size, paired)
+    if variable:
+        pair_pred, pair_true = pairs_of(pred, true, paired)
+        block = _summarize_matched(pair_pred, pair_true, height, width)
+        truths = int(np.isfinite(true[..., 0]).sum())
+        hits = int((np.linalg.norm(pair_pred - pair_true, axis=-1) <= MATCH_RADIUS_PX).sum())
+        block.update(mse=None, exact=None, recall_1px=_ratio(hits, truths))
+    else:
+        block = _summarize_matched(pred, true, height, width)
+    rounded = {k: v if v is None or isinstance(v, int) else as_json_float(v) for k, v in detection.items()}
+    return {"n": n, **block, **rounded}
+
+
+def _summarize_matched(pred: np.ndarray, true: np.ndarray, height: int, width: int) -> dict[str, Any]:
+    """The MEASURES of predictions matched one to one with truths (N, K, 2)."""
+    if true.shape[0] == 0:
+        return dict.fromkeys(MEASURES)
     errors = Errors(
         distances=np.linalg.norm(pred - true, axis=-1),
         normalized=to_normalized(pred, height, width) - to_normalized(true, height, width),
@@ -147,7 +320,7 @@ def summarize(pred: np.ndarray, true: np.ndarray, height: int, width: int) -> di
         true=true,
     )
     values = {name: measure(errors) for name, measure in MEASURES.items()}
-    return {"n": n, **{name: None if v is None else as_json_float(v) for name, v in values.items()}}
+    return {name: None if v is None else as_json_float(v) for name, v in values.items()}
 
 
 def as_json_float(value: float, digits: int = 10) -> float:

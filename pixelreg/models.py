@@ -241,6 +241,8 @@ class OffsetLocalizer(PointModel):
     LOG_SIGMA_RANGE = (-6.0, 2.0)  # the expected error of an offset, 0.0025 to 7 px, as a log
     TRAIN_CROP = 24  # training sees this window around a lone spot: a fifth of the work at 50x50
     CROP_MARGIN = 4  # least distance of the spot from a window edge that is not the image's
+    COUNT_CROP = 32  # counting: training sees a random window this size of each image
+    CANDIDATE_FLOOR = 0.05  # counting: detections less confident than this are never kept
 
     def __init__(
         self,
@@ -249,9 +251,14 @@ class OffsetLocalizer(PointModel):
         points: int = 1,
         channels: int = MODEL_SIZES["offsets"]["channels"],
         depth: int = MODEL_SIZES["offsets"]["depth"],
+        counting: bool = False,
     ) -> None:
         super().__init__(height, width, points)
         self.body = conv_stack(channels, depth, outputs=5)
+        # counting: each pixel says on its own whether a spot lies in it (any number per image,
+        # none included); otherwise the detection map is one distribution over the image
+        self.counting = counting
+        self.threshold = 0.5  # counting: the least confidence kept by `predict` (the checkpoint's)
 
     def forward(self, images: Tensor) -> Tensor:
         """(N, 5, H, W): detection logit, x and y offset, log of their expected errors, per pixel."""
@@ -276,6 +283,8 @@ class OffsetLocalizer(PointModel):
         return total / 4
 
     def loss(self, images: Tensor, points: Tensor) -> Tensor:
+        if self.counting:
+            return self.counting_loss(images, points)
         if self.training and points.shape[1] == 1:
             images, points = crop_around(images, points, self.TRAIN_CROP, self.CROP_MARGIN)
         if self.training:
@@ -303,9 +312,51 @@ class OffsetLocalizer(PointModel):
                 offsets = offsets + weight * nll.sum(-1).mean()
         return detection + self.OFFSET_WEIGHT * offsets
 
+    def counting_loss(self, images: Tensor, points: Tensor) -> Tensor:
+        """Per-pixel binary cross-entropy of the detection map against the pixels that hold a spot,
+        plus the offsets' Gaussian negative log-likelihood at each spot's pixel and at each
+        neighbour that lies nearer to it than to any other spot; both summed over the spots of
+        an image. points: (N, K, 2), NaN rows for absent spots."""
+        if self.training:
+            images, points = crop_at_random(images, points, self.COUNT_CROP)
+            images, points = mirror_at_random(images, points)
+        out = self(images)
+        n, _, height, width = out.shape
+        present = torch.isfinite(points[..., 0])  # (N, K)
+        spots = torch.where(present[..., None], points, torch.zeros_like(points))
+        cells = torch.floor(spots + 0.5).long()
+        cx, cy = cells[..., 0].clamp(0, width - 1), cells[..., 1].clamp(0, height - 1)
+        target = torch.zeros(n, height * width, dtype=out.dtype, device=out.device)
+        target.scatter_add_(1, cy * width + cx, present.to(out.dtype)).clamp_(max=1.0)
+        logits = out[:, 0].reshape(n, -1)
+        detection = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / n
+        far = torch.where(present, 0.0, math.inf).to(spots.dtype)[:, None, :]  # absent: never nearest
+        rows = torch.arange(n, device=out.device)[:, None]
+        offsets = out.new_zeros(())
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                x, y = (cx + dx).clamp(0, width - 1), (cy + dy).clamp(0, height - 1)
+                pixel = torch.stack([x, y], -1).to(spots.dtype)  # (N, K, 2)
+                reach = ((pixel[:, :, None, :] - spots[:, None, :, :]) ** 2).sum(-1) + far  # (N, K, K)
+                own = present & (reach.argmin(-1) == torch.arange(spots.shape[1], device=out.device))
+                predicted = out[rows, 1:3, y, x]  # (N, K, 2)
+                log_sigma = out[rows, 3:5, y, x].clamp(*self.LOG_SIGMA_RANGE)
+                nll = (predicted - (spots - pixel)) ** 2 / (2 * torch.exp(2 * log_sigma)) + log_sigma
+                offsets = offsets + (nll.sum(-1) * own).sum() / n
+        return detection + self.OFFSET_WEIGHT * offsets
+
     def predict(self, images: Tensor) -> Tensor:
         self.check_input(images)
+        if self.counting:  # the detections at the chosen threshold, padded with NaN
+            points, confidence = self.detect(images)
+            return points.masked_fill((confidence < self.threshold)[..., None], math.nan)
         return self.read_points(self.mirrored_output(images))
+
+    def detect(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Every detection at least CANDIDATE_FLOOR confident: points (N, M, 2), padded with NaN,
+        and their confidence (N, M) in [0, 1], padded with 0, most confident first."""
+        self.check_input(images)
+        return read_detections(self.mirrored_output(images), self.CANDIDATE_FLOOR)
 
     def read_points(self, out: Tensor) -> Tensor:
         """(N, K, 2) points from the output maps: at each of the K strongest detections, the
@@ -320,6 +371,50 @@ class OffsetLocalizer(PointModel):
         weights = torch.softmax(out[rows, 0, ys, xs], dim=-1)  # (N, K, 9)
         estimates = torch.stack([xs, ys], -1).to(out.dtype) + out[rows, 1:3, ys, xs]  # (N, K, 9, 2)
         return (weights[..., None] * estimates).sum(-2)
+
+
+def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
+    """Detections from the output maps of a counting model: the local maxima of the detection
+    probability, each with the probability summed over its 3x3 neighbourhood as confidence (a
+    spot on a pixel border splits its probability between two pixels), each at the mean of the
+    positions that its 3x3 neighbourhood points at, weighed by their probability."""
+    n, _, height, width = out.shape
+    prob = torch.sigmoid(out[:, 0:1].float())  # (N, 1, H, W)
+    xs = torch.arange(width, device=out.device, dtype=prob.dtype)
+    ys = torch.arange(height, device=out.device, dtype=prob.dtype)[:, None]
+    mass = F.avg_pool2d(prob, 3, 1, 1, count_include_pad=True) * 9
+    safe_mass = mass.clamp(min=1e-12)
+    x_map = F.avg_pool2d(prob * (xs + out[:, 1:2].float()), 3, 1, 1, count_include_pad=True) * 9 / safe_mass
+    y_map = F.avg_pool2d(prob * (ys + out[:, 2:3].float()), 3, 1, 1, count_include_pad=True) * 9 / safe_mass
+    # a plateau of equal probabilities gives one peak: ties broken by position, in float64
+    order = torch.arange(height * width, device=out.device, dtype=torch.float64).reshape(1, 1, height, width)
+    score = prob.double() - order * 1e-12
+    peak = (score == F.max_pool2d(score, 3, 1, 1)) & (mass >= floor)
+    confidence = torch.where(peak, mass.clamp(max=1.0), torch.zeros_like(mass)).reshape(n, -1)
+    most = max(1, int(peak.reshape(n, -1).sum(1).max()))
+    confidence, index = confidence.topk(most, dim=1)  # (N, M), most confident first
+    points = torch.stack([x_map.reshape(n, -1).gather(1, index), y_map.reshape(n, -1).gather(1, index)], -1)
+    points = points.masked_fill((confidence <= 0)[..., None], math.nan)
+    return points.to(out.dtype), confidence.to(out.dtype)
+
+
+def crop_at_random(images: Tensor, points: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """A random `size` x `size` window of each image (the whole image along a side no longer
+    than `size`), with the points in the window's coordinates and those outside it NaN."""
+    n, _, height, width = images.shape
+    if height <= size and width <= size:
+        return images, points
+    rows_kept, cols_kept = min(size, height), min(size, width)
+    y0 = torch.randint(0, height - rows_kept + 1, (n,), device=images.device)
+    x0 = torch.randint(0, width - cols_kept + 1, (n,), device=images.device)
+    cols = x0[:, None] + torch.arange(cols_kept, device=images.device)
+    rows = y0[:, None] + torch.arange(rows_kept, device=images.device)
+    index = torch.arange(n, device=images.device)[:, None, None]
+    windows = images[:, 0][index, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+    shifted = points - torch.stack([x0, y0], -1).to(points.dtype)[:, None, :]
+    limit = torch.tensor([cols_kept, rows_kept], device=points.device, dtype=points.dtype) - 0.5
+    outside = ((shifted < -0.5) | (shifted >= limit)).any(-1)  # NaN compares False: stays NaN
+    return windows, shifted.masked_fill(outside[..., None], math.nan)
 
 
 def crop_around(images: Tensor, points: Tensor, size: int, margin: int) -> tuple[Tensor, Tensor]:

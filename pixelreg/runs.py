@@ -21,7 +21,9 @@ from .errors import PixelregError
 from .files import write_text
 from .schema import describe
 
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_mean_px", "val_exact", "lr", "seconds")
+HISTORY_FIELDS = (
+    "epoch", "train_loss", "val_loss", "val_mean_px", "val_exact", "val_jaccard", "threshold", "lr", "seconds",
+)  # fmt: skip
 DEFAULT_RUN_NAME = "train"
 
 
@@ -109,12 +111,14 @@ def next_run_dir(out: str | Path, name: str | None, exist_ok: bool = False) -> P
 
 
 def write_history(path: str | Path, history: list[dict[str, float]]) -> None:
-    """history.csv: one row per finished epoch, the columns of HISTORY_FIELDS."""
+    """history.csv: one row per finished epoch, the columns of HISTORY_FIELDS that its rows have
+    (val_exact for a fixed count of points; val_jaccard and threshold for a counting model)."""
+    columns = [key for key in HISTORY_FIELDS if any(key in row for row in history)]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in history:
-        writer.writerow({key: row.get(key, "") for key in HISTORY_FIELDS})
+        writer.writerow({key: row.get(key, "") for key in columns})
     write_text(path, buffer.getvalue())
 
 
@@ -130,7 +134,8 @@ def read_history(path: str | Path) -> dict[str, list[float]]:
         raise PixelregError(f"{path} is not a readable history ({str(exc).splitlines()[0]})") from None
     if not rows:
         raise PixelregError(f"{path} has no epochs yet")
-    needed = [key for key in HISTORY_FIELDS if key != "val_exact"]  # val_exact came later
+    optional = ("val_exact", "val_jaccard", "threshold")  # by the kind of model
+    needed = [key for key in HISTORY_FIELDS if key not in optional]
     missing = [key for key in needed if key not in rows[0]]
     if missing:
         raise PixelregError(f"{path} lacks the column(s) {', '.join(missing)}")

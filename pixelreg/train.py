@@ -24,7 +24,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, choose_model
+from .config import AUTO_MODEL, COUNTING_MODELS, TrainConfig, choose_model, require_counting
 from .data import (
     DataSpec,
     load_dataset,
@@ -37,9 +37,17 @@ from .data import (
 )
 from .errors import PixelregError
 from .files import make_folders, remove_folders, write_json
-from .inference import images_to_tensor, resolve_device
+from .inference import detect_images, images_to_tensor, resolve_device
 from .limits import require_memory
-from .metrics import match_points, summarize
+from .metrics import (
+    CONFIDENCE_THRESHOLDS,
+    TOLERANCE_PX,
+    best_threshold,
+    keep_above,
+    match_points,
+    summarize,
+    threshold_sweep,
+)
 from .models import PointModel, build_model, skeleton, training_bytes
 from .runs import RunDir, last_checkpoint_of, write_history
 
@@ -112,6 +120,13 @@ class TrainingData:
     spec: DataSpec | None
     train_images: np.ndarray | None = None  # stored images; None: render on the fly
 
+    @property
+    def variable_count(self) -> bool:
+        """Whether the number of points varies per image (NaN rows pad the points)."""
+        if self.spec is not None:
+            return self.spec.variable_count
+        return bool(np.isnan(self.train_points).any() or np.isnan(self.val_points).any())
+
     def batch(self, index: np.ndarray, epoch: int, step: int) -> np.ndarray:
         """uint8 images (B, H, W) of the training examples at `index`."""
         if self.train_images is not None:
@@ -157,10 +172,13 @@ class CheckpointPolicy:
 
     def epoch_done(self, row: dict[str, float], payload: Callable[[], dict[str, Any]]) -> bool:
         """Record a finished epoch and write its checkpoints; whether it is the best so far."""
-        key = (row["val_mean_px"], row["val_loss"])
-        is_best = key <= (self.best["val_mean_px"], self.best["val_loss"])
+        key = (-row.get("val_jaccard", 0.0), row["val_mean_px"], row["val_loss"])
+        best = (-self.best.get("val_jaccard", 0.0), self.best["val_mean_px"], self.best["val_loss"])
+        is_best = key <= best
         if is_best:
-            self.best = {"epoch": int(row["epoch"]), "val_mean_px": key[0], "val_loss": key[1]}
+            self.best = {"epoch": int(row["epoch"]), "val_mean_px": key[1], "val_loss": key[2]}
+            if "val_jaccard" in row:  # a counting model: the highest Jaccard index wins first
+                self.best["val_jaccard"] = row["val_jaccard"]
         if self.writes:
             state = payload()
             if is_best:
@@ -215,16 +233,30 @@ def train_one_epoch(
 
 @torch.no_grad()
 def validate(model: PointModel, images: np.ndarray, points: np.ndarray, batch_size: int) -> dict[str, float]:
-    """Mean loss, mean pixel error and share exact of matched points over a held-out split."""
+    """Over a held-out split: mean loss, and mean pixel error and share exact of matched points;
+    for a counting model, the Jaccard index at the threshold that maximises it, that threshold,
+    and the mean error of the pairs."""
     model.eval()
     device = next(model.parameters()).device
     total_loss, predictions = 0.0, []
+    counting = getattr(model, "counting", False)
     for start in range(0, len(images), batch_size):
         x = images_to_tensor(images[start : start + batch_size], device)
         y = torch.from_numpy(points[start : start + batch_size]).to(device)
         total_loss += model.loss(x, y).item() * len(x)
-        predictions.append(model.predict(x).cpu().numpy())
+        if not counting:
+            predictions.append(model.predict(x).cpu().numpy())
     height, width = images.shape[1:]
+    if counting:
+        found, confidence = detect_images(model, images, device)
+        threshold = best_threshold(threshold_sweep(found, confidence, points, CONFIDENCE_THRESHOLDS))
+        metrics = summarize(keep_above(found, confidence, threshold), points, height, width, variable=True)
+        return {
+            "val_loss": total_loss / len(images),
+            "val_mean_px": metrics["mean_px"] if metrics["mean_px"] is not None else TOLERANCE_PX,
+            "val_jaccard": metrics["jaccard"] or 0.0,
+            "threshold": threshold,
+        }
     metrics = summarize(match_points(np.concatenate(predictions), points), points, height, width)
     return {
         "val_loss": total_loss / len(images),
@@ -288,13 +320,23 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
             )
     run = RunDir(run_dir)
     data = load_training_data(config)
-    config = replace(config, model=choose_model(config.model, data.spec))
+    variable = data.variable_count
+    if variable:
+        require_counting(config.model)
+    chosen = (
+        COUNTING_MODELS[0]
+        if variable and config.model == AUTO_MODEL
+        else choose_model(config.model, data.spec)
+    )
+    config = replace(config, model=chosen)
     if len(data.train_points) == 0 or len(data.val_points) == 0:
         raise PixelregError("training needs images in both the train and val splits; check the fractions")
 
     torch.manual_seed(config.seed)  # weight initialisation: torch's own generator
     height, width = data.size
     model_args = {"height": height, "width": width, "points": int(data.train_points.shape[1])}
+    if variable:
+        model_args["counting"] = True
     model_args.update(config.model_args)
     need = training_bytes(skeleton(config.model, **model_args), config.batch_size)
     if device.type == "cpu":
@@ -346,6 +388,7 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
             "epoch": epoch,
             "history": history,
             "best": policy.best,
+            "threshold": history[-1].get("threshold") if history else None,
         }
 
     if not ranks.main:
