@@ -35,6 +35,10 @@ from .config import (
     BENCH_EPOCHS,
     BENCH_HOLDOUTS,
     DEFAULT_LR,
+    DENSITY_EPOCHS,
+    DENSITY_N,
+    DENSITY_RANGES,
+    DENSITY_SIZE,
     MIN_BOUND_BLUR,
     MODEL_NAMES,
     MODEL_SIZES,
@@ -46,7 +50,7 @@ from .config import (
     SIZE_LIMITS,
     TrainConfig,
 )
-from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, save_dataset
+from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, parse_count, save_dataset
 from .errors import PixelregError
 from .files import require_file, writable_target
 from .imageio import IMAGE_FORMATS
@@ -248,7 +252,7 @@ def data_option_parameters(only: tuple[str, ...] | None = None) -> list[inspect.
             annotation = Annotated[
                 kind, typer.Option(declaration, help=spec_field.metadata["help"], **limits)
             ]
-            default = getattr(defaults, name)
+            default = spec_field.default  # as declared: holdout stays `auto` until resolved
         parameters.append(
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
         )
@@ -272,21 +276,6 @@ def with_data_options(only: tuple[str, ...] | None = None) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
-
-
-def parse_count(text: str) -> tuple[int, int | None]:
-    """'3' -> (3, None): exactly 3 points; '0:10' -> (0, 10): 0 to 10 per image; '4:4' -> (4, None)."""
-    parts = text.split(":")
-    try:
-        numbers = [int(part) for part in parts]
-    except ValueError:
-        numbers = []
-    if len(numbers) == 1:
-        return numbers[0], None
-    if len(numbers) == 2:
-        low, high = numbers
-        return (low, None) if low == high else (low, high)
-    raise PixelregError(f"--points must be K or LO:HI (whole numbers), got {text!r}")
 
 
 def make_spec(spec_options: dict[str, Any]) -> DataSpec:
@@ -758,6 +747,20 @@ def bench(
     brightnesses: Annotated[
         str, typer.Option(help="With --precision: comma-separated spot brightnesses (grey levels summed).")
     ] = _numbers(PRECISION_BRIGHTNESSES),
+    density: Annotated[
+        bool,
+        typer.Option(
+            "--density",
+            help="Run the density bench instead: the counting model against the classical detectors "
+            f"(and trackpy, when installed) at {', '.join(DENSITY_RANGES)} spots per image, "
+            f"{DENSITY_SIZE}x{DENSITY_SIZE} by default, blur 1.5, brightness 1000, noise 10, background 50; "
+            f"Jaccard index and efficiency; --n defaults to {DENSITY_N:,} per density. Writes density.json "
+            "and density.png.",
+        ),
+    ] = False,
+    densities: Annotated[
+        str, typer.Option(help="With --density: comma-separated ranges LO:HI of spots per image.")
+    ] = ",".join(DENSITY_RANGES),
     perf: Annotated[
         bool, typer.Option("--perf", help="Measure speed and memory instead (writes perf.json).")
     ] = False,
@@ -778,15 +781,15 @@ def bench(
     """
     from .files import make_folders, remove_folders, write_json
 
-    if perf and precision:
-        raise PixelregError("--perf and --precision are two different benches; choose one")
-    misplaced = ["holdouts"] if precision else ["blurs", "brightnesses"]
-    for name in misplaced:
-        if given_on_command_line(ctx, name):
-            raise PixelregError(
-                f"--{name} {'does not apply with' if precision else 'applies with'} --precision"
-                + ("" if precision else " only")
-            )
+    if perf + precision + density > 1:
+        raise PixelregError("--perf, --precision and --density are different benches; choose one")
+    owners = {"blurs": "--precision", "brightnesses": "--precision", "densities": "--density"}
+    for name, owner in owners.items():
+        if given_on_command_line(ctx, name) and not (precision if owner == "--precision" else density):
+            raise PixelregError(f"--{name} applies with {owner} only")
+    for name in ("holdouts", "models"):
+        if given_on_command_line(ctx, name) and (precision and name == "holdouts" or density):
+            raise PixelregError(f"--{name} does not apply with {'--precision' if precision else '--density'}")
     if perf:
         if rss_n < 10:
             raise PixelregError(f"--rss-n must be at least 10, got {rss_n}")
@@ -802,6 +805,19 @@ def bench(
         emit({"path": str(path), **results} if as_json else str(path), as_json)
         return
 
+    if density:
+        epochs = epochs if epochs is not None else DENSITY_EPOCHS
+        TrainConfig(model="offsets", epochs=epochs, device=device).validate()
+        spec_options = {**spec_options}
+        if not given_on_command_line(ctx, "n"):
+            spec_options["n"] = DENSITY_N
+        if not given_on_command_line(ctx, "size"):
+            spec_options["size"] = str(DENSITY_SIZE)
+        ranges = comma_list(densities, "--densities")
+        from .density import density_spec
+
+        for counts in ranges:
+            density_spec(make_spec(spec_options), counts)  # a bad range: refused before any work
     default_models = PRECISION_MODELS if precision else MODEL_NAMES
     model_names = comma_list(models, "--models") if models is not None else default_models
     epochs = epochs if epochs is not None else (PRECISION_EPOCHS if precision else BENCH_EPOCHS)
@@ -828,7 +844,14 @@ def bench(
 
     created = make_folders(out, f"cannot create {out}")
     try:
-        if precision:
+        if density:
+            from .density import run_density
+            from .plots import plot_density
+
+            results = run_density(out, spec, epochs, device, ranges, reporter_for)
+            path = write_json(out / "density.json", results)
+            plot_density(results, out / "density.png")
+        elif precision:
             from .plots import plot_precision_grid
             from .precision import run_precision
 
@@ -847,7 +870,10 @@ def bench(
         remove_folders(created)  # a bench that did not finish leaves no half of itself
         raise
     if not quiet:
-        console.print(precision_table(results) if precision else bench_table(results["rows"]))
+        if density:
+            console.print(density_table(results))
+        else:
+            console.print(precision_table(results) if precision else bench_table(results["rows"]))
     emit({"path": str(path), **results} if as_json else str(path), as_json)
 
 
@@ -937,6 +963,46 @@ def precision_table(results: dict[str, Any]) -> Table:
     legend = (
         "rmse over every spot; over the spots every model and the fit found (common); over the "
         "spots this method found within 1 px (found)"
+    )
+    table.caption = legend if table.caption is None else f"{legend}\n{table.caption}"
+    return table
+
+
+def density_table(results: dict[str, Any]) -> Table:
+    """The density bench as a table: each method's detection scores at each density."""
+
+    def shown(value: Any, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
+    cells = [
+        [
+            row["points"],
+            f"{row['mean_spots']:.1f}",
+            row["method"],
+            shown(row["jaccard"], ".2%"),
+            shown(row["recall"], ".2%"),
+            shown(row["precision"], ".2%"),
+            shown(row["rmse_px"], ".4f"),
+            shown(row["rmse_over_crlb"], ".2f"),
+            shown(row["efficiency"], ".1f"),
+        ]
+        for row in results["rows"]
+    ]
+    headers = [
+        "spots",
+        "mean",
+        "method",
+        "jaccard",
+        "recall",
+        "precision",
+        "rmse px",
+        "rmse/bound",
+        "efficiency",
+    ]
+    table = fitted_table("pixelreg bench --density", headers, cells, ["mean", "rmse/bound", "precision"])
+    legend = (
+        f"pairs within {results['tolerance_px']:g} px; efficiency at {results['pixel_size_nm']:g} nm pixels; "
+        "rmse over the pairs, against the bound of a spot alone"
     )
     table.caption = legend if table.caption is None else f"{legend}\n{table.caption}"
     return table

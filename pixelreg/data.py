@@ -92,9 +92,11 @@ class DataSpec:
     val_fraction: float = _option(0.1, "Share of images in the validation split, in [0, 1).")
     test_fraction: float = _option(0.1, "Share of images in the test split, in [0, 1).")
     holdout: str = _option(
-        "random",
+        "auto",
         "Which positions train never sees: random (val/test positions disjoint from train), "
-        "quadrant (train never sees the bottom-right quadrant), none (independent images).",
+        "quadrant (train never sees the bottom-right quadrant), none (independent images); "
+        "auto: random, but none for --points LO:HI, whose images never repeat and whose spots "
+        "the other two would crowd onto a tenth or a quarter of the pixels.",
     )
     points: int = _option(
         1, "Bright points per image: K, or LO:HI for a count drawn per image from LO to HI (0 allowed)."
@@ -108,6 +110,8 @@ class DataSpec:
     background: float = _option(0.0, "Constant grey level under the spots.")
 
     def __post_init__(self) -> None:
+        if self.holdout == "auto":  # resolved here, so that every stored spec says what it did
+            object.__setattr__(self, "holdout", "none" if self.points_max is not None else "random")
         self.validate()
 
     def validate(self) -> None:
@@ -247,6 +251,21 @@ def position_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
 def pixel_of(points: np.ndarray) -> np.ndarray:
     """The integer (x, y) of the pixel each point falls in (round half away from zero)."""
     return np.floor(np.asarray(points, dtype=np.float64) + 0.5).astype(np.int64)
+
+
+def parse_count(text: str) -> tuple[int, int | None]:
+    """'3' -> (3, None): exactly 3 points; '0:10' -> (0, 10): 0 to 10 per image; '4:4' -> (4, None)."""
+    parts = text.split(":")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 1:
+        return numbers[0], None
+    if len(numbers) == 2:
+        low, high = numbers
+        return (low, None) if low == high else (low, high)
+    raise PixelregError(f"--points must be K or LO:HI (whole numbers), got {text!r}")
 
 
 # --- positions and splits ------------------------------------------------------------------

@@ -430,12 +430,13 @@ def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
     shapes_fit = shapes_fit and all(
         len(arrays[key]) == n for key in ("index", "images", "pred", "error_px", "seen")
     )
-    if (
-        missing
-        or not shapes_fit
-        or arrays["train_mask"].ndim != 2
-        or arrays["pred"].shape != arrays["true"].shape
-    ):
+    counting = "confidence" in arrays  # any number of detections per image, padded with NaN
+    pred_fits = (
+        arrays["pred"].ndim == 3 and arrays["confidence"].shape == arrays["pred"].shape[:2]
+        if counting and not missing
+        else not missing and arrays["pred"].shape == arrays["true"].shape
+    )
+    if missing or not shapes_fit or arrays["train_mask"].ndim != 2 or not pred_fits:
         raise PixelregError(f"{path} is not a predictions file of pixelreg; run `pixelreg evaluate` again")
     return arrays
 
@@ -455,7 +456,7 @@ def evaluate_run_for_plots(
         save_evaluation(evaluate_model(model, payload, str(checkpoint), device=torch_device), run.root)
     curve = None
     spec = DataSpec.from_dict(payload["data_spec"]) if payload.get("data_spec") else None
-    if wants_precision_curve(spec):
+    if wants_precision_curve(spec) and not can_count(model):  # counting: precision_recall.png
         say("Measuring model, baselines and the Cramér-Rao bound over noise levels")
         curve = precision_curve(model, spec, torch_device)
     return load_predictions(run.predictions), curve

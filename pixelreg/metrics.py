@@ -141,9 +141,11 @@ def threshold_sweep(
 
 
 def best_threshold(sweep: dict[str, list[Any]]) -> float:
-    """The threshold of a sweep with the highest Jaccard index (the lowest among equals)."""
-    jaccard = [-1.0 if value is None else value for value in sweep["jaccard"]]
-    return float(sweep["threshold"][int(np.argmax(jaccard))])
+    """The threshold of a sweep with the highest Jaccard index; among equals the middle one,
+    farthest from the thresholds that do worse."""
+    jaccard = np.array([-1.0 if value is None else value for value in sweep["jaccard"]])
+    best = np.flatnonzero(jaccard == jaccard.max())
+    return float(sweep["threshold"][int(best[len(best) // 2])])
 
 
 def score_thresholds(scores: np.ndarray, count: int = 40) -> np.ndarray:

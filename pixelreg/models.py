@@ -317,11 +317,14 @@ class OffsetLocalizer(PointModel):
         plus the offsets' Gaussian negative log-likelihood at each spot's pixel and at each
         neighbour that lies nearer to it than to any other spot; both summed over the spots of
         an image. points: (N, K, 2), NaN rows for absent spots."""
+        trained = None  # (N, H, W): the pixels the loss sees; None: all of them
         if self.training:
-            images, points = crop_at_random(images, points, self.COUNT_CROP)
             images, points = mirror_at_random(images, points)
+            images, points, trained = crop_at_random(images, points, self.COUNT_CROP, self.CROP_MARGIN)
         out = self(images)
         n, _, height, width = out.shape
+        if trained is None:
+            trained = torch.ones(n, height, width, dtype=torch.bool, device=out.device)
         present = torch.isfinite(points[..., 0])  # (N, K)
         spots = torch.where(present[..., None], points, torch.zeros_like(points))
         cells = torch.floor(spots + 0.5).long()
@@ -329,7 +332,9 @@ class OffsetLocalizer(PointModel):
         target = torch.zeros(n, height * width, dtype=out.dtype, device=out.device)
         target.scatter_add_(1, cy * width + cx, present.to(out.dtype)).clamp_(max=1.0)
         logits = out[:, 0].reshape(n, -1)
-        detection = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / n
+        detection = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        detection = (detection * trained.reshape(n, -1)).sum() / n
+        present = present & trained[torch.arange(n, device=out.device)[:, None], cy, cx]
         far = torch.where(present, 0.0, math.inf).to(spots.dtype)[:, None, :]  # absent: never nearest
         rows = torch.arange(n, device=out.device)[:, None]
         offsets = out.new_zeros(())
@@ -398,12 +403,14 @@ def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
     return points.to(out.dtype), confidence.to(out.dtype)
 
 
-def crop_at_random(images: Tensor, points: Tensor, size: int) -> tuple[Tensor, Tensor]:
+def crop_at_random(images: Tensor, points: Tensor, size: int, margin: int) -> tuple[Tensor, Tensor, Tensor]:
     """A random `size` x `size` window of each image (the whole image along a side no longer
-    than `size`), with the points in the window's coordinates and those outside it NaN."""
+    than `size`), the points in the window's coordinates (those outside it NaN), and which
+    pixels (N, size, size) to train on: all but those within `margin` of a window edge that is
+    not an image edge, where a spot just outside the window, unlabelled, shows half its light."""
     n, _, height, width = images.shape
     if height <= size and width <= size:
-        return images, points
+        return images, points, torch.ones(n, height, width, dtype=torch.bool, device=images.device)
     rows_kept, cols_kept = min(size, height), min(size, width)
     y0 = torch.randint(0, height - rows_kept + 1, (n,), device=images.device)
     x0 = torch.randint(0, width - cols_kept + 1, (n,), device=images.device)
@@ -414,7 +421,19 @@ def crop_at_random(images: Tensor, points: Tensor, size: int) -> tuple[Tensor, T
     shifted = points - torch.stack([x0, y0], -1).to(points.dtype)[:, None, :]
     limit = torch.tensor([cols_kept, rows_kept], device=points.device, dtype=points.dtype) - 0.5
     outside = ((shifted < -0.5) | (shifted >= limit)).any(-1)  # NaN compares False: stays NaN
-    return windows, shifted.masked_fill(outside[..., None], math.nan)
+    trained_rows = _away_from_cut(y0, rows_kept, height, margin)  # (N, rows)
+    trained_cols = _away_from_cut(x0, cols_kept, width, margin)  # (N, cols)
+    trained = trained_rows[:, :, None] & trained_cols[:, None, :]
+    return windows, shifted.masked_fill(outside[..., None], math.nan), trained
+
+
+def _away_from_cut(start: Tensor, kept: int, extent: int, margin: int) -> Tensor:
+    """(N, kept) bool: which places of a window along one axis lie at least `margin` from each
+    end of the window that cuts the image (an end that is also the image's own end does not)."""
+    place = torch.arange(kept, device=start.device)[None, :]
+    from_low = (place >= margin) | (start[:, None] == 0)
+    from_high = (kept - 1 - place >= margin) | (start[:, None] + kept == extent)
+    return from_low & from_high
 
 
 def crop_around(images: Tensor, points: Tensor, size: int, margin: int) -> tuple[Tensor, Tensor]:

@@ -43,6 +43,8 @@ def test_every_data_option_comes_from_the_spec_with_its_default(command):
     for spec_field in fields(DataSpec):
         if spec_field.name in ("height", "width"):
             assert options["size"] == str(defaults.height)
+        elif spec_field.name == "holdout":  # auto, resolved by the count
+            assert options["holdout"] == "auto" and defaults.holdout == "random"
         elif spec_field.name in ("points", "points_max"):  # one option, K or LO:HI
             assert options["points"] == str(defaults.points) and defaults.points_max is None
         else:

@@ -1,0 +1,98 @@
+"""`pixelreg bench --density`: a counting model against classical detectors from sparse to dense
+images, scored as the SMLM challenge 2016 scores (issue 12)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import load_model
+from .config import DENSITY_CONDITIONS, DENSITY_EPOCHS, DENSITY_LEAD, DENSITY_RANGES, TrainConfig
+from .data import DataSpec, parse_count
+from .errors import PixelregError
+from .evaluate import evaluate_model, save_evaluation
+from .inference import resolve_device
+from .train import Reporter, train
+
+SCORES = ("jaccard", "recall", "precision", "f1", "rmse_px", "efficiency", "tp", "fp", "fn")
+
+
+def density_spec(spec: DataSpec, counts: str) -> DataSpec:
+    """The data of one density: `counts` (LO:HI) spots per image; size, n and seed from `spec`."""
+    low, high = parse_count(counts)
+    if high is None:
+        raise PixelregError(f"--densities takes ranges LO:HI of spots per image; got {counts!r}")
+    return spec.with_(points=low, points_max=high, **DENSITY_CONDITIONS)
+
+
+def run_density(
+    out: str | Path,
+    spec: DataSpec,
+    epochs: int = DENSITY_EPOCHS,
+    device: str = "auto",
+    ranges: tuple[str, ...] = DENSITY_RANGES,
+    reporter_for: Callable[[str], Reporter | None] = lambda label: None,
+) -> dict[str, Any]:
+    """Train the counting model at each density and evaluate it on the test split beside the
+    classical detectors, each thresholded on validation: one row per (density, method)."""
+    out = Path(out)
+    specs = [density_spec(spec, counts) for counts in ranges]  # every range checked before any work
+    torch_device = resolve_device(device)
+    rows: list[dict[str, Any]] = []
+    for counts, data_spec in zip(ranges, specs, strict=True):
+        config = TrainConfig(
+            model="offsets", epochs=epochs, seed=spec.seed, device=device, spec=data_spec.to_dict()
+        )
+        started = time.perf_counter()
+        result = train(
+            config, out / f"points{counts.replace(':', '-')}", reporter_for(f"{counts} spots per image")
+        )
+        seconds = time.perf_counter() - started
+        model, payload = load_model(result.best_path, torch_device)
+        evaluation = evaluate_model(model, payload, str(result.best_path), device=torch_device, sweep=False)
+        save_evaluation(evaluation, result.run_dir)  # `pixelreg plot` draws each density's figures
+        report = evaluation.report
+        bound = report["crlb"]["crlb_px"] if report["crlb"] else None
+        truths = evaluation.predictions["true"]
+        mean_spots = float((truths[..., 0] == truths[..., 0]).sum(1).mean())
+        methods = {"model": report["metrics"]["all"], **report["baselines"]}
+        for method, block in methods.items():
+            row: dict[str, Any] = {"points": counts, "mean_spots": round(mean_spots, 3), "method": method}
+            row.update({key: block[key] for key in SCORES})
+            rmse = block["rmse_px"]
+            row["rmse_over_crlb"] = None if rmse is None or not bound else round(rmse / bound, 4)
+            row["threshold"] = report["thresholds"][method]
+            row["train_seconds"] = round(seconds, 1) if method == "model" else None
+            rows.append(row)
+    results = {
+        "conditions": DENSITY_CONDITIONS,
+        "spec": spec.to_dict(),
+        "epochs": epochs,
+        "tolerance_px": rows and report["tolerance_px"],
+        "pixel_size_nm": rows and report["pixel_size_nm"],
+        "lead_goal": DENSITY_LEAD,
+        "rows": rows,
+    }
+    results["verdicts"] = density_verdicts(rows)
+    return results
+
+
+def density_verdicts(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per density: the model's Jaccard index, its lead over the best classical detector and over
+    trackpy (None where trackpy did not run), and whether the lead reaches the goal."""
+    verdicts = {}
+    for counts in dict.fromkeys(row["points"] for row in rows):
+        cell = {row["method"]: row for row in rows if row["points"] == counts}
+        model = cell["model"]["jaccard"] or 0.0
+        classical = [row["jaccard"] or 0.0 for name, row in cell.items() if name not in ("model", "trackpy")]
+        best = max(classical, default=0.0)
+        trackpy = cell["trackpy"]["jaccard"] if "trackpy" in cell else None
+        verdicts[counts] = {
+            "jaccard": model,
+            "lead_over_classical": round(model - best, 4),
+            "lead_over_trackpy": None if trackpy is None else round(model - (trackpy or 0.0), 4),
+            "reaches_goal": model - best >= DENSITY_LEAD and (trackpy is None or model > trackpy),
+        }
+    return verdicts

@@ -1,0 +1,203 @@
+"""Any number of spots per image: variable-count data, the counting model, SMLM-challenge scoring."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pixelreg.classical import baseline_detections
+from pixelreg.cli import app
+from pixelreg.data import DataSpec, load_dataset, make_dataset, render
+from pixelreg.metrics import (
+    best_threshold,
+    detection_scores,
+    keep_above,
+    pair_greedy,
+    summarize,
+    threshold_sweep,
+)
+from pixelreg.models import crop_at_random, read_detections
+
+runner = CliRunner()
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def greedy_one_by_one(pred: np.ndarray, true: np.ndarray, tolerance: float) -> np.ndarray:
+    """The SMLM challenge's pairing, written the slow and obvious way: an independent oracle."""
+    candidates = sorted(
+        (float(np.linalg.norm(p - t)), i, j)
+        for i, p in enumerate(pred)
+        for j, t in enumerate(true)
+        if np.isfinite(p).all() and np.isfinite(t).all() and np.linalg.norm(p - t) <= tolerance
+    )
+    paired, used = np.full(len(true), -1), set()
+    for _, i, j in candidates:
+        if i not in used and paired[j] < 0:
+            used.add(i)
+            paired[j] = i
+    return paired
+
+
+def test_greedy_pairing_matches_the_one_by_one_greedy():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n_pred, n_true = rng.integers(0, 7, size=2)
+        pred = np.full((1, 6, 2), np.nan)
+        true = np.full((1, 6, 2), np.nan)
+        pred[0, :n_pred] = rng.uniform(0, 5, (n_pred, 2))
+        true[0, :n_true] = rng.uniform(0, 5, (n_true, 2))
+        np.testing.assert_array_equal(
+            pair_greedy(pred, true, 1.5)[0], greedy_one_by_one(pred[0], true[0], 1.5)
+        )
+
+
+def test_greedy_pairing_takes_the_nearest_pair_first_not_the_best_total():
+    # prediction 1.1 lies 1.1 from both truths; the globally smallest distance, 1.0 (prediction
+    # 3.2 to truth 2.2), pairs first, so prediction 1.1 goes to truth 0
+    true = np.array([[[0.0, 0.0], [2.2, 0.0]]])
+    pred = np.array([[[1.1, 0.0], [3.2, 0.0]]])
+    np.testing.assert_array_equal(pair_greedy(pred, true, 1.5), [[0, 1]])
+    # with a tolerance below 1.1 the first truth stays unpaired
+    np.testing.assert_array_equal(pair_greedy(pred, true, 1.05), [[-1, 1]])
+
+
+def test_detection_scores_follow_the_challenge_formulas():
+    true = np.array([[[10.0, 10.0], [20.0, 20.0], [30.0, 30.0]]])
+    pred = np.array([[[10.3, 10.4], [50.0, 50.0], [np.nan, np.nan]]])  # one pair of 0.5 px, one FP
+    scores = detection_scores(pred, true, tolerance=2.5, pixel_size=100.0)
+    assert (scores["tp"], scores["fp"], scores["fn"]) == (1, 1, 2)
+    assert scores["recall"] == pytest.approx(1 / 3) and scores["precision"] == pytest.approx(1 / 2)
+    assert scores["jaccard"] == pytest.approx(1 / 4) and scores["f1"] == pytest.approx(2 / 5)
+    assert scores["efficiency"] == pytest.approx(100 - math.hypot(100 - 25, 50.0))
+
+
+def test_undefined_scores_are_null_never_made_up():
+    empty = np.full((2, 3, 2), np.nan)
+    scores = detection_scores(empty, empty)
+    assert (scores["tp"], scores["fp"], scores["fn"]) == (0, 0, 0)
+    assert all(scores[key] is None for key in ("recall", "precision", "f1", "jaccard", "efficiency"))
+    block = summarize(empty, empty, 8, 8, variable=True)
+    assert block["mse"] is None and block["exact"] is None and block["rmse_px"] is None
+
+
+def test_the_threshold_with_the_best_jaccard_is_chosen():
+    true = np.array([[[5.0, 5.0], [15.0, 15.0]]])
+    found = np.array([[[5.1, 5.0], [15.0, 15.2], [25.0, 25.0]]])
+    confidence = np.array([[0.9, 0.6, 0.3]])  # the third is false: keep what is above 0.3, not 0.6
+    sweep = threshold_sweep(found, confidence, true, (0.2, 0.4, 0.5, 0.7))
+    assert sweep["jaccard"] == [pytest.approx(2 / 3), 1.0, 1.0, 0.5]
+    assert best_threshold(sweep) == 0.5  # the middle of the best (0.4, 0.5): [0.4, 0.5][1]
+    assert np.isnan(keep_above(found, confidence, 0.5)[0, 2]).all()
+
+
+def test_a_count_range_draws_each_images_count_and_pads_with_nan(tmp_path):
+    out = tmp_path / "d.npz"
+    result = run("generate", "--out", out, "--n", 400, "--size", 24, "--points", "0:5", "--seed", 1)
+    assert result.exit_code == 0, result.stderr
+    with np.load(out, allow_pickle=False) as data:  # numpy alone reads it
+        points, count, images = data["points"], data["count"], data["images"]
+        assert json.loads(str(data["spec"]))["holdout"] == "none"  # auto: images never repeat
+    assert points.shape == (400, 5, 2) and set(np.unique(count)) == set(range(6))
+    assert (np.isfinite(points[..., 0]).sum(1) == count).all()
+    # the oracle of the clean task: each image is lit exactly at its points' pixels
+    for i in range(20):
+        lit = {(int(x), int(y)) for y, x in np.argwhere(images[i] > 0)}
+        assert lit == {(int(round(x)), int(round(y))) for x, y in points[i, : count[i]]}
+    np.testing.assert_array_equal(load_dataset(out).counts, count)
+
+
+def test_a_blurred_image_of_many_spots_is_the_sum_of_its_spots():
+    spec = DataSpec(n=4, height=20, width=20, points=0, points_max=3, blur=1.2, subpixel=True, brightness=150)
+    points = np.array([[[3.2, 4.7], [12.5, 9.1], [np.nan, np.nan]]] * 4, dtype=np.float32)
+    points[1, 1:] = np.nan  # one spot
+    points[2] = np.nan  # none
+    one = spec.with_(points=1, points_max=None)
+    for i, expected_spots in enumerate([2, 1, 0]):
+        alone = sum(render(points[i : i + 1, j : j + 1], one).astype(int) for j in range(expected_spots))
+        image = render(points[i : i + 1], spec)
+        assert np.abs(image.astype(int) - (alone if expected_spots else 0)).max() <= expected_spots
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "--points", "5:2"], "--points 5:2 is out of order; give LO:HI with LO <= HI"),
+        (["generate", "--points", "two"], "--points must be K or LO:HI (whole numbers), got 'two'"),
+        (["generate", "--points", "0:0"], "--points must be at least 1, got 0"),
+        (["train", "--points", "0:3", "--model", "cnn"], "the cnn model returns a fixed number"),
+        (["train", "--points", "0:3", "--model", "coordconv"], "the coordconv model returns a fixed number"),
+        (["train", "--points", "0:3", "--model", "heatmap"], "the heatmap model returns a fixed number"),
+        (["evaluate", "missing.pt", "--threshold", "1.5"], "--threshold must be in [0, 1], got 1.5"),
+        (["evaluate", "missing.pt", "--tolerance", "0"], "--tolerance must be a distance above 0 px, got 0"),
+        (
+            ["evaluate", "missing.pt", "--tolerance", "-1"],
+            "--tolerance must be a distance above 0 px, got -1",
+        ),
+        (
+            ["predict", "missing.pt", "x.png", "--threshold", "-0.1"],
+            "--threshold must be in [0, 1], got -0.1",
+        ),
+        (["bench", "--density", "--densities", "9:3"], "--points 9:3 is out of order"),
+        (["bench", "--densities", "0:3"], "--densities applies with --density only"),
+    ],
+)
+def test_impossible_counting_options_get_one_error_line(tmp_path, args, message):
+    result = run(*args, *(["--out", tmp_path / "out"] if args[0] in ("generate", "train", "bench") else []))
+    assert result.exit_code == 1, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_detections_are_read_at_the_offsets_with_the_summed_confidence():
+    out = torch.zeros(1, 5, 12, 12)
+    out[0, 0] = -12.0  # nothing anywhere ...
+    out[0, 0, 7, 5] = 12.0  # ... but a sure spot in pixel (x 5, y 7), offset (0.2, -0.3)
+    out[0, 1, 7, 5], out[0, 2, 7, 5] = 0.2, -0.3
+    out[0, 0, 2, 2] = out[0, 0, 2, 3] = 0.0  # a spot on the border of two pixels: p = 0.5 each
+    out[0, 1, 2, 2], out[0, 1, 2, 3] = 0.5, -0.5  # both point at x = 2.5
+    points, confidence = read_detections(out, floor=0.05)
+    assert confidence.shape == (1, 2)
+    np.testing.assert_allclose(confidence[0].numpy(), [1.0, 1.0], atol=1e-4)
+    found = sorted(map(tuple, points[0].numpy().round(4)))
+    assert found == [(2.5, 2.0), (5.2, 6.7)]
+
+
+def test_a_random_window_keeps_its_points_on_their_pixels_and_trains_away_from_its_cuts():
+    torch.manual_seed(0)
+    n, size, margin = 40, 16, 2
+    index = torch.arange(40 * 40, dtype=torch.float32).reshape(1, 1, 40, 40)  # tells where a window lies
+    points = torch.tensor([[[3.0, 5.0], [20.0, 31.0], [float("nan"), float("nan")]]]).repeat(n, 1, 1)
+    windows, moved, trained = crop_at_random(index.repeat(n, 1, 1, 1), points, size, margin)
+    assert windows.shape == (n, 1, size, size) and trained.shape == (n, size, size)
+    for i in range(n):
+        y0, x0 = divmod(int(windows[i, 0, 0, 0]), 40)
+        for (x, y), (wx, wy) in zip(points[i, :2].tolist(), moved[i, :2].tolist(), strict=True):
+            inside = x0 <= x < x0 + size and y0 <= y < y0 + size
+            assert (wx, wy) == ((x - x0, y - y0) if inside else (wx, wy)) and inside != math.isnan(wx)
+        cut = [x0 > 0, x0 + size < 40, y0 > 0, y0 + size < 40]  # left, right, top, bottom cut the image
+        edges = [
+            trained[i, :, :margin],
+            trained[i, :, -margin:],
+            trained[i, :margin, :],
+            trained[i, -margin:, :],
+        ]
+        for cuts, edge in zip(cut, edges, strict=True):
+            assert not edge.any() if cuts else edge[margin:-margin].all() or edge.numel() == 0
+        assert trained[i, margin:-margin, margin:-margin].all()
+
+
+def test_classical_detectors_thresholded_find_every_spot_of_clean_images():
+    spec = DataSpec(n=200, height=24, width=24, points=0, points_max=4, min_distance=4, seed=2)
+    dataset = make_dataset(spec)
+    points, scores = baseline_detections("argmax", dataset.images, spec)
+    scores_at = detection_scores(keep_above(points, scores, 100.0), dataset.points, tolerance=0.5)
+    assert scores_at["fp"] == 0 and scores_at["fn"] == 0
