@@ -195,7 +195,7 @@ def crlb_px(points: np.ndarray, spec: DataSpec, step: float = 1e-3) -> float:
 
 
 BASELINES = ("argmax", "centroid", "gaussian_fit")
-EXTRA_CANDIDATES = 8  # a counting detector keeps up to 2 K + this many peaks, K the most per image
+EXTRA_CANDIDATES = 8  # a counting detector keeps the K + this many highest peaks, K the most per image
 
 
 def candidate_peaks(images: np.ndarray, spec: DataSpec, most: int) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +221,7 @@ def baseline_detections(name: str, images: np.ndarray, spec: DataSpec) -> tuple[
     with NaN, and scores (N, M), to be thresholded."""
     if name == "trackpy":
         return trackpy_detections(images, spec)
-    peaks, scores = candidate_peaks(images, spec, 2 * spec.most_points + EXTRA_CANDIDATES)
+    peaks, scores = candidate_peaks(images, spec, spec.most_points + EXTRA_CANDIDATES)
     if name == "argmax":
         ys, xs = np.divmod(peaks, images.shape[2])
         points = np.stack([xs, ys], axis=-1).astype(np.float32)

@@ -753,7 +753,7 @@ def bench(
             "--density",
             help="Run the density bench instead: the counting model against the classical detectors "
             f"(and trackpy, when installed) at {', '.join(DENSITY_RANGES)} spots per image, "
-            f"{DENSITY_SIZE}x{DENSITY_SIZE} by default, blur 1.5, brightness 1000, noise 10, background 50; "
+            f"{DENSITY_SIZE}x{DENSITY_SIZE} by default, blur 1, brightness 1000, noise 10, background 50; "
             f"Jaccard index and efficiency; --n defaults to {DENSITY_N:,} per density. Writes density.json "
             "and density.png.",
         ),

@@ -117,10 +117,10 @@ def choose_model(name: str, spec: DataSpec | None) -> str:
 
 # `pixelreg bench --density`: a counting model against the classical detectors (and trackpy, when
 # installed) from sparse to dense images of 64x64, where blurred spots overlap; scored by the
-# SMLM challenge's Jaccard index and efficiency. Bright spots (1000 grey levels summed, blur 1.5)
+# SMLM challenge's Jaccard index and efficiency. Bright spots (1000 grey levels summed, blur 1)
 # in noise 10 over a background of 50, as in the precision grid.
 DENSITY_RANGES = ("0:10", "10:30", "30:60")
-DENSITY_CONDITIONS = {"subpixel": True, "noise": 10.0, "background": 50.0, "blur": 1.5, "brightness": 1000.0}
+DENSITY_CONDITIONS = {"subpixel": True, "noise": 10.0, "background": 50.0, "blur": 1.0, "brightness": 1000.0}
 DENSITY_SIZE = 64
 DENSITY_N = 10_000  # images per density: 8,000 to train on, 1,000 to validate, 1,000 to test
 DENSITY_EPOCHS = 15

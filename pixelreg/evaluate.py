@@ -38,6 +38,7 @@ from .inference import can_count, check_image_size, detect_images, predict_image
 from .metrics import (
     CONFIDENCE_THRESHOLDS,
     MATCH_RADIUS_PX,
+    SEPARATION_EDGES,
     Scoring,
     as_json_float,
     best_threshold,
@@ -48,6 +49,7 @@ from .metrics import (
     phase_bias_error,
     phase_centres,
     points_by_method,
+    recall_by_separation,
     score_thresholds,
     summarize,
     threshold_sweep,
@@ -275,6 +277,15 @@ def evaluate_counting(
         curves[name] = threshold_sweep(points, scores, true, levels, scoring.tolerance)
         predictions[f"baseline_{name}"] = kept.astype(np.float32)
     report["detection_curves"] = curves
+    report["recall_by_separation"] = {
+        "edges_px": list(SEPARATION_EDGES),  # bins [edge, next edge), the last one open-ended
+        "methods": {
+            name: recall_by_separation(
+                predictions["pred" if name == "model" else f"baseline_{name}"], true, scoring.tolerance
+            )
+            for name in ("model", *names)
+        },
+    }
     report["bias"] = None  # by phase: for fixed counts, where every spot has its prediction
     report["crlb"] = precision_against_bound(report, true, spec)
     return Evaluation(report, predictions)

@@ -148,12 +148,46 @@ def best_threshold(sweep: dict[str, list[Any]]) -> float:
     return float(sweep["threshold"][int(best[len(best) // 2])])
 
 
-def score_thresholds(scores: np.ndarray, count: int = 40) -> np.ndarray:
+def score_thresholds(scores: np.ndarray, count: int = 24) -> np.ndarray:
     """Thresholds for a classical detector's scores (any unit): quantiles of the scores seen."""
     finite = scores[np.isfinite(scores)]
     if finite.size == 0:
         return np.zeros(1)
     return np.unique(np.quantile(finite, np.linspace(0.0, 0.995, count)))
+
+
+SEPARATION_EDGES = (0.0, 1.0, 1.5, 2.0, 3.0, 4.0)  # px: bins of the distance to the nearest other spot
+
+
+def nearest_other(true: np.ndarray) -> np.ndarray:
+    """(N, K): each true point's distance to the nearest other point of its image (inf if alone;
+    NaN for padding)."""
+    with np.errstate(invalid="ignore"):
+        gap = np.linalg.norm(true[:, :, None, :] - true[:, None, :, :], axis=-1)
+    k = true.shape[1]
+    gap[:, np.arange(k), np.arange(k)] = np.inf
+    nearest = np.where(np.isnan(gap), np.inf, gap).min(-1, initial=np.inf)
+    return np.where(np.isnan(true[..., 0]), np.nan, nearest)
+
+
+def recall_by_separation(
+    pred: np.ndarray,
+    true: np.ndarray,
+    tolerance: float = TOLERANCE_PX,
+    edges: tuple[float, ...] = SEPARATION_EDGES,
+) -> dict[str, list[Any]]:
+    """The share of true points paired, binned by their distance to the nearest other true
+    point (the last bin open-ended): where spots overlap, this is where they are lost."""
+    found = (pair_greedy(pred, true, tolerance) >= 0).ravel()
+    nearest = nearest_other(true).ravel()
+    present = np.isfinite(true[..., 0]).ravel()
+    bins = np.digitize(nearest[present], edges[1:])  # 0 .. len(edges) - 1
+    table: dict[str, list[Any]] = {"truths": [], "recall": []}
+    for b in range(len(edges)):
+        inside = bins == b
+        table["truths"].append(int(inside.sum()))
+        table["recall"].append(as_json_float(found[present][inside].mean()) if inside.any() else None)
+    return table
 
 
 def pairs_of(pred: np.ndarray, true: np.ndarray, paired: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

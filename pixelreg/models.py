@@ -378,29 +378,68 @@ class OffsetLocalizer(PointModel):
         return (weights[..., None] * estimates).sum(-2)
 
 
+VOTE_FLOOR = 0.02  # pixels less probable than this cast no vote
+VOTE_KERNEL = 0.35  # px: the width of each vote when the density of votes is measured
+SPOT_RADIUS = 1.0  # px: a vote joins the nearest densest vote (a spot) within this distance
+VOTE_PAIRS = 2**22  # votes x votes x images compared at once, to bound memory
+
+
 def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
-    """Detections from the output maps of a counting model: the local maxima of the detection
-    probability, each with the probability summed over its 3x3 neighbourhood as confidence (a
-    spot on a pixel border splits its probability between two pixels), each at the mean of the
-    positions that its 3x3 neighbourhood points at, weighed by their probability."""
+    """Detections from the output maps of a counting model, found where the pixels point.
+
+    Each pixel votes, with its detection probability, for the position it points at (pixel
+    plus offset). A spot is a vote densest among the votes within SPOT_RADIUS; each vote joins
+    the nearest such spot within that radius. A spot's confidence is the probability of its
+    votes summed (a spot near a pixel border splits its probability between pixels, and every
+    one of them points at it), its position their probability-weighed mean. Two spots whose
+    probabilities run into one ridge of pixels are still told apart, by where the pixels point.
+    Returns points (N, M, 2), padded with NaN, and confidence (N, M), most confident first.
+    """
     n, _, height, width = out.shape
-    prob = torch.sigmoid(out[:, 0:1].float())  # (N, 1, H, W)
-    xs = torch.arange(width, device=out.device, dtype=prob.dtype)
-    ys = torch.arange(height, device=out.device, dtype=prob.dtype)[:, None]
-    mass = F.avg_pool2d(prob, 3, 1, 1, count_include_pad=True) * 9
-    safe_mass = mass.clamp(min=1e-12)
-    x_map = F.avg_pool2d(prob * (xs + out[:, 1:2].float()), 3, 1, 1, count_include_pad=True) * 9 / safe_mass
-    y_map = F.avg_pool2d(prob * (ys + out[:, 2:3].float()), 3, 1, 1, count_include_pad=True) * 9 / safe_mass
-    # a plateau of equal probabilities gives one peak: ties broken by position, in float64
-    order = torch.arange(height * width, device=out.device, dtype=torch.float64).reshape(1, 1, height, width)
-    score = prob.double() - order * 1e-12
-    peak = (score == F.max_pool2d(score, 3, 1, 1)) & (mass >= floor)
-    confidence = torch.where(peak, mass.clamp(max=1.0), torch.zeros_like(mass)).reshape(n, -1)
-    most = max(1, int(peak.reshape(n, -1).sum(1).max()))
-    confidence, index = confidence.topk(most, dim=1)  # (N, M), most confident first
-    points = torch.stack([x_map.reshape(n, -1).gather(1, index), y_map.reshape(n, -1).gather(1, index)], -1)
+    prob = torch.sigmoid(out[:, 0].float()).reshape(n, -1)
+    xs = torch.arange(width, device=out.device, dtype=prob.dtype).repeat(height)
+    ys = torch.arange(height, device=out.device, dtype=prob.dtype).repeat_interleave(width)
+    aim = torch.stack([xs + out[:, 1].float().reshape(n, -1), ys + out[:, 2].float().reshape(n, -1)], -1)
+    votes = max(1, int((prob >= VOTE_FLOOR).sum(1).max()))
+    weight, index = prob.topk(votes, dim=1)  # (N, V)
+    weight = weight * (weight >= VOTE_FLOOR)
+    aim = aim.gather(1, index[..., None].expand(-1, -1, 2))  # (N, V, 2)
+    chunk = max(1, VOTE_PAIRS // (votes * votes))
+    parts = [_spots_of_votes(aim[i : i + chunk], weight[i : i + chunk]) for i in range(0, n, chunk)]
+    points = torch.cat([p for p, _ in parts])
+    confidence = torch.cat([c for _, c in parts])
+    confidence = torch.where(confidence >= floor, confidence, torch.zeros_like(confidence))
+    most = max(1, int((confidence > 0).sum(1).max()))
+    confidence, order = confidence.topk(most, dim=1)
+    points = points.gather(1, order[..., None].expand(-1, -1, 2))
     points = points.masked_fill((confidence <= 0)[..., None], math.nan)
     return points.to(out.dtype), confidence.to(out.dtype)
+
+
+def _spots_of_votes(aim: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """(N, V, 2) spot positions and (N, V) confidences (0: no spot) from votes at `aim` of
+    `weight`: the modes of the votes' density, each gathering the votes nearest to it."""
+    n, votes, _ = aim.shape
+    valid = weight > 0
+    gap = torch.cdist(aim, aim)  # (N, V, V)
+    density = (weight[:, None, :] * torch.exp(-(gap**2) / (2 * VOTE_KERNEL**2))).sum(-1)  # (N, V)
+    near = (gap < SPOT_RADIUS) & valid[:, None, :] & valid[:, :, None]
+    rank = torch.arange(votes, device=aim.device)
+    # vote v is beaten by u when u is denser (or as dense and ranked before it, to break ties)
+    beaten = (density[:, None, :] > density[:, :, None]) | (
+        (density[:, None, :] == density[:, :, None]) & (rank[None, None, :] < rank[None, :, None])
+    )
+    mode = valid & ~(near & beaten).any(-1)  # (N, V)
+    to_mode = gap.masked_fill(~mode[:, None, :], math.inf)  # distance of each vote to each mode
+    nearest, owner = to_mode.min(-1)  # (N, V)
+    joins = valid & (nearest < SPOT_RADIUS)
+    mass = torch.zeros_like(weight).scatter_add_(1, owner, weight * joins)
+    total = torch.zeros_like(aim).scatter_add_(
+        1, owner[..., None].expand(-1, -1, 2), (weight * joins)[..., None] * aim
+    )
+    points = total / mass.clamp(min=1e-12)[..., None]
+    confidence = torch.where(mode, mass.clamp(max=1.0), torch.zeros_like(mass))
+    return points, confidence
 
 
 def crop_at_random(images: Tensor, points: Tensor, size: int, margin: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -412,8 +451,12 @@ def crop_at_random(images: Tensor, points: Tensor, size: int, margin: int) -> tu
     if height <= size and width <= size:
         return images, points, torch.ones(n, height, width, dtype=torch.bool, device=images.device)
     rows_kept, cols_kept = min(size, height), min(size, width)
-    y0 = torch.randint(0, height - rows_kept + 1, (n,), device=images.device)
-    x0 = torch.randint(0, width - cols_kept + 1, (n,), device=images.device)
+    # a window touches each image edge about one time in six, not one in (extent - size + 1): the
+    # pixels at the image's edges, where a spot shows part of its light, get their share of training
+    pull = size // 4
+    y0 = torch.randint(-pull, height - rows_kept + pull + 1, (n,), device=images.device)
+    x0 = torch.randint(-pull, width - cols_kept + pull + 1, (n,), device=images.device)
+    y0, x0 = y0.clamp(0, height - rows_kept), x0.clamp(0, width - cols_kept)
     cols = x0[:, None] + torch.arange(cols_kept, device=images.device)
     rows = y0[:, None] + torch.arange(rows_kept, device=images.device)
     index = torch.arange(n, device=images.device)[:, None, None]

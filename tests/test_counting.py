@@ -18,6 +18,7 @@ from pixelreg.metrics import (
     detection_scores,
     keep_above,
     pair_greedy,
+    recall_by_separation,
     summarize,
     threshold_sweep,
 )
@@ -201,3 +202,72 @@ def test_classical_detectors_thresholded_find_every_spot_of_clean_images():
     points, scores = baseline_detections("argmax", dataset.images, spec)
     scores_at = detection_scores(keep_above(points, scores, 100.0), dataset.points, tolerance=0.5)
     assert scores_at["fp"] == 0 and scores_at["fn"] == 0
+
+
+def test_two_spots_in_neighbouring_pixels_are_both_found():
+    out = torch.full((1, 5, 10, 10), 0.0)
+    out[0, 0] = -12.0
+    out[0, 0, 4, 4], out[0, 0, 4, 5] = 6.0, 4.0  # p 0.998 and 0.982: the second is no local maximum
+    out[0, 1, 4, 4], out[0, 1, 4, 5] = -0.2, 0.3
+    points, confidence = read_detections(out, floor=0.05)
+    found = sorted(map(tuple, points[0].numpy().round(3)))
+    assert found == [(3.8, 4.0), (5.3, 4.0)]  # each at its own offset, not at their mean
+    assert (confidence[0] > 0.95).all()
+
+
+def test_a_counting_model_trains_chooses_its_threshold_and_is_scored(tmp_path):
+    options = ["--size", 16, "--points", "0:3", "--blur", 1, "--noise", 3, "--background", 20]
+    options += ["--brightness", 400, "--subpixel", "--n", 1500, "--seed", 4]
+    result = run("train", *options, "--epochs", 6, "--batch-size", 32, "--out", tmp_path, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    run_dir = tmp_path / "train"
+    checkpoint = torch.load(run_dir / "best.pt", weights_only=True)
+    assert checkpoint["model"] == "offsets" and checkpoint["model_args"]["counting"] is True
+    assert 0.0 < checkpoint["threshold"] < 1.0
+    result = run("evaluate", run_dir, "--json", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    model, fit = report["metrics"]["all"], report["baselines"]["gaussian_fit"]
+    assert report["thresholds"]["model"] == pytest.approx(checkpoint["threshold"])
+    assert model["recall"] > 0.9 and model["precision"] > 0.9 and model["rmse_px"] < 0.5
+    assert model["tp"] + model["fn"] == fit["tp"] + fit["fn"]  # the same truths for every method
+    assert model["exact"] is None and model["mse"] is None  # need every point of an image
+    # a stricter threshold keeps fewer detections
+    strict = json.loads(run("evaluate", run_dir, "--json", "--quiet", "--threshold", 0.99).stdout)
+    assert strict["metrics"]["all"]["tp"] + strict["metrics"]["all"]["fp"] < model["tp"] + model["fp"]
+    # a frame larger than the training images, with three spots of the oracle's making
+    frame = np.full((40, 56), 20, dtype=np.uint8)
+    spots = [(8, 9), (30, 20), (47, 33)]
+    for x, y in spots:
+        frame[y - 1 : y + 2, x - 1 : x + 2] = [[40, 60, 40], [60, 120, 60], [40, 60, 40]]
+    np.save(tmp_path / "frame.npy", frame)
+    result = run("predict", run_dir, tmp_path / "frame.npy")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "path,index,x,y,confidence"
+    found = sorted(
+        (round(float(x)), round(float(y))) for _, _, x, y, _ in (line.split(",") for line in lines[1:])
+    )
+    assert found == sorted(spots)
+    result = run("plot", run_dir, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    names = {line.rsplit("/", 1)[-1] for line in result.stdout.split()}
+    assert {"precision_recall.png", "samples.png", "loss.png", "scatter.png", "error_map.png"} <= names
+
+
+def test_spots_in_one_ridge_of_probability_are_told_apart_by_where_the_pixels_point():
+    out = torch.zeros(1, 5, 12, 12)
+    out[0, 0] = -12.0
+    out[0, 0, 5, 3:8] = 0.0  # p 0.5 along five pixels of row 5: no clear local maxima
+    out[0, 1, 5, 3:8] = torch.tensor([1.0, 0.0, -1.0, 0.5, -0.5])  # pointing at x 4, 4, 4 and 6.5, 6.5
+    points, confidence = read_detections(out, floor=0.05)
+    found = sorted(map(tuple, points[0, confidence[0] > 0].numpy().round(3)))
+    assert found == [(4.0, 5.0), (6.5, 5.0)]
+    np.testing.assert_allclose(sorted(confidence[0, confidence[0] > 0].tolist()), [1.0, 1.0])
+
+
+def test_recall_is_binned_by_the_distance_to_the_nearest_other_spot():
+    true = np.array([[[10.0, 10.0], [10.5, 10.0], [30.0, 30.0], [np.nan, np.nan]]])
+    pred = np.array([[[10.2, 10.0], [30.1, 30.0], [np.nan, np.nan]]])  # the pair at 0.5 px: one found
+    table = recall_by_separation(pred, true, tolerance=1.0, edges=(0.0, 1.0, 4.0))
+    assert table["truths"] == [2, 0, 1] and table["recall"] == [0.5, None, 1.0]
