@@ -578,6 +578,14 @@ def metrics_table(report: dict[str, Any]) -> Table:
         alone = " (each spot alone)" if counting else ""
         notes.append(f"Cramér-Rao bound{alone} {report['crlb']['crlb_px']:.4f} px; rmse / bound: {ratios}")
     if counting:
+        separation = report["recall_by_separation"]
+        edges, found = separation["edges_px"], separation["methods"]["model"]
+        bins = [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:], strict=False)] + [f">={edges[-1]:g}"]
+        recalls = ", ".join(
+            f"{label} px {'-' if r is None else format(r, '.1%')} ({n:,})"
+            for label, r, n in zip(bins, found["recall"], found["truths"], strict=True)
+        )
+        notes.append(f"model's recall by distance to the nearest other spot: {recalls}")
         chosen = ", ".join(f"{k} {v:g}" for k, v in report["thresholds"].items())
         notes.append(
             f"pairs within {report['tolerance_px']:g} px; efficiency at {report['pixel_size_nm']:g} nm "
@@ -935,11 +943,13 @@ def bench_table(rows: list[dict[str, Any]]) -> Table:
     return fitted_table("pixelreg bench", headers, cells, ["params", "images/s", "train s"])
 
 
+def shown(value: Any, form: str) -> str:
+    """A table cell: the value formatted, or a dash where there is none."""
+    return "-" if value is None else format(value, form)
+
+
 def precision_table(results: dict[str, Any]) -> Table:
     """The precision grid as a table: rmse over the bound, pixel locking, training seconds."""
-
-    def shown(value: Any, form: str) -> str:
-        return "-" if value is None else format(value, form)
 
     cells = [
         [
@@ -970,9 +980,6 @@ def precision_table(results: dict[str, Any]) -> Table:
 
 def density_table(results: dict[str, Any]) -> Table:
     """The density bench as a table: each method's detection scores at each density."""
-
-    def shown(value: Any, form: str) -> str:
-        return "-" if value is None else format(value, form)
 
     cells = [
         [

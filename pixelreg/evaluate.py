@@ -166,21 +166,8 @@ def evaluate_model(
     pred = match_points(pred, true)
     seen = seen_in_training(true, train_mask)
     scored = {"tolerance": scoring.tolerance, "pixel_size": scoring.pixel_size}
-    metrics = {
-        "all": summarize(pred, true, height, width, **scored),
-        "seen": summarize(pred[seen], true[seen], height, width, **scored),
-        "unseen": summarize(pred[~seen], true[~seen], height, width, **scored),
-    }
-    report: dict[str, Any] = {
-        "checkpoint": checkpoint,
-        "data": source,
-        "split": split,
-        "model": payload["model"],
-        "epoch": int(payload.get("epoch", 0)),
-        "tolerance_px": scoring.tolerance,
-        "pixel_size_nm": scoring.pixel_size,
-        "metrics": metrics,
-    }
+    report = report_head(checkpoint, source, split, payload, scoring)
+    report["metrics"] = grouped_metrics(pred, true, seen, (height, width), scored)
     predictions = {
         "index": index,
         "images": dataset.images[index],
@@ -203,6 +190,32 @@ def evaluate_model(
     if sweep and height * width <= SWEEP_MAX_PIXELS and spec.points == 1:
         report["positions"], predictions["position_error"] = position_sweep(model, spec, train_mask, device)
     return Evaluation(report, predictions)
+
+
+def report_head(
+    checkpoint: str, source: str, split: str, payload: dict[str, Any], scoring: Scoring
+) -> dict[str, Any]:
+    """The fields that open every metrics.json: what was evaluated, on what, scored how."""
+    return {
+        "checkpoint": checkpoint,
+        "data": source,
+        "split": split,
+        "model": payload["model"],
+        "epoch": int(payload.get("epoch", 0)),
+        "tolerance_px": scoring.tolerance,
+        "pixel_size_nm": scoring.pixel_size,
+    }
+
+
+def grouped_metrics(
+    pred: np.ndarray, true: np.ndarray, seen: np.ndarray, size: tuple[int, int], scored: dict[str, Any]
+) -> dict[str, Any]:
+    """The metrics of all images, of those whose positions training saw, and of the rest."""
+    return {
+        "all": summarize(pred, true, *size, **scored),
+        "seen": summarize(pred[seen], true[seen], *size, **scored),
+        "unseen": summarize(pred[~seen], true[~seen], *size, **scored),
+    }
 
 
 def evaluate_counting(
@@ -230,22 +243,10 @@ def evaluate_counting(
     seen = seen_in_training(true, _train_mask(payload, (height, width)))
     scored = {"variable": True, "tolerance": scoring.tolerance, "pixel_size": scoring.pixel_size}
     curves = {"model": threshold_sweep(found, confidence, true, CONFIDENCE_THRESHOLDS, scoring.tolerance)}
-    report: dict[str, Any] = {
-        "checkpoint": checkpoint,
-        "data": source,
-        "split": split,
-        "model": payload["model"],
-        "epoch": int(payload.get("epoch", 0)),
-        "tolerance_px": scoring.tolerance,
-        "pixel_size_nm": scoring.pixel_size,
-        "thresholds": {"model": as_json_float(threshold)},
-        "metrics": {
-            "all": summarize(pred, true, height, width, **scored),
-            "seen": summarize(pred[seen], true[seen], height, width, **scored),
-            "unseen": summarize(pred[~seen], true[~seen], height, width, **scored),
-        },
-        "baselines": {},
-    }
+    report = report_head(checkpoint, source, split, payload, scoring)
+    report["thresholds"] = {"model": as_json_float(threshold)}
+    report["metrics"] = grouped_metrics(pred, true, seen, (height, width), scored)
+    report["baselines"] = {}
     predictions = {
         "index": index,
         "images": images,

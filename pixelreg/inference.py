@@ -14,6 +14,7 @@ import torch
 from .config import DEVICES
 from .errors import PixelregError
 from .limits import require_memory
+from .metrics import keep_above
 from .models import PointModel
 
 INFERENCE_BATCH = 64
@@ -40,6 +41,13 @@ def images_to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | s
     return tensor.unsqueeze(1).float().div_(255.0)
 
 
+def batch_for(images: np.ndarray, batch_size: int) -> int:
+    """Images per batch: fewer for larger images, so that a batch's activations stay BATCH_PIXELS."""
+    if images.ndim == 3 and images.size:
+        return max(1, min(batch_size, BATCH_PIXELS // (images.shape[1] * images.shape[2])))
+    return batch_size
+
+
 @torch.inference_mode()
 def predict_images(
     model: PointModel,
@@ -56,9 +64,8 @@ def predict_images(
     model.eval()
     if can_count(model):  # any number per image: the detections kept at its threshold
         found, confidence = detect_images(model, images, device, batch_size)
-        return np.where((confidence >= model.threshold)[..., None], found, np.nan).astype(np.float32)
-    if images.ndim == 3 and images.size:
-        batch_size = max(1, min(batch_size, BATCH_PIXELS // (images.shape[1] * images.shape[2])))
+        return keep_above(found, confidence, model.threshold).astype(np.float32)
+    batch_size = batch_for(images, batch_size)
     out = [
         model.predict(images_to_tensor(images[start : start + batch_size], device)).cpu()
         for start in range(0, len(images), batch_size)
@@ -78,8 +85,7 @@ def detect_images(
     """Every detection of a counting model in uint8 images (N, H, W), in batches: points
     (N, M, 2) padded with NaN and their confidence (N, M) in [0, 1], padded with 0."""
     model.eval()
-    if images.ndim == 3 and images.size:
-        batch_size = max(1, min(batch_size, BATCH_PIXELS // (images.shape[1] * images.shape[2])))
+    batch_size = batch_for(images, batch_size)
     found = [
         tuple(
             t.cpu().numpy()
