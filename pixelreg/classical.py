@@ -38,11 +38,10 @@ def find_peaks(images: np.ndarray, k: int, suppress: int = 1, smooth: float = 0.
         x = gaussian_smooth(x, smooth)
     if k == 1:
         return x.flatten(1).argmax(1, keepdim=True).numpy()
+    x = tie_broken(x)  # ties between equal neighbours: a plateau gives one peak
     pooled = F.max_pool2d(x, 2 * suppress + 1, stride=1, padding=suppress)
     flat, pooled = x.flatten(1), pooled.flatten(1)
-    # ties between equal neighbours: break them by position so that a plateau gives one peak
-    tiebreak = torch.arange(flat.shape[1], dtype=torch.float32) * 1e-6
-    score = torch.where(flat >= pooled, flat - tiebreak, torch.full_like(flat, -math.inf))
+    score = torch.where(flat >= pooled, flat, torch.full_like(flat, -math.inf))
     return score.topk(k, dim=1).indices.numpy()
 
 
@@ -206,13 +205,20 @@ def candidate_peaks(images: np.ndarray, spec: DataSpec, most: int) -> tuple[np.n
     if spec.blur > 0:
         x = gaussian_smooth(x, spec.blur)
     suppress = max(1, peak_radius(spec) // 2)
-    pooled = F.max_pool2d(x, 2 * suppress + 1, stride=1, padding=suppress).flatten(1)
-    flat = x.flatten(1)
+    ranked = tie_broken(x)
+    pooled = F.max_pool2d(ranked, 2 * suppress + 1, stride=1, padding=suppress).flatten(1)
+    flat = ranked.flatten(1)
     level = flat.median(1, keepdim=True).values
-    tiebreak = torch.arange(flat.shape[1], dtype=torch.float32) * 1e-6  # a plateau gives one peak
-    score = torch.where(flat >= pooled, flat - level - tiebreak, torch.full_like(flat, -math.inf))
+    score = torch.where(flat >= pooled, flat - level, torch.full_like(flat, -math.inf))
     values, index = score.topk(min(most, flat.shape[1]), dim=1)
-    return index.numpy(), values.numpy().astype(np.float64)
+    return index.numpy(), values.numpy()
+
+
+def tie_broken(images: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) images in float64, each pixel lowered by a billionth per place in the image,
+    so that a plateau of equal values has exactly one highest pixel (and one local maximum)."""
+    order = torch.arange(images[0].numel(), dtype=torch.float64).reshape(images.shape[1:])
+    return images.double() - order * 1e-9
 
 
 def baseline_detections(name: str, images: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -251,6 +257,8 @@ def trackpy_detections(images: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, 
     trackpy.quiet()
     diameter = 2 * max(1, math.ceil(2 * spec.blur)) + 1
     table = trackpy.batch(list(images), diameter, minmass=0, processes=1)
+    if table.empty:  # nothing found anywhere
+        return np.full((len(images), 1, 2), np.nan, dtype=np.float32), np.full((len(images), 1), -np.inf)
     frames = table["frame"].to_numpy()
     counts = np.bincount(frames, minlength=len(images))
     most = max(1, int(counts.max()) if counts.size else 1)

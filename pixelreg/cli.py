@@ -551,7 +551,9 @@ def metrics_table(report: dict[str, Any]) -> Table:
     columns = ["n", "mean_px", "median_px", "rmse_px", "rmse_hits_px", "max_px", "exact", "recall_1px"]
     if counting:
         columns = ["n", "jaccard", "recall", "precision", "rmse_px", "efficiency", "fp", "fn"]
-    groups = [(name, report["metrics"][name]) for name in ("all", "seen", "unseen")]
+    groups = [
+        (name, report["metrics"][name]) for name in ("all", "seen", "unseen") if name in report["metrics"]
+    ]
     groups += [(f"every pixel, {name}", block) for name, block in report.get("positions", {}).items()]
     groups += [(f"{name} (classical)", block) for name, block in report.get("baselines", {}).items()]
     rows = []
@@ -686,6 +688,11 @@ def predict(
     torch_device = resolve_device(device)
     model, _ = load_model(checkpoint, torch_device)
     if threshold is not None:
+        if not getattr(model, "counting", False):
+            raise PixelregError(
+                f"--threshold applies to a model that counts (trained with --points LO:HI); this "
+                f"{model.name} model returns {model.points} point(s) per image"
+            )
         model.threshold = threshold
     rows = locate_in_files(model, images, torch_device)
     if as_json:

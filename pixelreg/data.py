@@ -584,6 +584,11 @@ def load_dataset(path: str | Path) -> Dataset:
         if spec_dict is ...:
             raise PixelregError(f"{path}: the stored spec is not valid JSON text")
         spec = DataSpec.from_dict(spec_dict, f"{path}: the stored spec") if spec_dict is not None else None
+    if spec is not None and not spec.variable_count and np.isnan(points).any():
+        raise PixelregError(
+            f"{path}: the stored spec describes exactly {spec.points} point(s) per image, but "
+            "some images have fewer (NaN rows)"
+        )
     if spec is not None and (spec.size != (height, width) or spec.most_points != points.shape[1]):
         raise PixelregError(
             f"{path}: the stored spec describes {spec.most_points} point(s) in {spec.height}x{spec.width} "

@@ -21,10 +21,17 @@ SCORES = ("jaccard", "recall", "precision", "f1", "rmse_px", "efficiency", "tp",
 
 def density_spec(spec: DataSpec, counts: str) -> DataSpec:
     """The data of one density: `counts` (LO:HI) spots per image; size, n and seed from `spec`."""
-    low, high = parse_count(counts)
-    if high is None:
-        raise PixelregError(f"--densities takes ranges LO:HI of spots per image; got {counts!r}")
-    return spec.with_(points=low, points_max=high, **DENSITY_CONDITIONS)
+    try:
+        low, high = parse_count(counts)
+        if high is None:
+            raise PixelregError("not a range")
+        # images of several sub-pixel spots in noise never repeat: independent images (holdout
+        # none), so that test spots lie as densely as training spots
+        return spec.with_(points=low, points_max=high, holdout="none", **DENSITY_CONDITIONS)
+    except PixelregError:
+        raise PixelregError(
+            f"--densities takes ranges LO:HI of spots per image with 0 <= LO < HI; got {counts!r}"
+        ) from None
 
 
 def run_density(

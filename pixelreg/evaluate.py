@@ -147,6 +147,11 @@ def evaluate_model(
             f"the data has a number of points that varies per image, but this {model.name} model "
             f"returns {model.points} per image; evaluate a model trained with --points LO:HI"
         )
+    if scoring.threshold is not None and not can_count(model):
+        raise PixelregError(
+            f"--threshold applies to a model that counts (trained with --points LO:HI); this {model.name} "
+            f"model returns {model.points} point(s) per image"
+        )
     if can_count(model):
         return evaluate_counting(model, payload, checkpoint, dataset, source, split, device, scoring)
     if dataset.points.shape[1] != model.points:
@@ -246,6 +251,12 @@ def evaluate_counting(
     report = report_head(checkpoint, source, split, payload, scoring)
     report["thresholds"] = {"model": as_json_float(threshold)}
     report["metrics"] = grouped_metrics(pred, true, seen, (height, width), scored)
+    every_position_trained = bool(_train_mask(payload, (height, width)).all())
+    if every_position_trained:
+        # independent images (holdout none) put spots on every pixel in training: no image is
+        # of unseen positions, and "unseen" would only gather the images without spots
+        report["metrics"] = {"all": report["metrics"]["all"]}
+    report["every_position_trained"] = every_position_trained
     report["baselines"] = {}
     predictions = {
         "index": index,
@@ -343,7 +354,10 @@ def precision_against_bound(
     methods = {"model": report["metrics"]["all"], **report["baselines"]}
     return {
         "crlb_px": as_json_float(bound),
-        "rmse_over_crlb": {name: as_json_float(m["rmse_px"] / bound) for name, m in methods.items()},
+        "rmse_over_crlb": {
+            name: as_json_float(m["rmse_px"] / bound) if m["rmse_px"] is not None else None
+            for name, m in methods.items()
+        },
         "rmse_hits_over_crlb": {
             name: as_json_float(m["rmse_hits_px"] / bound) if m["rmse_hits_px"] is not None else None
             for name, m in methods.items()

@@ -382,6 +382,7 @@ VOTE_FLOOR = 0.02  # pixels less probable than this cast no vote
 VOTE_KERNEL = 0.35  # px: the width of each vote when the density of votes is measured
 SPOT_RADIUS = 1.0  # px: a vote joins the nearest densest vote (a spot) within this distance
 VOTE_PAIRS = 2**22  # votes x votes x images compared at once, to bound memory
+MOST_VOTES = 3000  # the most probable pixels of an image that vote (a few hundred spots' worth)
 
 
 def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
@@ -391,7 +392,7 @@ def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
     plus offset). A spot is a vote densest among the votes within SPOT_RADIUS; each vote joins
     the nearest such spot within that radius. A spot's confidence is the probability of its
     votes summed (a spot near a pixel border splits its probability between pixels, and every
-    one of them points at it), its position their probability-weighed mean. Two spots whose
+    one of them points at it), capped at 1, its position their probability-weighed mean. Two spots whose
     probabilities run into one ridge of pixels are still told apart, by where the pixels point.
     Returns points (N, M, 2), padded with NaN, and confidence (N, M), most confident first.
     """
@@ -400,7 +401,7 @@ def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
     xs = torch.arange(width, device=out.device, dtype=prob.dtype).repeat(height)
     ys = torch.arange(height, device=out.device, dtype=prob.dtype).repeat_interleave(width)
     aim = torch.stack([xs + out[:, 1].float().reshape(n, -1), ys + out[:, 2].float().reshape(n, -1)], -1)
-    votes = max(1, int((prob >= VOTE_FLOOR).sum(1).max()))
+    votes = max(1, min(MOST_VOTES, int((prob >= VOTE_FLOOR).sum(1).max())))
     weight, index = prob.topk(votes, dim=1)  # (N, V)
     weight = weight * (weight >= VOTE_FLOOR)
     aim = aim.gather(1, index[..., None].expand(-1, -1, 2))  # (N, V, 2)

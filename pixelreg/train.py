@@ -235,7 +235,7 @@ def train_one_epoch(
 def validate(model: PointModel, images: np.ndarray, points: np.ndarray, batch_size: int) -> dict[str, float]:
     """Over a held-out split: mean loss, and mean pixel error and share exact of matched points;
     for a counting model, the Jaccard index at the threshold that maximises it, that threshold,
-    and the mean error of the pairs."""
+    and the mean error of the pairs (the pairing tolerance while nothing pairs at all)."""
     model.eval()
     device = next(model.parameters()).device
     total_loss, predictions = 0.0, []
