@@ -275,3 +275,51 @@ def test_recall_is_binned_by_the_distance_to_the_nearest_other_spot():
     pred = np.array([[[10.2, 10.0], [30.1, 30.0], [np.nan, np.nan]]])  # the pair at 0.5 px: one found
     table = recall_by_separation(pred, true, tolerance=1.0, edges=(0.0, 1.0, 4.0))
     assert table["truths"] == [2, 0, 1] and table["recall"] == [0.5, None, 1.0]
+
+
+def test_a_plateau_of_equal_pixels_is_one_candidate():
+    image = np.zeros((1, 12, 12), dtype=np.uint8)
+    image[0, 5, 5:7] = 200  # two equal neighbours: one spot, not two
+    spec = DataSpec(n=1, height=12, width=12, points=0, points_max=3)
+    _, scores = baseline_detections("argmax", image, spec)
+    assert int((scores > 100).sum()) == 1
+
+
+def test_trackpy_finding_nothing_is_no_detection(tmp_path):
+    pytest.importorskip("trackpy")
+    spec = DataSpec(n=3, height=16, width=16, points=0, points_max=2, blur=1.0)
+    points, scores = baseline_detections("trackpy", np.zeros((3, 16, 16), dtype=np.uint8), spec)
+    assert np.isnan(points).all() and np.isneginf(scores).all()
+
+
+def test_the_bound_ratio_is_null_for_a_method_without_pairs():
+    from pixelreg.evaluate import precision_against_bound
+
+    spec = DataSpec(n=4, height=16, width=16, points=0, points_max=2, blur=1.0, noise=5, background=20)
+    true = np.array([[[5.0, 6.0], [np.nan, np.nan]], [[9.2, 3.1], [11.0, 12.5]]])
+    report = {"metrics": {"all": {"rmse_px": None, "rmse_hits_px": None}}, "baselines": {}}
+    bound = precision_against_bound(report, true, spec)
+    assert bound["crlb_px"] > 0 and bound["rmse_over_crlb"] == {"model": None}
+
+
+def test_a_fixed_count_file_with_missing_points_is_refused(tmp_path):
+    spec = DataSpec(n=10, height=12, width=12, points=2)
+    dataset = make_dataset(spec)
+    points = dataset.points.copy()
+    points[0, 1] = np.nan
+    path = tmp_path / "holes.npz"
+    np.savez(path, images=dataset.images, points=points, count=(~np.isnan(points[..., 0])).sum(1),
+             split=dataset.split, spec=np.asarray(json.dumps(spec.to_dict())))  # fmt: skip
+    from pixelreg.errors import PixelregError
+
+    with pytest.raises(PixelregError, match="exactly 2 point"):
+        load_dataset(path)
+
+
+def test_a_threshold_is_refused_for_a_model_that_does_not_count(small_run):
+    result = run("evaluate", small_run, "--threshold", 0.5)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "Error: --threshold applies to a model that counts (trained with --points LO:HI); "
+        "this heatmap model returns 1 point(s) per image"
+    )
