@@ -392,8 +392,9 @@ def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
     plus offset). A spot is a vote densest among the votes within SPOT_RADIUS; each vote joins
     the nearest such spot within that radius. A spot's confidence is the probability of its
     votes summed (a spot near a pixel border splits its probability between pixels, and every
-    one of them points at it), capped at 1, its position their probability-weighed mean. Two spots whose
-    probabilities run into one ridge of pixels are still told apart, by where the pixels point.
+    one of them points at it), capped at 1; its position the mean of the places that the pixels
+    around its own point at, weighed by their odds p / (1 - p). Two spots whose probabilities
+    run into one ridge of pixels are still told apart, by where the pixels point.
     Returns points (N, M, 2), padded with NaN, and confidence (N, M), most confident first.
     """
     n, _, height, width = out.shape
@@ -405,8 +406,12 @@ def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
     weight, index = prob.topk(votes, dim=1)  # (N, V)
     weight = weight * (weight >= VOTE_FLOOR)
     aim = aim.gather(1, index[..., None].expand(-1, -1, 2))  # (N, V, 2)
+    where = torch.stack([xs, ys], -1)[index]  # (N, V, 2): the voting pixels
     chunk = max(1, VOTE_PAIRS // (votes * votes))
-    parts = [_spots_of_votes(aim[i : i + chunk], weight[i : i + chunk]) for i in range(0, n, chunk)]
+    parts = [
+        _spots_of_votes(aim[i : i + chunk], weight[i : i + chunk], where[i : i + chunk])
+        for i in range(0, n, chunk)
+    ]
     points = torch.cat([p for p, _ in parts])
     confidence = torch.cat([c for _, c in parts])
     confidence = torch.where(confidence >= floor, confidence, torch.zeros_like(confidence))
@@ -417,9 +422,11 @@ def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
     return points.to(out.dtype), confidence.to(out.dtype)
 
 
-def _spots_of_votes(aim: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+def _spots_of_votes(aim: Tensor, weight: Tensor, where: Tensor) -> tuple[Tensor, Tensor]:
     """(N, V, 2) spot positions and (N, V) confidences (0: no spot) from votes at `aim` of
-    `weight`: the modes of the votes' density, each gathering the votes nearest to it."""
+    `weight`, cast by the pixels at `where`: the modes of the votes' density, each gathering
+    the votes nearest to it. Only the pixels around the mode's own pixel, whose offsets training
+    taught, place it; farther pixels that point at it add to its confidence only."""
     n, votes, _ = aim.shape
     valid = weight > 0
     gap = torch.cdist(aim, aim)  # (N, V, V)
@@ -435,10 +442,14 @@ def _spots_of_votes(aim: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
     nearest, owner = to_mode.min(-1)  # (N, V)
     joins = valid & (nearest < SPOT_RADIUS)
     mass = torch.zeros_like(weight).scatter_add_(1, owner, weight * joins)
-    total = torch.zeros_like(aim).scatter_add_(
-        1, owner[..., None].expand(-1, -1, 2), (weight * joins)[..., None] * aim
-    )
-    points = total / mass.clamp(min=1e-12)[..., None]
+    home = torch.floor(aim.gather(1, owner[..., None].expand(-1, -1, 2)) + 0.5)  # its mode's pixel
+    taught = joins & ((where - home).abs().amax(-1) <= 1)
+    # placed by the odds p / (1 - p), as the softmax of the logits places a lone spot: the surest
+    # pixels count most (3% nearer the bound than weighing by p, measured at blur 1)
+    odds = weight / (1 - weight).clamp(min=1e-6) * taught
+    placed = torch.zeros_like(weight).scatter_add_(1, owner, odds)
+    total = torch.zeros_like(aim).scatter_add_(1, owner[..., None].expand(-1, -1, 2), odds[..., None] * aim)
+    points = torch.where((placed > 0)[..., None], total / placed.clamp(min=1e-12)[..., None], aim)
     confidence = torch.where(mode, mass.clamp(max=1.0), torch.zeros_like(mass))
     return points, confidence
 

@@ -438,8 +438,6 @@ def plot_precision_recall(report: dict[str, Any], path: Path) -> Path:
     ax_pr.set(
         xlabel="recall", ylabel="precision", title="Precision against recall over thresholds (star: chosen)"
     )
-    ax_pr.text(0.98, 0.02, "argmax, centroid and Gaussian fit share their detections\n(one curve); they differ in rmse",
-               transform=ax_pr.transAxes, ha="right", va="bottom", fontsize=7, color="0.35")  # fmt: skip
     ax_pr.set_xlim(max(0.0, low - 0.02), 1.005)
     ax_pr.set_ylim(max(0.0, low - 0.02), 1.005)
     ax_pr.legend(fontsize=8, loc="lower left")
@@ -448,7 +446,11 @@ def plot_precision_recall(report: dict[str, Any], path: Path) -> Path:
     )
     for ax in (ax_pr, ax_ji):
         ax.grid(alpha=0.3)
-    fig.suptitle(f"pairs within {report['tolerance_px']:g} px; split {report['split']!r}", fontsize=9)
+    fig.suptitle(
+        f"pairs within {report['tolerance_px']:g} px; split {report['split']!r}. argmax, centroid and Gaussian "
+        "fit share their detections (one curve) and differ in rmse only",
+        fontsize=9,
+    )
     fig.tight_layout()
     return _save(fig, path)
 
