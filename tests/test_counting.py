@@ -323,3 +323,28 @@ def test_a_threshold_is_refused_for_a_model_that_does_not_count(small_run):
         "Error: --threshold applies to a model that counts (trained with --points LO:HI); "
         "this heatmap model returns 1 point(s) per image"
     )
+
+
+def test_bench_density_scores_every_method_at_every_density(tmp_path):
+    out = tmp_path / "density"
+    args = ["bench", "--density", "--densities", "0:2,3:6", "--n", 200, "--size", 16, "--epochs", 1]
+    result = run(*args, "--out", out, "--json", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    results = json.loads(result.stdout)
+    assert (out / "density.png").stat().st_size > 0 and (out / "points3-6" / "metrics.json").is_file()
+    methods = [row["method"] for row in results["rows"] if row["points"] == "0:2"]
+    assert methods[:4] == ["model", "argmax", "centroid", "gaussian_fit"]
+    for row in results["rows"]:
+        assert (
+            row["tp"] + row["fn"]
+            == next(r for r in results["rows"] if r["points"] == row["points"])["tp"]
+            + next(r for r in results["rows"] if r["points"] == row["points"])["fn"]
+        )  # every method is scored on the same truths
+    verdict = results["verdicts"]["3:6"]
+    assert set(verdict) == {
+        "jaccard",
+        "lead_over_classical",
+        "lead_over_trackpy",
+        "dense_goal",
+        "sparse_goal",
+    }
