@@ -149,11 +149,14 @@ def best_threshold(sweep: dict[str, list[Any]]) -> float:
 
 
 def score_thresholds(scores: np.ndarray, count: int = 24) -> np.ndarray:
-    """Thresholds for a classical detector's scores (any unit): quantiles of the scores seen."""
+    """Thresholds for a classical detector's scores (any unit): quantiles of the scores seen,
+    and as many evenly spaced from the least to the greatest, since quantiles alone leave the
+    gap between the many scores of noise and the few of spots untried."""
     finite = scores[np.isfinite(scores)]
     if finite.size == 0:
         return np.zeros(1)
-    return np.unique(np.quantile(finite, np.linspace(0.0, 0.995, count)))
+    quantiles = np.quantile(finite, np.linspace(0.0, 0.995, count))
+    return np.unique(np.concatenate([quantiles, np.linspace(finite.min(), finite.max(), count)]))
 
 
 SEPARATION_EDGES = (0.0, 1.0, 1.5, 2.0, 3.0, 4.0)  # px: bins of the distance to the nearest other spot

@@ -19,6 +19,7 @@ from pixelreg.metrics import (
     keep_above,
     pair_greedy,
     recall_by_separation,
+    score_thresholds,
     summarize,
     threshold_sweep,
 )
@@ -344,3 +345,9 @@ def test_bench_density_scores_every_method_at_every_density(tmp_path):
         "dense_goal",
         "sparse_goal",
     }
+
+
+def test_classical_thresholds_try_the_gap_between_noise_and_spots():
+    scores = np.concatenate([np.linspace(5, 10, 995), np.linspace(60, 90, 5)])[None, :]  # 995 noise peaks
+    levels = score_thresholds(scores)
+    assert ((levels > 10) & (levels < 60)).any()  # quantiles alone jump from noise to the spots
