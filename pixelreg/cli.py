@@ -35,6 +35,7 @@ from .config import (
     BENCH_EPOCHS,
     BENCH_HOLDOUTS,
     DEFAULT_LR,
+    DENSITY_CONDITIONS,
     DENSITY_EPOCHS,
     DENSITY_N,
     DENSITY_RANGES,
@@ -768,7 +769,9 @@ def bench(
             "--density",
             help="Run the density bench instead: the counting model against the classical detectors "
             f"(and trackpy, when installed) at {', '.join(DENSITY_RANGES)} spots per image, "
-            f"{DENSITY_SIZE}x{DENSITY_SIZE} by default, blur 1, brightness 1000, noise 10, background 50; "
+            f"{DENSITY_SIZE}x{DENSITY_SIZE} by default, "
+            + ", ".join(f"{key} {value:g}" for key, value in DENSITY_CONDITIONS.items() if key != "subpixel")
+            + "; "
             f"Jaccard index and efficiency; --n defaults to {DENSITY_N:,} per density. Writes density.json "
             "and density.png.",
         ),
