@@ -684,12 +684,12 @@ def predict(
         require_file(path, "image")
 
     from .checkpoint import load_model
-    from .inference import locate_in_files, resolve_device, table_columns
+    from .inference import can_count, locate_in_files, resolve_device, table_columns
 
     torch_device = resolve_device(device)
     model, _ = load_model(checkpoint, torch_device)
     if threshold is not None:
-        if not getattr(model, "counting", False):
+        if not can_count(model):
             raise PixelregError(
                 f"--threshold applies to a model that counts (trained with --points LO:HI); this "
                 f"{model.name} model returns {model.points} point(s) per image"

@@ -105,12 +105,13 @@ def require_counting(model: str) -> None:
         )
 
 
-def choose_model(name: str, spec: DataSpec | None) -> str:
-    """The model `auto` stands for on data made by `spec` (None: data of unknown making)."""
+def choose_model(name: str, spec: DataSpec | None, variable: bool = False) -> str:
+    """The model `auto` stands for on data made by `spec` (None: data of unknown making);
+    `variable`: the data's count varies per image (a file without a spec may say so by NaN rows)."""
     if name != AUTO_MODEL:
         return name
-    if spec is not None and spec.variable_count:
-        return "offsets"
+    if variable or (spec is not None and spec.variable_count):
+        return COUNTING_MODELS[0]
     clean = spec is not None and spec.blur == 0 and spec.noise == 0 and not spec.subpixel
     return "heatmap" if clean or spec is None else "offsets"
 

@@ -245,17 +245,19 @@ def evaluate_counting(
     found, confidence = detect_images(model, images, device)
     threshold = scoring.threshold if scoring.threshold is not None else model.threshold
     pred = keep_above(found, confidence, threshold)
-    seen = seen_in_training(true, _train_mask(payload, (height, width)))
+    train_mask = _train_mask(payload, (height, width))
+    seen = seen_in_training(true, train_mask)
     scored = {"variable": True, "tolerance": scoring.tolerance, "pixel_size": scoring.pixel_size}
     curves = {"model": threshold_sweep(found, confidence, true, CONFIDENCE_THRESHOLDS, scoring.tolerance)}
     report = report_head(checkpoint, source, split, payload, scoring)
     report["thresholds"] = {"model": as_json_float(threshold)}
-    report["metrics"] = grouped_metrics(pred, true, seen, (height, width), scored)
-    every_position_trained = bool(_train_mask(payload, (height, width)).all())
+    every_position_trained = bool(train_mask.all())
     if every_position_trained:
         # independent images (holdout none) put spots on every pixel in training: no image is
         # of unseen positions, and "unseen" would only gather the images without spots
-        report["metrics"] = {"all": report["metrics"]["all"]}
+        report["metrics"] = {"all": summarize(pred, true, height, width, **scored)}
+    else:
+        report["metrics"] = grouped_metrics(pred, true, seen, (height, width), scored)
     report["every_position_trained"] = every_position_trained
     report["baselines"] = {}
     predictions = {
@@ -266,7 +268,7 @@ def evaluate_counting(
         "confidence": np.where(np.isfinite(pred[..., 0]), confidence, 0.0).astype(np.float32),
         "error_px": paired_error(pred, true, scoring.tolerance),
         "seen": seen,
-        "train_mask": _train_mask(payload, (height, width)),
+        "train_mask": train_mask,
     }
     spec = dataset.spec or DataSpec(
         n=len(dataset), height=height, width=width, points=0, points_max=dataset.points.shape[1]

@@ -136,6 +136,7 @@ def locate_in_files(
     """
     from .imageio import read_images
 
+    counting = can_count(model)
     rows: list[dict[str, Any]] = []
     for path in paths:
         images = read_images(path)
@@ -144,16 +145,16 @@ def locate_in_files(
         require_memory(
             inference_bytes(model, height, width), f"locating spots in {height}x{width} images", "crop them"
         )
-        if can_count(model):
+        if counting:
             found, confidence = detect_images(model, images, device)
         else:
             found = predict_images(model, images, device)
             confidence = np.ones(found.shape[:2], dtype=np.float32)
         for index, (points, scores) in enumerate(zip(found, confidence, strict=True)):
             for point, ((x, y), score) in enumerate(zip(points, scores, strict=True)):
-                if can_count(model) and not (np.isfinite(x) and score >= model.threshold):
+                if counting and not (np.isfinite(x) and score >= model.threshold):
                     continue
-                which = {"point": point} if model.points > 1 and not can_count(model) else {}
+                which = {"point": point} if model.points > 1 and not counting else {}
                 row = {
                     "path": str(path),
                     "index": index,
@@ -161,7 +162,7 @@ def locate_in_files(
                     "x": round(float(x), 4),
                     "y": round(float(y), 4),
                 }
-                if can_count(model):
+                if counting:
                     row["confidence"] = round(float(score), 4)
                 rows.append(row)
     return rows

@@ -469,10 +469,7 @@ def crop_at_random(images: Tensor, points: Tensor, size: int, margin: int) -> tu
     y0 = torch.randint(-pull, height - rows_kept + pull + 1, (n,), device=images.device)
     x0 = torch.randint(-pull, width - cols_kept + pull + 1, (n,), device=images.device)
     y0, x0 = y0.clamp(0, height - rows_kept), x0.clamp(0, width - cols_kept)
-    cols = x0[:, None] + torch.arange(cols_kept, device=images.device)
-    rows = y0[:, None] + torch.arange(rows_kept, device=images.device)
-    index = torch.arange(n, device=images.device)[:, None, None]
-    windows = images[:, 0][index, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+    windows = window_at(images, x0, y0, rows_kept, cols_kept)
     shifted = points - torch.stack([x0, y0], -1).to(points.dtype)[:, None, :]
     limit = torch.tensor([cols_kept, rows_kept], device=points.device, dtype=points.dtype) - 0.5
     outside = ((shifted < -0.5) | (shifted >= limit)).any(-1)  # NaN compares False: stays NaN
@@ -480,6 +477,14 @@ def crop_at_random(images: Tensor, points: Tensor, size: int, margin: int) -> tu
     trained_cols = _away_from_cut(x0, cols_kept, width, margin)  # (N, cols)
     trained = trained_rows[:, :, None] & trained_cols[:, None, :]
     return windows, shifted.masked_fill(outside[..., None], math.nan), trained
+
+
+def window_at(images: Tensor, x0: Tensor, y0: Tensor, rows: int, cols: int) -> Tensor:
+    """(N, 1, rows, cols): of each image (N, 1, H, W) the window whose top-left pixel is (x0, y0)."""
+    index = torch.arange(images.shape[0], device=images.device)[:, None, None]
+    ys = (y0[:, None] + torch.arange(rows, device=images.device))[:, :, None]
+    xs = (x0[:, None] + torch.arange(cols, device=images.device))[:, None, :]
+    return images[:, 0][index, ys, xs].unsqueeze(1)
 
 
 def _away_from_cut(start: Tensor, kept: int, extent: int, margin: int) -> Tensor:
@@ -511,10 +516,7 @@ def crop_around(images: Tensor, points: Tensor, size: int, margin: int) -> tuple
         draw = torch.rand(n, device=images.device)
         corners.append(low + torch.floor(draw * (high - low + 1).to(draw.dtype)).long().clamp(max=high - low))
     x0, y0 = corners
-    cols = x0[:, None] + torch.arange(min(size, width), device=images.device)
-    rows = y0[:, None] + torch.arange(min(size, height), device=images.device)
-    index = torch.arange(n, device=images.device)[:, None, None]
-    windows = images[:, 0][index, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+    windows = window_at(images, x0, y0, min(size, height), min(size, width))
     shift = torch.stack([x0, y0], -1).to(points.dtype)[:, None, :]
     return windows, points - shift
 

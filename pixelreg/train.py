@@ -24,7 +24,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import AUTO_MODEL, COUNTING_MODELS, TrainConfig, choose_model, require_counting
+from .config import TrainConfig, choose_model, require_counting
 from .data import (
     DataSpec,
     load_dataset,
@@ -37,7 +37,7 @@ from .data import (
 )
 from .errors import PixelregError
 from .files import make_folders, remove_folders, write_json
-from .inference import detect_images, images_to_tensor, resolve_device
+from .inference import can_count, detect_images, images_to_tensor, resolve_device
 from .limits import require_memory
 from .metrics import (
     CONFIDENCE_THRESHOLDS,
@@ -239,7 +239,7 @@ def validate(model: PointModel, images: np.ndarray, points: np.ndarray, batch_si
     model.eval()
     device = next(model.parameters()).device
     total_loss, predictions = 0.0, []
-    counting = getattr(model, "counting", False)
+    counting = can_count(model)
     for start in range(0, len(images), batch_size):
         x = images_to_tensor(images[start : start + batch_size], device)
         y = torch.from_numpy(points[start : start + batch_size]).to(device)
@@ -323,12 +323,7 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
     variable = data.variable_count
     if variable:
         require_counting(config.model)
-    chosen = (
-        COUNTING_MODELS[0]
-        if variable and config.model == AUTO_MODEL
-        else choose_model(config.model, data.spec)
-    )
-    config = replace(config, model=chosen)
+    config = replace(config, model=choose_model(config.model, data.spec, variable))
     if len(data.train_points) == 0 or len(data.val_points) == 0:
         raise PixelregError("training needs images in both the train and val splits; check the fractions")
 
