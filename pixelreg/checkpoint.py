@@ -26,6 +26,7 @@ from .schema import check_value, describe, fields_from
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "model_args", "state_dict")
+MOST_MERGE_RADIUS = 3.0  # px: a merge radius beyond this would join separate spots
 SAFE_MODULES = ("torch", "collections")  # where the classes of a checkpoint of tensors come from
 
 
@@ -110,6 +111,9 @@ def check_payload(payload: Any, path: Path) -> dict[str, Any]:
     threshold = check_value(payload.get("threshold"), "float | None", f"{path}: field 'threshold'")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise PixelregError(f"{path}: field 'threshold' must be in [0, 1], got {threshold}")
+    radius = check_value(payload.get("merge_radius"), "float | None", f"{path}: field 'merge_radius'")
+    if radius is not None and not 0.0 < radius <= MOST_MERGE_RADIUS:
+        raise PixelregError(f"{path}: field 'merge_radius' must be in (0, {MOST_MERGE_RADIUS}], got {radius}")
     best = payload.get("best", {"epoch": 0, "val_mean_px": 0.0, "val_loss": 0.0})
     if not isinstance(best, dict) or sorted(set(best) - {"val_jaccard"}) != [
         "epoch",
@@ -185,4 +189,6 @@ def model_from_checkpoint(payload: dict[str, Any], where: str = "the checkpoint"
     model.load_state_dict(payload["state_dict"])
     if payload.get("threshold") is not None:
         model.threshold = float(payload["threshold"])  # chosen on validation when training ended
+    if payload.get("merge_radius") is not None:
+        model.merge_radius = float(payload["merge_radius"])  # chosen with the threshold
     return model.eval()

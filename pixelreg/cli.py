@@ -346,7 +346,8 @@ class ConsoleReporter:
             self.progress.update(self.task, epoch=min(int(row["epoch"]) + 1, self.epochs))
         if not self.quiet:
             counted = (
-                f"val_jaccard {row['val_jaccard']:.4f} (threshold {row['threshold']:.2f})  "
+                f"val_jaccard {row['val_jaccard']:.4f} (threshold {row['threshold']:.2f}, "
+                f"merge radius {row['merge_radius']:g} px)  "
                 if "val_jaccard" in row
                 else ""
             )
@@ -592,7 +593,7 @@ def metrics_table(report: dict[str, Any]) -> Table:
         chosen = ", ".join(f"{k} {v:g}" for k, v in report["thresholds"].items())
         notes.append(
             f"pairs within {report['tolerance_px']:g} px; efficiency at {report['pixel_size_nm']:g} nm "
-            f"pixels; thresholds: {chosen}"
+            f"pixels; thresholds: {chosen}; model's merge radius {report['merge_radius_px']:g} px"
         )
     if table.caption:
         notes.append(table.caption)

@@ -251,6 +251,7 @@ def evaluate_counting(
     curves = {"model": threshold_sweep(found, confidence, true, CONFIDENCE_THRESHOLDS, scoring.tolerance)}
     report = report_head(checkpoint, source, split, payload, scoring)
     report["thresholds"] = {"model": as_json_float(threshold)}
+    report["merge_radius_px"] = as_json_float(model.merge_radius)
     every_position_trained = bool(train_mask.all())
     if every_position_trained:
         # independent images (holdout none) put spots on every pixel in training: no image is

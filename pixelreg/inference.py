@@ -84,23 +84,39 @@ def detect_images(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every detection of a counting model in uint8 images (N, H, W), in batches: points
     (N, M, 2) padded with NaN and their confidence (N, M) in [0, 1], padded with 0."""
+    return detect_at_radii(model, images, (model.merge_radius,), device, batch_size)[0]
+
+
+@torch.inference_mode()
+def detect_at_radii(
+    model: PointModel,
+    images: np.ndarray,
+    radii: tuple[float, ...],
+    device: torch.device | str = "cpu",
+    batch_size: int = INFERENCE_BATCH,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`detect_images` at each merge radius, the network run once: one (points, confidence)
+    per radius."""
     model.eval()
     batch_size = batch_for(images, batch_size)
-    found = [
-        tuple(
-            t.cpu().numpy()
-            for t in model.detect(images_to_tensor(images[start : start + batch_size], device))
-        )
+    batches = [
+        model.detect_at_radii(images_to_tensor(images[start : start + batch_size], device), radii)
         for start in range(0, len(images), batch_size)
     ]
+    return [_padded([batch[i] for batch in batches], len(images)) for i in range(len(radii))]
+
+
+def _padded(found: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Batches of (points, confidence), each padded to its own most detections, as two arrays
+    padded to the most detections of any image."""
     most = max((points.shape[1] for points, _ in found), default=1)
-    points = np.full((len(images), most, 2), np.nan, dtype=np.float32)
-    confidence = np.zeros((len(images), most), dtype=np.float32)
+    points = np.full((n, most, 2), np.nan, dtype=np.float32)
+    confidence = np.zeros((n, most), dtype=np.float32)
     start = 0
     for batch_points, batch_confidence in found:
         stop = start + len(batch_points)
-        points[start:stop, : batch_points.shape[1]] = batch_points
-        confidence[start:stop, : batch_confidence.shape[1]] = batch_confidence
+        points[start:stop, : batch_points.shape[1]] = batch_points.cpu().numpy()
+        confidence[start:stop, : batch_confidence.shape[1]] = batch_confidence.cpu().numpy()
         start = stop
     return points, confidence
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -259,6 +260,7 @@ class OffsetLocalizer(PointModel):
         # none included); otherwise the detection map is one distribution over the image
         self.counting = counting
         self.threshold = 0.5  # counting: the least confidence kept by `predict` (the checkpoint's)
+        self.merge_radius = SPOT_RADIUS  # counting: votes nearer than this make one spot (the checkpoint's)
 
     def forward(self, images: Tensor) -> Tensor:
         """(N, 5, H, W): detection logit, x and y offset, log of their expected errors, per pixel."""
@@ -360,8 +362,13 @@ class OffsetLocalizer(PointModel):
     def detect(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Every detection at least CANDIDATE_FLOOR confident: points (N, M, 2), padded with NaN,
         and their confidence (N, M) in [0, 1], padded with 0, most confident first."""
+        return self.detect_at_radii(images, (self.merge_radius,))[0]
+
+    def detect_at_radii(self, images: Tensor, radii: Sequence[float]) -> list[tuple[Tensor, Tensor]]:
+        """`detect` once for each merge radius, from one run of the network."""
         self.check_input(images)
-        return read_detections(self.mirrored_output(images), self.CANDIDATE_FLOOR)
+        out = self.mirrored_output(images)
+        return [read_detections(out, self.CANDIDATE_FLOOR, radius) for radius in radii]
 
     def read_points(self, out: Tensor) -> Tensor:
         """(N, K, 2) points from the output maps: at each of the K strongest detections, the
@@ -381,11 +388,13 @@ class OffsetLocalizer(PointModel):
 VOTE_FLOOR = 0.02  # pixels less probable than this cast no vote
 VOTE_KERNEL = 0.35  # px: the width of each vote when the density of votes is measured
 SPOT_RADIUS = 1.0  # px: a vote joins the nearest densest vote (a spot) within this distance
+DOMINANCE = 4.0  # a pixel this many times surer, voting within SPOT_RADIUS, leaves no spot beside it
+MERGE_RADII = (1.0, 0.7, 0.5, 0.4, 0.3)  # the radii that training tries on validation, surest first
 VOTE_PAIRS = 2**22  # votes x votes x images compared at once, to bound memory
 MOST_VOTES = 3000  # the most probable pixels of an image that vote (a few hundred spots' worth)
 
 
-def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
+def read_detections(out: Tensor, floor: float, radius: float = SPOT_RADIUS) -> tuple[Tensor, Tensor]:
     """Detections from the output maps of a counting model, found where the pixels point.
 
     Each pixel votes, with its detection probability, for the position it points at (pixel
@@ -394,7 +403,9 @@ def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
     votes summed (a spot near a pixel border splits its probability between pixels, and every
     one of them points at it), capped at 1; its position the mean of the places that the pixels
     around its own point at, weighed by their odds p / (1 - p). Two spots whose probabilities
-    run into one ridge of pixels are still told apart, by where the pixels point.
+    run into one ridge of pixels are still told apart, by where the pixels point. `radius`
+    (SPOT_RADIUS by default): a model that points sharply tells spots apart at smaller ones,
+    so training chooses it on validation, from MERGE_RADII.
     Returns points (N, M, 2), padded with NaN, and confidence (N, M), most confident first.
     """
     n, _, height, width = out.shape
@@ -409,7 +420,7 @@ def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
     where = torch.stack([xs, ys], -1)[index]  # (N, V, 2): the voting pixels
     chunk = max(1, VOTE_PAIRS // (votes * votes))
     parts = [
-        _spots_of_votes(aim[i : i + chunk], weight[i : i + chunk], where[i : i + chunk])
+        _spots_of_votes(aim[i : i + chunk], weight[i : i + chunk], where[i : i + chunk], radius)
         for i in range(0, n, chunk)
     ]
     points = torch.cat([p for p, _ in parts])
@@ -422,25 +433,30 @@ def read_detections(out: Tensor, floor: float) -> tuple[Tensor, Tensor]:
     return points.to(out.dtype), confidence.to(out.dtype)
 
 
-def _spots_of_votes(aim: Tensor, weight: Tensor, where: Tensor) -> tuple[Tensor, Tensor]:
+def _spots_of_votes(aim: Tensor, weight: Tensor, where: Tensor, radius: float) -> tuple[Tensor, Tensor]:
     """(N, V, 2) spot positions and (N, V) confidences (0: no spot) from votes at `aim` of
     `weight`, cast by the pixels at `where`: the modes of the votes' density, each gathering
-    the votes nearest to it. Only the pixels around the mode's own pixel, whose offsets training
-    taught, place it; farther pixels that point at it add to its confidence only."""
+    the votes nearest to it within SPOT_RADIUS (or `radius`, when larger). Only the pixels around the mode's own pixel, whose
+    offsets training taught, place it; farther pixels that point at it add to its confidence
+    only."""
     n, votes, _ = aim.shape
     valid = weight > 0
     gap = torch.cdist(aim, aim)  # (N, V, V)
     density = (weight[:, None, :] * torch.exp(-(gap**2) / (2 * VOTE_KERNEL**2))).sum(-1)  # (N, V)
-    near = (gap < SPOT_RADIUS) & valid[:, None, :] & valid[:, :, None]
+    near = (gap < radius) & valid[:, None, :] & valid[:, :, None]
     rank = torch.arange(votes, device=aim.device)
     # vote v is beaten by u when u is denser (or as dense and ranked before it, to break ties)
     beaten = (density[:, None, :] > density[:, :, None]) | (
         (density[:, None, :] == density[:, :, None]) & (rank[None, None, :] < rank[None, :, None])
     )
-    mode = valid & ~(near & beaten).any(-1)  # (N, V)
+    # within SPOT_RADIUS a denser vote of a far surer pixel beats it too: the stray votes of a
+    # spot's rim, farther than a small radius from its centre, make no spots of their own
+    surer = weight[:, None, :] > DOMINANCE * weight[:, :, None]
+    overshadowed = (gap < SPOT_RADIUS) & beaten & surer
+    mode = valid & ~((near & beaten) | (overshadowed & valid[:, None, :])).any(-1)  # (N, V)
     to_mode = gap.masked_fill(~mode[:, None, :], math.inf)  # distance of each vote to each mode
     nearest, owner = to_mode.min(-1)  # (N, V)
-    joins = valid & (nearest < SPOT_RADIUS)
+    joins = valid & (nearest < max(radius, SPOT_RADIUS))
     mass = torch.zeros_like(weight).scatter_add_(1, owner, weight * joins)
     home = torch.floor(aim.gather(1, owner[..., None].expand(-1, -1, 2)) + 0.5)  # its mode's pixel
     taught = joins & ((where - home).abs().amax(-1) <= 1)

@@ -22,7 +22,8 @@ from .files import write_text
 from .schema import describe
 
 HISTORY_FIELDS = (
-    "epoch", "train_loss", "val_loss", "val_mean_px", "val_exact", "val_jaccard", "threshold", "lr", "seconds",
+    "epoch", "train_loss", "val_loss", "val_mean_px", "val_exact", "val_jaccard", "threshold",
+    "merge_radius", "lr", "seconds",
 )  # fmt: skip
 DEFAULT_RUN_NAME = "train"
 
@@ -112,7 +113,8 @@ def next_run_dir(out: str | Path, name: str | None, exist_ok: bool = False) -> P
 
 def write_history(path: str | Path, history: list[dict[str, float]]) -> None:
     """history.csv: one row per finished epoch, the columns of HISTORY_FIELDS that its rows have
-    (val_exact for a fixed count of points; val_jaccard and threshold for a counting model)."""
+    (val_exact for a fixed count of points; val_jaccard, threshold and merge_radius for a
+    counting model)."""
     columns = [key for key in HISTORY_FIELDS if any(key in row for row in history)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -134,7 +136,7 @@ def read_history(path: str | Path) -> dict[str, list[float]]:
         raise PixelregError(f"{path} is not a readable history ({str(exc).splitlines()[0]})") from None
     if not rows:
         raise PixelregError(f"{path} has no epochs yet")
-    optional = ("val_exact", "val_jaccard", "threshold")  # by the kind of model
+    optional = ("val_exact", "val_jaccard", "threshold", "merge_radius")  # by the kind of model
     needed = [key for key in HISTORY_FIELDS if key not in optional]
     missing = [key for key in needed if key not in rows[0]]
     if missing:

@@ -37,7 +37,7 @@ from .data import (
 )
 from .errors import PixelregError
 from .files import make_folders, remove_folders, write_json
-from .inference import can_count, detect_images, images_to_tensor, resolve_device
+from .inference import can_count, detect_at_radii, images_to_tensor, resolve_device
 from .limits import require_memory
 from .metrics import (
     CONFIDENCE_THRESHOLDS,
@@ -48,7 +48,7 @@ from .metrics import (
     summarize,
     threshold_sweep,
 )
-from .models import PointModel, build_model, skeleton, training_bytes
+from .models import MERGE_RADII, PointModel, build_model, skeleton, training_bytes
 from .runs import RunDir, last_checkpoint_of, write_history
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingInterrupted", "resume", "train"]
@@ -248,14 +248,23 @@ def validate(model: PointModel, images: np.ndarray, points: np.ndarray, batch_si
             predictions.append(model.predict(x).cpu().numpy())
     height, width = images.shape[1:]
     if counting:
-        found, confidence = detect_images(model, images, device)
-        threshold = best_threshold(threshold_sweep(found, confidence, points, CONFIDENCE_THRESHOLDS))
+        # the merge radius and threshold with the best Jaccard index; of equals, the surest radius
+        best_jaccard = -1.0
+        for candidate, detections in zip(
+            MERGE_RADII, detect_at_radii(model, images, MERGE_RADII, device), strict=True
+        ):
+            sweep = threshold_sweep(*detections, points, CONFIDENCE_THRESHOLDS)
+            at = best_threshold(sweep)
+            jaccard = sweep["jaccard"][sweep["threshold"].index(at)] or 0.0
+            if jaccard > best_jaccard:
+                best_jaccard, radius, threshold, (found, confidence) = jaccard, candidate, at, detections
         metrics = summarize(keep_above(found, confidence, threshold), points, height, width, variable=True)
         return {
             "val_loss": total_loss / len(images),
             "val_mean_px": metrics["mean_px"] if metrics["mean_px"] is not None else TOLERANCE_PX,
             "val_jaccard": metrics["jaccard"] or 0.0,
             "threshold": threshold,
+            "merge_radius": radius,
         }
     metrics = summarize(match_points(np.concatenate(predictions), points), points, height, width)
     return {
@@ -384,6 +393,7 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
             "history": history,
             "best": policy.best,
             "threshold": history[-1].get("threshold") if history else None,
+            "merge_radius": history[-1].get("merge_radius") if history else None,
         }
 
     if not ranks.main:

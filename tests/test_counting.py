@@ -219,6 +219,36 @@ def test_two_spots_in_neighbouring_pixels_are_both_found():
     assert (confidence[0] > 0.95).all()
 
 
+def test_a_small_merge_radius_tells_close_spots_apart_without_splitting_a_lone_one():
+    out = torch.full((1, 5, 12, 12), 0.0)
+    out[0, 0] = -12.0
+    # two sure pixels side by side pointing 0.8 px apart: one spot at radius 1, two at 0.4
+    out[0, 0, 3, 3], out[0, 0, 3, 4] = 5.0, 5.0
+    out[0, 1, 3, 3], out[0, 1, 3, 4] = 0.1, -0.1
+    # a lone spot whose four unsure side pixels overshoot by half a pixel, as an untrained rim does
+    out[0, 0, 8, 8] = 0.0
+    for (dy, dx), (ox, oy) in {
+        (0, 1): (-1.5, 0),
+        (0, -1): (1.5, 0),
+        (1, 0): (0, -1.5),
+        (-1, 0): (0, 1.5),
+    }.items():
+        out[0, 0, 8 + dy, 8 + dx] = -3.0
+        out[0, 1, 8 + dy, 8 + dx], out[0, 2, 8 + dy, 8 + dx] = ox, oy
+
+    def spots(radius: float) -> list[tuple[float, float]]:
+        points, confidence = read_detections(out, floor=0.01, radius=radius)
+        return sorted((round(x, 2), round(y, 2)) for x, y in points[0][confidence[0] > 0].tolist())
+
+    assert spots(1.0) == [(3.5, 3.0), (8.0, 8.0)]
+    assert spots(0.4) == [(3.1, 3.0), (3.9, 3.0), (8.0, 8.0)]
+    points, confidence = read_detections(out, floor=0.01, radius=0.4)
+    lone = confidence[0][(points[0] - torch.tensor([8.0, 8.0])).norm(dim=-1) < 0.01]
+    assert lone.tolist() == pytest.approx(
+        [0.5 + 4 * torch.sigmoid(torch.tensor(-3.0)).item()]
+    )  # all of its votes
+
+
 def test_a_counting_model_trains_chooses_its_threshold_and_is_scored(tmp_path):
     options = ["--size", 16, "--points", "0:3", "--blur", 1, "--noise", 3, "--background", 20]
     options += ["--brightness", 400, "--subpixel", "--n", 1500, "--seed", 4]

@@ -254,6 +254,9 @@ def test_a_stored_spec_is_checked_field_by_field(small_run, tmp_path, spec, word
         ({"data_spec": {"n": "many"}}, "data_spec: field 'n'"),
         ({"config": {"epochs": "30"}}, "config: field 'epochs'"),
         ({"history": ["row"]}, "history must be rows of finite numbers"),
+        ({"threshold": 1.5}, "field 'threshold' must be in [0, 1], got 1.5"),
+        ({"merge_radius": 0.0}, "field 'merge_radius' must be in (0, 3.0], got 0.0"),
+        ({"merge_radius": "wide"}, "field 'merge_radius'"),
     ],
 )
 def test_checkpoint_fields_are_checked_by_type(small_run, tmp_path, change, words):
