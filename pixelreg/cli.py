@@ -40,6 +40,7 @@ from .config import (
     DENSITY_N,
     DENSITY_RANGES,
     DENSITY_SIZE,
+    DENSITY_TRAINING_MOST,
     MIN_BOUND_BLUR,
     MODEL_NAMES,
     MODEL_SIZES,
@@ -773,8 +774,9 @@ def bench(
             f"{DENSITY_SIZE}x{DENSITY_SIZE} by default, "
             + ", ".join(f"{key} {value:g}" for key, value in DENSITY_CONDITIONS.items() if key != "subpixel")
             + "; "
-            f"Jaccard index and efficiency; --n defaults to {DENSITY_N:,} per density. Writes density.json "
-            "and density.png.",
+            f"Jaccard index and efficiency; --n defaults to {DENSITY_N:,} per density. Each density's model "
+            f"trains on LO to at least {DENSITY_TRAINING_MOST} spots per 64x64 pixels, where close pairs are "
+            "common enough to learn from. Writes density.json and density.png.",
         ),
     ] = False,
     densities: Annotated[
@@ -1020,7 +1022,10 @@ def density_table(results: dict[str, Any]) -> Table:
     table = fitted_table("pixelreg bench --density", headers, cells, ["mean", "rmse/bound", "precision"])
     legend = (
         f"pairs within {results['tolerance_px']:g} px; efficiency at {results['pixel_size_nm']:g} nm pixels; "
-        "rmse over the pairs, against the bound of a spot alone"
+        "rmse over the pairs, against the bound of a spot alone; models trained on "
+        + ", ".join(
+            f"{row['trained_on']} spots (for {row['points']})" for row in results["rows"] if row["trained_on"]
+        )
     )
     table.caption = legend if table.caption is None else f"{legend}\n{table.caption}"
     return table

@@ -9,8 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_model
-from .config import DENSITY_CONDITIONS, DENSITY_EPOCHS, DENSITY_LEAD, DENSITY_RANGES, TrainConfig
-from .data import DataSpec, parse_count
+from .config import (
+    DENSITY_CONDITIONS,
+    DENSITY_EPOCHS,
+    DENSITY_LEAD,
+    DENSITY_RANGES,
+    DENSITY_TRAINING_MOST,
+    TrainConfig,
+)
+from .data import DataSpec, make_dataset, parse_count
 from .errors import PixelregError
 from .evaluate import evaluate_model, save_evaluation
 from .inference import resolve_device
@@ -44,15 +51,19 @@ def run_density(
     ranges: tuple[str, ...] = DENSITY_RANGES,
     reporter_for: Callable[[str], Reporter | None] = lambda label: None,
 ) -> dict[str, Any]:
-    """Train the counting model at each density and evaluate it on the test split beside the
-    classical detectors, each thresholded on validation: one row per (density, method)."""
+    """Train the counting model for each density (on LO to at least DENSITY_TRAINING_MOST spots
+    per image) and evaluate it on the density's own test images beside the classical detectors,
+    each thresholded on validation: one row per (density, method)."""
     out = Path(out)
     specs = [density_spec(spec, counts) for counts in ranges]  # every range checked before any work
     torch_device = resolve_device(device)
     rows: list[dict[str, Any]] = []
     for counts, data_spec in zip(ranges, specs, strict=True):
+        height, width = data_spec.size
+        most = max(data_spec.points_max or 1, round(DENSITY_TRAINING_MOST * height * width / 64**2))
+        training_spec = data_spec.with_(points_max=most)
         config = TrainConfig(
-            model="offsets", epochs=epochs, seed=spec.seed, device=device, spec=data_spec.to_dict()
+            model="offsets", epochs=epochs, seed=spec.seed, device=device, spec=training_spec.to_dict()
         )
         started = time.perf_counter()
         result = train(
@@ -60,7 +71,10 @@ def run_density(
         )
         seconds = time.perf_counter() - started
         model, payload = load_model(result.best_path, torch_device)
-        evaluation = evaluate_model(model, payload, str(result.best_path), device=torch_device, sweep=False)
+        test_images = make_dataset(data_spec, ("val", "test"))  # val: the baselines' thresholds
+        evaluation = evaluate_model(
+            model, payload, str(result.best_path), test_images, device=torch_device, sweep=False
+        )
         save_evaluation(evaluation, result.run_dir)  # `pixelreg plot` draws each density's figures
         report = evaluation.report
         bound = report["crlb"]["crlb_px"] if report["crlb"] else None
@@ -69,6 +83,9 @@ def run_density(
         methods = {"model": report["metrics"]["all"], **report["baselines"]}
         for method, block in methods.items():
             row: dict[str, Any] = {"points": counts, "mean_spots": round(mean_spots, 3), "method": method}
+            row["trained_on"] = (
+                f"{training_spec.points}:{training_spec.points_max}" if method == "model" else None
+            )
             row.update({key: block[key] for key in SCORES})
             rmse = block["rmse_px"]
             row["rmse_over_crlb"] = None if rmse is None or not bound else round(rmse / bound, 4)

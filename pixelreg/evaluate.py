@@ -67,8 +67,13 @@ class Evaluation:
     predictions: dict[str, np.ndarray]  # the contents of predictions.npz
 
 
-def dataset_for(payload: dict[str, Any], data: str | Path | None, split: str = "all") -> tuple[Dataset, str]:
-    """The evaluation data: `data` if given, else the checkpoint's data rebuilt from its spec."""
+def dataset_for(
+    payload: dict[str, Any], data: str | Path | Dataset | None, split: str = "all"
+) -> tuple[Dataset, str]:
+    """The evaluation data: `data` if given (a file, or images made in memory), else the
+    checkpoint's data rebuilt from its spec."""
+    if isinstance(data, Dataset):
+        return data, "images made for this evaluation"
     if data is not None:
         return load_dataset(data), str(data)
     if payload.get("data_spec"):
@@ -128,7 +133,7 @@ def evaluate_model(
     model: PointModel,
     payload: dict[str, Any],
     checkpoint: str,
-    data: str | Path | None = None,
+    data: str | Path | Dataset | None = None,
     split: str = "test",
     device: torch.device | str = "cpu",
     sweep: bool = True,

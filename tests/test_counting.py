@@ -358,13 +358,17 @@ def test_a_threshold_is_refused_for_a_model_that_does_not_count(small_run):
 
 def test_bench_density_scores_every_method_at_every_density(tmp_path):
     out = tmp_path / "density"
-    args = ["bench", "--density", "--densities", "0:2,3:6", "--n", 200, "--size", 16, "--epochs", 1]
+    args = ["bench", "--density", "--densities", "0:1,3:6", "--n", 200, "--size", 16, "--epochs", 1]
     result = run(*args, "--out", out, "--json", "--quiet")
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)
     assert (out / "density.png").stat().st_size > 0 and (out / "points3-6" / "metrics.json").is_file()
-    methods = [row["method"] for row in results["rows"] if row["points"] == "0:2"]
+    methods = [row["method"] for row in results["rows"] if row["points"] == "0:1"]
     assert methods[:4] == ["model", "argmax", "centroid", "gaussian_fit"]
+    # sparse models train on denser images (30 per 64x64 pixels, 2 at 16x16) and test on their own
+    models = {row["points"]: row for row in results["rows"] if row["method"] == "model"}
+    assert models["0:1"]["trained_on"] == "0:2" and models["3:6"]["trained_on"] == "3:6"
+    assert 0.3 < models["0:1"]["mean_spots"] < 0.7 and 3 <= models["3:6"]["mean_spots"] <= 6
     truths = {row["points"]: row["tp"] + row["fn"] for row in results["rows"] if row["method"] == "model"}
     assert all(row["tp"] + row["fn"] == truths[row["points"]] for row in results["rows"])  # the same truths
     verdict = results["verdicts"]["3:6"]
