@@ -187,6 +187,9 @@ def model_from_checkpoint(payload: dict[str, Any], where: str = "the checkpoint"
     )
     model = build_model(name, **payload["model_args"])
     model.load_state_dict(payload["state_dict"])
+    if payload.get("data_spec"):  # a model of the camera model reads ADU as photons
+        spec = DataSpec.from_dict(payload["data_spec"], f"{where}: data_spec")
+        model.camera = spec.camera if spec.camera_model else None
     if payload.get("threshold") is not None:
         model.threshold = float(payload["threshold"])  # chosen on validation when training ended
     if payload.get("merge_radius") is not None:

@@ -52,7 +52,7 @@ from .config import (
     SIZE_LIMITS,
     TrainConfig,
 )
-from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, parse_count, save_dataset
+from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, parse_count, parse_range, save_dataset
 from .errors import PixelregError
 from .files import require_file, writable_target
 from .imageio import IMAGE_FORMATS
@@ -231,13 +231,18 @@ def data_option_parameters(only: tuple[str, ...] | None = None) -> list[inspect.
     """
     defaults = DataSpec()
     parameters = []
+    names = {spec_field.name for spec_field in fields(DataSpec)}
     for spec_field in fields(DataSpec):
         name = "size" if spec_field.name == "height" else spec_field.name
-        if spec_field.name in ("width", "points_max") or (only is not None and name not in only):
+        if (
+            spec_field.name == "width"
+            or spec_field.name.endswith("_max")
+            or (only is not None and name not in only)
+        ):
             continue
-        if name == "points":  # K or LO:HI, read by `parse_count`
+        if f"{name}_max" in names:  # a value or LO:HI, read by `parse_count` or `parse_range`
             annotation = Annotated[str, typer.Option(help=spec_field.metadata["help"])]
-            default = str(defaults.points)
+            default = format(getattr(defaults, name), "g")
         elif name == "size":
             size = (
                 defaults.height
@@ -286,6 +291,11 @@ def make_spec(spec_options: dict[str, Any]) -> DataSpec:
     height, width = parse_size(values.pop("size"))
     if "points" in values:
         values["points"], values["points_max"] = parse_count(str(values.pop("points")))
+    for name in ("blur", "photons", "background_photons"):
+        if name in values:
+            values[name], values[f"{name}_max"] = parse_range(
+                str(values.pop(name)), "--" + name.replace("_", "-")
+            )
     return DataSpec(height=height, width=width, **values)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .camera import Camera
 from .errors import PixelregError
 from .files import require_file, write_atomic
 from .limits import require_memory
@@ -27,6 +28,7 @@ SPLITS = ("train", "val", "test")
 HOLDOUTS = ("random", "quadrant", "none")
 MIN_SIZE, MAX_SIZE = 8, 512
 SEED_MAX = 2**32 - 1  # seeds are one 32-bit word of every random stream's key
+MIN_CAMERA_BLUR = 0.3  # px: the camera model's spots are Gaussians at least this wide
 RENDER_CHUNK_PIXELS = 2**24  # pixels rendered at once: 128 MiB of float64 per buffer
 
 
@@ -103,15 +105,36 @@ class DataSpec:
     )
     points_max: int | None = _option(None, "The HI of --points LO:HI; None: exactly --points per image.")
     min_distance: float = _option(0.0, "Minimum distance between points of one image, pixels.")
-    blur: float = _option(0.0, "Gaussian point-spread sigma in pixels (0: one pixel).")
+    blur: float = _option(
+        0.0, "Gaussian point-spread sigma in pixels (0: one pixel); LO:HI draws each spot's, uniformly."
+    )
+    blur_max: float | None = _option(None, "The HI of --blur LO:HI; None: every spot the same.")
     subpixel: bool = _option(False, "Continuous positions, spot integrated over pixels.")
     noise: float = _option(0.0, "Additive Gaussian noise sigma, grey levels (then clipped to 0..255).")
     brightness: float = _option(255.0, "Total intensity of a spot: grey levels summed over its pixels.")
     background: float = _option(0.0, "Constant grey level under the spots.")
+    photons: float = _option(
+        0.0,
+        "Detected photons per spot; LO:HI draws each spot's, log-uniformly. Above 0 images are "
+        "made by the camera model instead (16-bit ADU, sub-pixel spots), and --noise, --brightness "
+        "and --background do not apply.",
+    )
+    photons_max: float | None = _option(None, "The HI of --photons LO:HI.")
+    background_photons: float = _option(
+        0.0, "Camera model: background photons per pixel; LO:HI draws each image's, uniformly."
+    )
+    background_photons_max: float | None = _option(None, "The HI of --background-photons LO:HI.")
+    qe: float = _option(1.0, "Camera model: quantum efficiency, photoelectrons per photon, in (0, 1].")
+    em_gain: float = _option(0.0, "Camera model: EM gain (0 or 1: no EM register, as sCMOS and CCD).")
+    read_noise: float = _option(0.0, "Camera model: read noise, electrons rms.")
+    e_per_adu: float = _option(1.0, "Camera model: photoelectrons per A/D count.")
+    baseline: float = _option(0.0, "Camera model: the offset a dark pixel reads, ADU.")
 
     def __post_init__(self) -> None:
         if self.holdout == "auto":  # resolved here, so that every stored spec says what it did
             object.__setattr__(self, "holdout", "none" if self.points_max is not None else "random")
+        if self.photons > 0:  # photons arrive anywhere: the camera model's spots are sub-pixel
+            object.__setattr__(self, "subpixel", True)
         self.validate()
 
     def validate(self) -> None:
@@ -155,6 +178,22 @@ class DataSpec:
                 raise PixelregError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
         if not (self.brightness > 0.0 and math.isfinite(self.brightness)):
             raise PixelregError(f"--brightness must be a finite number > 0, got {self.brightness}")
+        for name in ("blur", "photons", "background_photons"):
+            low, high, flag = getattr(self, name), getattr(self, f"{name}_max"), "--" + name.replace("_", "-")
+            if not (low >= 0.0 and math.isfinite(low)) or (high is not None and not math.isfinite(high)):
+                raise PixelregError(f"{flag} must be a finite number >= 0, got {low:g}")
+            if high is not None and high < low:
+                raise PixelregError(f"{flag} {low:g}:{high:g} is out of order; give LO:HI with LO <= HI")
+        if self.photons_max is not None and self.photons == 0:
+            raise PixelregError("--photons LO:HI draws log-uniformly, so LO must be above 0")
+        self.camera.validate()  # its settings are checked even while the grey-level model is used
+        if self.camera_model:
+            if self.blur < MIN_CAMERA_BLUR:
+                raise PixelregError(
+                    f"the camera model renders spots of --blur {MIN_CAMERA_BLUR:g} px or more; got {self.blur:g}"
+                )
+        elif self.blur_max is not None and self.blur == 0:
+            raise PixelregError("--blur LO:HI needs LO above 0")
         if self.min_distance > math.hypot(self.height, self.width):
             raise PixelregError(
                 f"--min-distance {self.min_distance:g} is longer than the {self.height}x{self.width} "
@@ -170,6 +209,20 @@ class DataSpec:
     @property
     def size(self) -> tuple[int, int]:
         return self.height, self.width
+
+    @property
+    def camera_model(self) -> bool:
+        """Whether images are photon counts through a camera (uint16 ADU), not grey levels."""
+        return self.photons > 0
+
+    @property
+    def camera(self) -> Camera:
+        """The detector of the camera model (its defaults for grey-level specs)."""
+        return Camera.from_values(asdict(self))
+
+    @property
+    def image_dtype(self) -> type:
+        return np.uint16 if self.camera_model else np.uint8
 
     @property
     def variable_count(self) -> bool:
@@ -201,10 +254,11 @@ class DataSpec:
 class Dataset:
     """Images, their true points and a split label for each image."""
 
-    images: np.ndarray  # (N, H, W) uint8
+    images: np.ndarray  # (N, H, W) uint8 grey levels, or uint16 ADU under the camera model
     points: np.ndarray  # (N, K, 2) float32, pixel units (x, y); NaN rows pad a variable count
     split: np.ndarray  # (N,) str: train | val | test
     spec: DataSpec | None = None  # how it was made, when known
+    photometry: Photometry | None = None  # each spot's photons and sigma, each image's background
 
     @property
     def size(self) -> tuple[int, int]:
@@ -266,6 +320,20 @@ def parse_count(text: str) -> tuple[int, int | None]:
         low, high = numbers
         return (low, None) if low == high else (low, high)
     raise PixelregError(f"--points must be K or LO:HI (whole numbers), got {text!r}")
+
+
+def parse_range(text: str, flag: str) -> tuple[float, float | None]:
+    """'1.5' -> (1.5, None): every spot the same; '0.9:1.3' -> (0.9, 1.3): drawn per spot or image."""
+    try:
+        numbers = [float(part) for part in text.split(":")]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 1:
+        return numbers[0], None
+    if len(numbers) == 2:
+        low, high = numbers
+        return (low, None) if low == high else (low, high)
+    raise PixelregError(f"{flag} must be a number or a range LO:HI, got {text!r}")
 
 
 # --- positions and splits ------------------------------------------------------------------
@@ -360,60 +428,134 @@ def _too_close(points: np.ndarray, min_distance: float) -> np.ndarray:
 # --- rendering -----------------------------------------------------------------------------
 
 
-def expected_image(points: np.ndarray, spec: DataSpec) -> np.ndarray:
-    """Noise-free (N, H, W) float64 image: background plus each spot integrated over pixels.
+@dataclass
+class Photometry:
+    """What each spot and image of a batch was rendered with, where a spec lets it vary or
+    counts photons: spots' photons (or grey levels) and sigmas (N, K), images' background (N,)."""
+
+    photons: np.ndarray
+    sigma: np.ndarray
+    background: np.ndarray
+
+    def __getitem__(self, index: Any) -> Photometry:
+        return Photometry(self.photons[index], self.sigma[index], self.background[index])
+
+    @staticmethod
+    def concatenate(parts: list[Photometry]) -> Photometry:
+        return Photometry(*(np.concatenate([getattr(p, name) for p in parts]) for name in PHOTOMETRY_ARRAYS))
+
+
+PHOTOMETRY_ARRAYS = ("photons", "sigma", "background")
+
+
+def varies(spec: DataSpec) -> bool:
+    """Whether images need a Photometry: counted in photons, or with spots of different blur."""
+    return spec.camera_model or spec.blur_max is not None
+
+
+def draw_photometry(spec: DataSpec, shape: tuple[int, int], rng: np.random.Generator) -> Photometry:
+    """The photometry of (N, K) spots: photons log-uniform and sigma uniform per spot, background
+    uniform per image, each within its range (a value without one is used as it is)."""
+    n, k = shape
+    if spec.camera_model:
+        photons = np.full(shape, spec.photons)
+        if spec.photons_max is not None:
+            photons = np.exp(rng.uniform(math.log(spec.photons), math.log(spec.photons_max), size=shape))
+        background = np.full(n, spec.background_photons)
+        if spec.background_photons_max is not None:
+            background = rng.uniform(spec.background_photons, spec.background_photons_max, size=n)
+    else:
+        photons, background = np.full(shape, spec.brightness), np.full(n, spec.background)
+    sigma = np.full(shape, spec.blur)
+    if spec.blur_max is not None:
+        sigma = rng.uniform(spec.blur, spec.blur_max, size=shape)
+    return Photometry(photons, sigma, background)
+
+
+def expected_image(points: np.ndarray, spec: DataSpec, photometry: Photometry | None = None) -> np.ndarray:
+    """Noise-free (N, H, W) float64 image: background plus each spot integrated over pixels, in
+    grey levels, or in photons under the camera model.
 
     With blur 0 a spot puts all its brightness into the pixel it falls in; with blur > 0 each
     pixel receives the integral of a Gaussian point spread over its area, so the total
-    intensity and centroid of a spot are exact, not sampled at pixel centres.
+    intensity and centroid of a spot are exact, not sampled at pixel centres. `photometry`
+    gives each spot its own brightness and blur and each image its background; without it,
+    the spec's constants.
     """
     points = np.asarray(points, dtype=np.float64)
     n, k, _ = points.shape
     height, width = spec.size
-    image = np.full((n, height, width), spec.background, dtype=np.float64)
+    if photometry is None:
+        photometry = Photometry(
+            np.full((n, k), spec.brightness), np.full((n, k), spec.blur), np.full(n, spec.background)
+        )
+    image = np.empty((n, height, width), dtype=np.float64)
+    image[:] = photometry.background[:, None, None]
     present = np.isfinite(points[..., 0])  # (N, K): False where a variable count pads
-    if spec.blur == 0:
+    brightness = np.where(present, photometry.photons, 0.0)
+    if spec.blur == 0 and spec.blur_max is None:
         cells = pixel_of(np.where(present[..., None], points, 0.0))
         rows = np.repeat(np.arange(n), k)
-        np.add.at(
-            image, (rows, cells[..., 1].ravel(), cells[..., 0].ravel()), spec.brightness * present.ravel()
-        )
+        np.add.at(image, (rows, cells[..., 1].ravel(), cells[..., 0].ravel()), brightness.ravel())
         return image
     for j in range(k):  # each term is vectorised over images and pixels
         if not present[:, j].any():
             continue
         centres = np.where(present[:, j, None], points[:, j], 0.0)
-        wx = _pixel_integrals(centres[:, 0], width, spec.blur)  # (N, W)
-        wy = _pixel_integrals(centres[:, 1], height, spec.blur)  # (N, H)
-        image += (spec.brightness * present[:, j])[:, None, None] * wy[:, :, None] * wx[:, None, :]
+        wx = _pixel_integrals(centres[:, 0], width, photometry.sigma[:, j])  # (N, W)
+        wy = _pixel_integrals(centres[:, 1], height, photometry.sigma[:, j])  # (N, H)
+        image += brightness[:, j, None, None] * wy[:, :, None] * wx[:, None, :]
     return image
 
 
 _erf = np.frompyfunc(math.erf, 1, 1)  # exact to the last bit, and numpy has no erf of its own
 
 
-def _pixel_integrals(centres: np.ndarray, length: int, sigma: float) -> np.ndarray:
+def _pixel_integrals(centres: np.ndarray, length: int, sigma: np.ndarray | float) -> np.ndarray:
     """Share of a 1-D Gaussian(centre, sigma) falling in each pixel [i - 0.5, i + 0.5]."""
     edges = np.arange(length + 1, dtype=np.float64) - 0.5  # pixel i spans edges[i]..edges[i+1]
-    z = (edges[None, :] - centres[:, None]) / (sigma * math.sqrt(2.0))
+    scale = np.asarray(sigma, dtype=np.float64).reshape(-1, 1) * math.sqrt(2.0)
+    z = (edges[None, :] - centres[:, None]) / scale
     cdf = 0.5 * (1.0 + _erf(z).astype(np.float64))
     return np.diff(cdf, axis=1)
 
 
 def render(points: np.ndarray, spec: DataSpec, rng: np.random.Generator | None = None) -> np.ndarray:
-    """(N, H, W) uint8 images of `points` under `spec`, noise drawn from `rng`."""
-    if spec.blur == 0 and spec.noise == 0 and spec.most_points == 1 and not spec.variable_count:
+    """(N, H, W) images of `points` under `spec` (uint8, or uint16 ADU under the camera model),
+    noise drawn from `rng`."""
+    return render_with_truth(points, spec, rng)[0]
+
+
+def render_with_truth(
+    points: np.ndarray, spec: DataSpec, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, Photometry | None]:
+    """`render`, and the photometry it drew from `rng` first (None where the spec fixes it)."""
+    if (
+        spec.blur == 0
+        and spec.noise == 0
+        and spec.most_points == 1
+        and not spec.variable_count
+        and not varies(spec)
+    ):
         n, height, width = len(points), spec.height, spec.width
         images = np.full((n, height, width), min(255, round(spec.background)), dtype=np.uint8)
         cells = pixel_of(points)[:, 0]  # the clean task, fast
         images[np.arange(n), cells[:, 1], cells[:, 0]] = min(255, round(spec.background + spec.brightness))
-        return images
-    image = expected_image(points, spec)
+        return images, None
+    photometry = None
+    if varies(spec):
+        if rng is None:
+            raise ValueError("a spec of varying or counted spots needs an rng")
+        photometry = draw_photometry(spec, points.shape[:2], rng)
+    image = expected_image(points, spec, photometry)
+    if spec.camera_model:
+        assert rng is not None
+        return spec.camera.expose(image, rng), photometry
     if spec.noise > 0:
         if rng is None:
             raise ValueError("a noisy spec needs an rng")
         image += rng.normal(0.0, spec.noise, size=image.shape)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), photometry
 
 
 def every_position(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -443,14 +585,19 @@ def make_points(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(parts), np.concatenate(labels).astype("<U5")
 
 
-def render_split(points: np.ndarray, spec: DataSpec, split: str) -> np.ndarray:
-    """The images of one split, with that split's noise: any number, rendered chunk by chunk."""
+def render_split(points: np.ndarray, spec: DataSpec, split: str) -> tuple[np.ndarray, Photometry | None]:
+    """The images of one split, with that split's noise, and their photometry where it varies:
+    any number, rendered chunk by chunk."""
     rng = random_stream(spec.seed, "noise", split)
-    images = np.empty((len(points), spec.height, spec.width), dtype=np.uint8)
+    images = np.empty((len(points), spec.height, spec.width), dtype=spec.image_dtype)
     chunk = max(1, RENDER_CHUNK_PIXELS // (spec.height * spec.width))
+    parts = []
     for start in range(0, len(points), chunk):
-        images[start : start + chunk] = render(points[start : start + chunk], spec, rng)
-    return images
+        images[start : start + chunk], photometry = render_with_truth(
+            points[start : start + chunk], spec, rng
+        )
+        parts.append(photometry)
+    return images, Photometry.concatenate(parts) if varies(spec) and parts else None
 
 
 def require_dataset_memory(spec: DataSpec, splits: tuple[str, ...] = SPLITS) -> None:
@@ -471,13 +618,20 @@ def make_dataset(spec: DataSpec, splits: tuple[str, ...] = SPLITS) -> Dataset:
     require_dataset_memory(spec, splits)
     points, labels = make_points(spec)
     keep = np.isin(labels, splits)
-    images = np.empty((int(keep.sum()), spec.height, spec.width), dtype=np.uint8)
+    images = np.empty((int(keep.sum()), spec.height, spec.width), dtype=spec.image_dtype)
     kept_labels = labels[keep]
+    photometry = None
+    if varies(spec):
+        n, k = int(keep.sum()), spec.most_points
+        photometry = Photometry(np.zeros((n, k)), np.zeros((n, k)), np.zeros(n))
     for name in splits:
         rows = kept_labels == name
         if rows.any():
-            images[rows] = render_split(points[keep][rows], spec, name)
-    return Dataset(images, points[keep], kept_labels, spec)
+            images[rows], drawn = render_split(points[keep][rows], spec, name)
+            if photometry is not None and drawn is not None:
+                for array in PHOTOMETRY_ARRAYS:
+                    getattr(photometry, array)[rows] = getattr(drawn, array)
+    return Dataset(images, points[keep], kept_labels, spec, photometry)
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -496,9 +650,18 @@ def save_dataset(path: str | Path, dataset: Dataset) -> Path:
                 count=dataset.counts,  # the points of each image; NaN rows of `points` pad the rest
                 split=dataset.split,
                 spec=np.asarray(spec_json),
+                **photometry_arrays(dataset.photometry),
             )
 
     return write_atomic(path, write)
+
+
+def photometry_arrays(photometry: Photometry | None) -> dict[str, np.ndarray]:
+    """The arrays a dataset file holds for its photometry: none, or float32 photons and sigma
+    (N, K) and background (N,)."""
+    if photometry is None:
+        return {}
+    return {name: getattr(photometry, name).astype(np.float32) for name in PHOTOMETRY_ARRAYS}
 
 
 def npz_array_sizes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -536,9 +699,9 @@ def load_dataset(path: str | Path) -> Dataset:
     if missing:
         raise PixelregError(f"{path} lacks the array(s) {', '.join(missing)}; expected images, points, split")
     images, points = arrays["images"], arrays["points"]
-    if images.dtype != np.uint8 or images.ndim != 3:
+    if images.dtype not in (np.uint8, np.uint16) or images.ndim != 3:
         raise PixelregError(
-            f"{path}: images must be uint8 of shape (N, H, W), got {images.dtype} {images.shape}"
+            f"{path}: images must be uint8 or uint16 of shape (N, H, W), got {images.dtype} {images.shape}"
         )
     n, height, width = images.shape
     if n == 0:
@@ -594,4 +757,22 @@ def load_dataset(path: str | Path) -> Dataset:
             f"{path}: the stored spec describes {spec.most_points} point(s) in {spec.height}x{spec.width} "
             f"images, but the file holds {points.shape[1]} in {height}x{width}"
         )
-    return Dataset(images, points.astype(np.float32), split.astype("<U5"), spec)
+    wanted = spec.image_dtype if spec is not None else np.uint8
+    if images.dtype != wanted:
+        raise PixelregError(
+            f"{path}: images are {images.dtype}, but its spec describes {np.dtype(wanted).name} "
+            f"({'ADU of the camera model' if wanted == np.uint16 else 'grey levels'})"
+        )
+    photometry = None
+    if all(name in arrays for name in PHOTOMETRY_ARRAYS):
+        photometry = Photometry(*(arrays[name].astype(np.float64) for name in PHOTOMETRY_ARRAYS))
+        shapes = (points.shape[:2], points.shape[:2], (n,))
+        if [a.shape for a in (photometry.photons, photometry.sigma, photometry.background)] != list(shapes):
+            raise PixelregError(
+                f"{path}: photons and sigma must be ({n}, {points.shape[1]}), background ({n},)"
+            )
+    if spec is not None and varies(spec) and photometry is None:
+        raise PixelregError(
+            f"{path}: its spec varies the spots, but the file lacks their {', '.join(PHOTOMETRY_ARRAYS)}"
+        )
+    return Dataset(images, points.astype(np.float32), split.astype("<U5"), spec, photometry)

@@ -11,12 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from .camera import Camera
 from .config import DEVICES
+from .data import DataSpec
 from .errors import PixelregError
 from .limits import require_memory
 from .metrics import keep_above
 from .models import PointModel
 
+PHOTON_SCALE = 250.0  # photons a model sees as 1: the brightest pixel of a 3,000-photon spot is about 1.5
 INFERENCE_BATCH = 64
 BATCH_PIXELS = 2**18  # larger images go fewer to a batch, so a batch's activations stay this size
 
@@ -35,10 +38,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def images_to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1] on `device`."""
-    tensor = torch.as_tensor(images).to(device, non_blocking=True)
-    return tensor.unsqueeze(1).float().div_(255.0)
+def images_to_tensor(
+    images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", camera: Camera | None = None
+) -> torch.Tensor:
+    """What a model sees, float32 (N, 1, H, W) on `device`: uint8 grey levels (N, H, W) over 255,
+    or with a `camera`, ADU read back as photons, over PHOTON_SCALE."""
+    tensor = torch.as_tensor(images).to(device, non_blocking=True).unsqueeze(1).float()
+    if camera is None:
+        return tensor.div_(255.0)
+    return tensor.sub_(camera.baseline).mul_(camera.e_per_adu / camera.gain / camera.qe / PHOTON_SCALE)
+
+
+def camera_of(spec: DataSpec | None) -> Camera | None:
+    """The camera whose ADU a model trained on `spec` reads; None for grey levels."""
+    return spec.camera if spec is not None and spec.camera_model else None
 
 
 def batch_for(images: np.ndarray, batch_size: int) -> int:
@@ -67,7 +80,7 @@ def predict_images(
         return keep_above(found, confidence, model.threshold).astype(np.float32)
     batch_size = batch_for(images, batch_size)
     out = [
-        model.predict(images_to_tensor(images[start : start + batch_size], device)).cpu()
+        model.predict(images_to_tensor(images[start : start + batch_size], device, model.camera)).cpu()
         for start in range(0, len(images), batch_size)
     ]
     if not out:
@@ -100,7 +113,9 @@ def detect_at_radii(
     model.eval()
     batch_size = batch_for(images, batch_size)
     batches = [
-        model.detect_at_radii(images_to_tensor(images[start : start + batch_size], device), radii)
+        model.detect_at_radii(
+            images_to_tensor(images[start : start + batch_size], device, model.camera), radii
+        )
         for start in range(0, len(images), batch_size)
     ]
     return [_padded([batch[i] for batch in batches], len(images)) for i in range(len(radii))]

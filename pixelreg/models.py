@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .camera import Camera
 from .config import DEFAULT_MODEL, MODEL_SIZES, SIZE_LIMITS
 from .data import from_normalized, to_normalized
 from .errors import PixelregError
@@ -29,6 +30,7 @@ class PointModel(nn.Module):
     def __init__(self, height: int, width: int, points: int = 1) -> None:
         super().__init__()
         self.height, self.width, self.points = height, width, points
+        self.camera: Camera | None = None  # whose ADU the model reads as photons; None: grey levels
 
     def check_input(self, images: Tensor) -> None:
         """Refuse images the model cannot take, with a message that says why."""

@@ -37,7 +37,7 @@ from .data import (
 )
 from .errors import PixelregError
 from .files import make_folders, remove_folders, write_json
-from .inference import can_count, detect_at_radii, images_to_tensor, resolve_device
+from .inference import camera_of, can_count, detect_at_radii, images_to_tensor, resolve_device
 from .limits import require_memory
 from .metrics import (
     CONFIDENCE_THRESHOLDS,
@@ -151,7 +151,7 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     train, val = labels == "train", labels == "val"
     mask = position_mask(points[train], spec.height, spec.width)
     return TrainingData(
-        spec.size, points[train], render_split(points[val], spec, "val"), points[val], mask, spec
+        spec.size, points[train], render_split(points[val], spec, "val")[0], points[val], mask, spec
     )
 
 
@@ -216,7 +216,7 @@ def train_one_epoch(
             continue  # a last batch too small to give every process an image
         images = data.batch(index, epoch, step)[ranks.rank :: ranks.world]
         index = index[ranks.rank :: ranks.world]  # this process's shard of the batch
-        x = images_to_tensor(images, device)
+        x = images_to_tensor(images, device, camera_of(data.spec))
         y = train_points[index].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
             loss = loss_of(x, y)
@@ -241,7 +241,7 @@ def validate(model: PointModel, images: np.ndarray, points: np.ndarray, batch_si
     total_loss, predictions = 0.0, []
     counting = can_count(model)
     for start in range(0, len(images), batch_size):
-        x = images_to_tensor(images[start : start + batch_size], device)
+        x = images_to_tensor(images[start : start + batch_size], device, model.camera)
         y = torch.from_numpy(points[start : start + batch_size]).to(device)
         total_loss += model.loss(x, y).item() * len(x)
         if not counting:
@@ -348,6 +348,7 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
             need, f"training this {config.model} model", "lower --batch-size (or --channels, --depth)"
         )
     model = build_model(config.model, **model_args).to(device)
+    model.camera = camera_of(data.spec)
     loss_of: nn.Module = LossOf(model)
     if ranks.world > 1:
         loss_of = nn.parallel.DistributedDataParallel(loss_of)

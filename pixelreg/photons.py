@@ -1,0 +1,183 @@
+"""Localization under photon noise: the Fisher bound, its closed forms, and the Poisson
+maximum-likelihood fit of a pixel-integrated Gaussian spot (Smith et al., Nature Methods 2010).
+
+A spot in a window of pixels is mu_k = b + N * gx_k * gy_k photons: N photons spread by a
+Gaussian of sigma `s` integrated over each pixel, on b photons of background per pixel. The
+parameters are (x, y, N, b, s), any of them held fixed. Everything is vectorised over spots.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .camera import Camera
+
+PARAMETERS = ("x", "y", "photons", "background", "sigma")
+POSITION_AND_PHOTOMETRY = (True, True, True, True, False)  # the usual fit: sigma known
+WINDOW_SIGMAS = 4.0  # a window reaches this many sigmas from the spot's pixel: all of its light
+FIT_ITERATIONS = 30
+
+
+def window_radius(sigma: float) -> int:
+    """Half-width of the window that holds a spot of this sigma."""
+    return max(2, math.ceil(WINDOW_SIGMAS * sigma))
+
+
+def integrated_gaussian(centre: torch.Tensor, coords: torch.Tensor, sigma: torch.Tensor):
+    """The share of a 1-D Gaussian in the unit pixel at `coords`, and its derivatives by the
+    centre and by sigma."""
+    root2 = math.sqrt(2.0)
+    upper, lower = (coords + 0.5 - centre) / (sigma * root2), (coords - 0.5 - centre) / (sigma * root2)
+    share = 0.5 * (torch.erf(upper) - torch.erf(lower))
+    eu, el = torch.exp(-(upper**2)), torch.exp(-(lower**2))
+    by_centre = -(eu - el) / (math.sqrt(math.pi) * sigma * root2)
+    by_sigma = -(upper * eu - lower * el) / (math.sqrt(math.pi) * sigma)
+    return share, by_centre, by_sigma
+
+
+def spot_and_derivatives(theta: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor):
+    """mu (..., R, C) photons of the spots `theta` (..., 5) at pixel coordinates xs (..., 1, C)
+    and ys (..., R, 1), and d mu / d theta (..., R, C, 5)."""
+    x, y, n, b, s = (theta[..., i, None, None] for i in range(5))
+    sx, dsx, dsx_ds = integrated_gaussian(x, xs, s)
+    sy, dsy, dsy_ds = integrated_gaussian(y, ys, s)
+    mu = b + n * sx * sy
+    ones = torch.ones_like(mu)
+    jac = torch.stack([n * dsx * sy, n * sx * dsy, sx * sy * ones, ones, n * (dsx_ds * sy + sx * dsy_ds)], -1)
+    return mu, jac
+
+
+def _windows_around(points: np.ndarray, height: int, width: int, radius: int):
+    """Pixel coordinates (..., 2r+1, 1) and (..., 1, 2r+1) of a window around each point's
+    pixel, and which of them lie in the image (..., 2r+1, 2r+1)."""
+    centre = np.floor(np.asarray(points, dtype=np.float64) + 0.5)
+    steps = np.arange(-radius, radius + 1, dtype=np.float64)
+    xs = centre[..., 0, None, None] + steps[None, :]
+    ys = centre[..., 1, None, None] + steps[:, None]
+    inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
+    return xs, ys, inside
+
+
+def fisher_information(
+    theta: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, inside: torch.Tensor, camera: Camera
+) -> torch.Tensor:
+    """(..., 5, 5) Fisher information of the spots `theta` on the pixels `inside` their windows:
+    sum over pixels of d mu d mu^T / (mu + read variance), in photoelectrons, halved by EM gain."""
+    mu, jac = spot_and_derivatives(theta, xs, ys)
+    mu_e, jac_e = camera.qe * mu, camera.qe * jac
+    weight = inside / (mu_e + camera.read_variance).clamp(min=1e-12) / camera.excess_noise
+    return torch.einsum("...rc,...rci,...rcj->...ij", weight, jac_e, jac_e)
+
+
+def crlb(
+    points: np.ndarray,
+    photons: np.ndarray,
+    background: np.ndarray,
+    sigma: np.ndarray,
+    camera: Camera,
+    size: tuple[int, int],
+    free: tuple[bool, ...] = POSITION_AND_PHOTOMETRY,
+) -> np.ndarray:
+    """(..., 5) the bound on the standard deviation of each parameter of spots at `points`
+    (..., 2) with `photons`, `background` (photons per pixel) and `sigma` (...), every
+    parameter marked `free` unknown to the estimator; NaN for a fixed parameter."""
+    theta = _theta(points, photons, background, sigma)
+    radius = window_radius(float(np.max(sigma)) if np.size(sigma) else 1.0)
+    xs, ys, inside = (torch.from_numpy(a) for a in _windows_around(points, *size, radius))
+    information = fisher_information(theta, xs, ys, inside.double(), camera)
+    chosen = torch.tensor(free)
+    sub = information[..., chosen, :][..., :, chosen]
+    variance = torch.full(theta.shape, math.nan, dtype=torch.float64)
+    variance[..., chosen] = torch.diagonal(torch.linalg.pinv(sub), dim1=-2, dim2=-1)
+    return variance.clamp(min=0).sqrt().numpy()
+
+
+def _theta(points, photons, background, sigma) -> torch.Tensor:
+    points = np.asarray(points, dtype=np.float64)
+    parts = [points[..., 0], points[..., 1]]
+    parts += [
+        np.broadcast_to(np.asarray(v, dtype=np.float64), points.shape[:-1])
+        for v in (photons, background, sigma)
+    ]
+    return torch.from_numpy(np.stack(parts, -1).copy())
+
+
+def poisson_fit(
+    images: np.ndarray,
+    points: np.ndarray,
+    photons: np.ndarray,
+    background: np.ndarray,
+    sigma: np.ndarray,
+    camera: Camera,
+    free: tuple[bool, ...] = POSITION_AND_PHOTOMETRY,
+    iterations: int = FIT_ITERATIONS,
+) -> np.ndarray:
+    """(N, K, 5) maximum-likelihood (x, y, photons, background, sigma) of a spot near each point
+    (N, K, 2) of photon images (N, H, W), started from the given values (..., broadcast to
+    (N, K)); the parameters not `free` stay as given.
+
+    Fisher scoring on the Poisson likelihood of photoelectrons, with the read noise's variance
+    added to data and model alike (Huang et al. 2013), so that it also holds for sCMOS pixels.
+    """
+    n, height, width = images.shape
+    theta = _theta(points, photons, background, sigma)
+    start = theta.clone()
+    radius = window_radius(float(np.max(sigma)) if np.size(sigma) else 1.0)
+    xs_np, ys_np, inside_np = _windows_around(points, height, width, radius)
+    rows = np.arange(n)[:, None, None, None]
+    values = images[rows, np.clip(ys_np, 0, height - 1).astype(int), np.clip(xs_np, 0, width - 1).astype(int)]
+    xs, ys, inside = (torch.from_numpy(a) for a in (xs_np, ys_np, inside_np))
+    inside = inside.double()
+    shift = camera.read_variance
+    data = camera.qe * torch.from_numpy(values.astype(np.float64)) + shift
+    chosen = torch.tensor(free)
+    eye = torch.eye(int(chosen.sum()), dtype=torch.float64)
+    for _ in range(iterations):
+        mu, jac = spot_and_derivatives(theta, xs, ys)
+        model = (camera.qe * mu).clamp(min=1e-9) + shift
+        jac_e = camera.qe * jac[..., chosen]
+        gradient = torch.einsum("...rc,...rci->...i", inside * (data / model - 1.0), jac_e)
+        information = torch.einsum("...rc,...rci,...rcj->...ij", inside / model, jac_e, jac_e)
+        step = torch.linalg.solve(information + 1e-9 * eye, gradient[..., None])[..., 0]
+        step[..., :2] = step[..., :2].clamp(-1.0, 1.0) if free[0] else step[..., :2]
+        update = torch.zeros_like(theta)
+        update[..., chosen] = step
+        theta = theta + update
+        theta[..., 2] = theta[..., 2].clamp(min=1.0)  # photons
+        theta[..., 3] = theta[..., 3].clamp(min=-shift / camera.qe + 1e-6)  # background
+        theta[..., 4] = theta[..., 4].clamp(0.3, 5.0)  # sigma
+    fitted = theta.numpy()
+    # a fit that wandered off its window is not to be trusted: keep where it started
+    wandered = (np.abs(fitted[..., :2] - start[..., :2].numpy()).max(-1) > radius) | ~np.isfinite(fitted).all(
+        -1
+    )
+    return np.where(wandered[..., None], start.numpy(), fitted)
+
+
+# --- closed forms, for one axis (REFERENCES.md), pixel size a = 1 -----------------------------
+
+
+def thompson_variance(photons: float, background: float, sigma: float) -> float:
+    """Thompson, Larson & Webb 2002: sigma_a^2 / N + 8 pi sigma^4 b / N^2."""
+    sigma_a2 = sigma**2 + 1 / 12
+    return sigma_a2 / photons + 8 * math.pi * sigma**4 * background / photons**2
+
+
+def mortensen_mle_variance(photons: float, background: float, sigma: float) -> float:
+    """Mortensen et al. 2010, maximum likelihood: sigma_a^2 / N * [1 + int_0^1 ln t / (1 + t / tau) dt]^-1."""
+    sigma_a2 = sigma**2 + 1 / 12
+    if background <= 0:
+        return sigma_a2 / photons
+    tau = 2 * math.pi * sigma_a2 * background / photons
+    t = (np.arange(200_000) + 0.5) / 200_000  # midpoints: the log's singularity at 0 is integrable
+    integral = float(np.mean(np.log(t) / (1 + t / tau)))
+    return sigma_a2 / photons / (1 + integral)
+
+
+def mortensen_ls_variance(photons: float, background: float, sigma: float) -> float:
+    """Mortensen et al. 2010, least squares: sigma_a^2 / N * (16/9 + 8 pi sigma_a^2 b / N)."""
+    sigma_a2 = sigma**2 + 1 / 12
+    return sigma_a2 / photons * (16 / 9 + 8 * math.pi * sigma_a2 * background / photons)
