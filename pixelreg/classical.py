@@ -18,11 +18,12 @@ import torch.nn.functional as F
 
 from .config import MIN_BOUND_BLUR
 from .data import DataSpec, expected_image
+from .photons import photometry_start, poisson_fit
 
 
 def peak_radius(spec: DataSpec) -> int:
-    """Half-width of the window that holds most of one spot."""
-    return max(1, math.ceil(2.5 * spec.blur))
+    """Half-width of the window that holds most of one spot (the widest, when blur varies)."""
+    return max(1, math.ceil(2.5 * (spec.blur_max or spec.blur)))
 
 
 def find_peaks(images: np.ndarray, k: int, suppress: int = 1, smooth: float = 0.0) -> np.ndarray:
@@ -235,6 +236,8 @@ def baseline_detections(name: str, images: np.ndarray, spec: DataSpec) -> tuple[
         points = centroid_at(images, peaks, spec)
     elif name == "gaussian_fit":
         points = gaussian_fit_at(images, peaks, spec)
+    elif name == "poisson_mle":
+        points = poisson_mle_at(images, peaks, spec)
     else:
         raise ValueError(f"unknown baseline {name!r}")
     return np.where(np.isfinite(scores)[..., None], points, np.nan), scores
@@ -280,4 +283,35 @@ def baseline_points(name: str, images: np.ndarray, k: int, spec: DataSpec) -> np
         return centroid_points(images, k, spec)
     if name == "gaussian_fit":
         return gaussian_fit_points(images, k, spec)
+    if name == "poisson_mle":
+        return poisson_mle_points(images, k, spec)
     raise ValueError(f"unknown baseline {name!r}")
+
+
+def baselines_for(spec: DataSpec | None) -> tuple[str, ...]:
+    """The classical methods that suit the data: a Poisson ML fit in place of least squares
+    where images count photons (Smith et al. 2010); no fit of a blur-free spot."""
+    if spec is not None and spec.camera_model:
+        return ("argmax", "centroid", "poisson_mle")
+    if spec is not None and spec.blur == 0:
+        return ("argmax", "centroid")
+    return BASELINES
+
+
+def poisson_mle_points(images: np.ndarray, k: int, spec: DataSpec) -> np.ndarray:
+    """(N, K, 2): the Poisson maximum-likelihood fit of position, photons and background (and
+    sigma, when blur varies) around each of the K highest peaks of photon images, started
+    from its centroid."""
+    return poisson_mle_at(
+        images, find_peaks(images, k, max(1, peak_radius(spec) // 2), smooth=spec.blur), spec
+    )
+
+
+def poisson_mle_at(images: np.ndarray, peaks: np.ndarray, spec: DataSpec) -> np.ndarray:
+    """(N, K, 2): the fit of `poisson_mle_points` around each peak (flat index) given."""
+    start = centroid_at(images, peaks, spec).astype(np.float64)
+    sigma = (spec.blur + (spec.blur_max or spec.blur)) / 2
+    photons, background = photometry_start(images, start, sigma)
+    free = (True, True, True, True, spec.blur_max is not None)
+    fitted = poisson_fit(images, start, photons, background, sigma, spec.camera, free)
+    return fitted[..., :2].astype(np.float32)

@@ -8,6 +8,7 @@ People read stderr (progress, tables, errors); scripts read stdout (paths, or JS
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import inspect
 import json
@@ -685,12 +686,29 @@ def predict(
     checkpoint: CheckpointArg,
     images: Annotated[list[Path], typer.Argument(help=IMAGE_FORMATS, show_default=False)],
     threshold: Threshold = None,
+    baseline: Annotated[
+        float | None,
+        typer.Option(help="Camera model: the ADU a dark pixel reads today, if not the training data's."),
+    ] = None,
+    e_per_adu: Annotated[
+        float | None,
+        typer.Option(help="Camera model: photoelectrons per A/D count, if not the training data's."),
+    ] = None,
+    em_gain: Annotated[
+        float | None, typer.Option(help="Camera model: EM gain (0 or 1: none), if not the training data's.")
+    ] = None,
     device: Device = "auto",
     as_json: AsJson = False,
 ) -> None:
-    """Locate the points in image files; CSV (path,index,x,y; a counting model adds confidence) or JSON on stdout."""
+    """Locate the points in image files; CSV (path,index,x,y; a counting model adds confidence,
+    a model of the camera model photons, background and uncertainty) or JSON on stdout."""
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise PixelregError(f"--threshold must be in [0, 1], got {threshold:g}")
+    camera_changes = {
+        name: value
+        for name, value in (("baseline", baseline), ("e_per_adu", e_per_adu), ("em_gain", em_gain))
+        if value is not None
+    }
     require_file(resolve_checkpoint(checkpoint), "checkpoint")
     for path in images:
         require_file(path, "image")
@@ -699,7 +717,15 @@ def predict(
     from .inference import can_count, locate_in_files, resolve_device, table_columns
 
     torch_device = resolve_device(device)
-    model, _ = load_model(checkpoint, torch_device)
+    model, payload = load_model(checkpoint, torch_device)
+    spec = DataSpec.from_dict(payload["data_spec"]) if payload.get("data_spec") else None
+    if camera_changes:
+        if model.camera is None:
+            flags = ", ".join("--" + name.replace("_", "-") for name in camera_changes)
+            raise PixelregError(
+                f"{flags} apply to a model trained on camera images (--photons); this one reads grey levels"
+            )
+        model.camera = dataclasses.replace(model.camera, **camera_changes)
     if threshold is not None:
         if not can_count(model):
             raise PixelregError(
@@ -707,7 +733,7 @@ def predict(
                 f"{model.name} model returns {model.points} point(s) per image"
             )
         model.threshold = threshold
-    rows = locate_in_files(model, images, torch_device)
+    rows = locate_in_files(model, images, torch_device, spec)
     if as_json:
         emit(rows, True)
         return

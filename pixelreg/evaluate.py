@@ -19,6 +19,7 @@ from .classical import (
     MIN_BOUND_BLUR,
     baseline_detections,
     baseline_points,
+    baselines_for,
     crlb_px,
     trackpy_available,
 )
@@ -56,6 +57,7 @@ from .metrics import (
 )
 from .models import PointModel
 from .runs import RunDir, resolve_checkpoint
+from .worth import photometry_report
 
 SWEEP_MAX_PIXELS = 128 * 128  # evaluate every position only for images up to this size
 BOUND_SPOTS = 5000  # spots whose isolated-spot bound is averaged, with a variable count
@@ -189,17 +191,28 @@ def evaluate_model(
     }
     spec = dataset.spec or DataSpec(n=len(dataset), height=height, width=width, points=model.points)
     report["baselines"] = {}
-    for name in BASELINES:
-        if name == "gaussian_fit" and spec.blur == 0:
-            continue  # a fit of a blur-free spot has nothing to fit
-        found = match_points(baseline_points(name, dataset.images[index], model.points, spec), true)
+    classical_images = classical_view(dataset.images[index], spec)
+    for name in baselines_for(spec):
+        found = match_points(baseline_points(name, classical_images, model.points, spec), true)
         report["baselines"][name] = summarize(found, true, height, width, **scored)
         predictions[f"baseline_{name}"] = found
     report["bias"] = bias_report(predictions)
-    report["crlb"] = precision_against_bound(report, true, spec)
+    photon_bound = None
+    if spec.camera_model and dataset.photometry is not None:
+        methods = {"model": pred, **{name: predictions[f"baseline_{name}"] for name in ("poisson_mle",)}}
+        photometry = dataset.photometry[index]
+        report["photometry"], arrays = photometry_report(methods, true, photometry, classical_images, spec)
+        predictions.update({f"photometry_{key}": value for key, value in arrays.items()})
+        photon_bound = report["photometry"]["bound_px"]
+    report["crlb"] = precision_against_bound(report, true, spec, photon_bound)
     if sweep and height * width <= SWEEP_MAX_PIXELS and spec.points == 1:
         report["positions"], predictions["position_error"] = position_sweep(model, spec, train_mask, device)
     return Evaluation(report, predictions)
+
+
+def classical_view(images: np.ndarray, spec: DataSpec) -> np.ndarray:
+    """The images as classical methods read them: grey levels, or photons under the camera model."""
+    return spec.camera.photons(images) if spec.camera_model else images
 
 
 def report_head(
@@ -281,9 +294,9 @@ def evaluate_counting(
     )
     val = dataset.select("val")
     report["baseline_thresholds_from"] = "val" if val.size else split  # no val split: the only choice
-    tuning = (dataset.images[val], dataset.points[val]) if val.size else (images, true)
-    names = [name for name in BASELINES if not (name == "gaussian_fit" and spec.blur == 0)]
-    names += ["trackpy"] if trackpy_available() else []
+    images = classical_view(images, spec)
+    tuning = (classical_view(dataset.images[val], spec), dataset.points[val]) if val.size else (images, true)
+    names = [*baselines_for(spec), *(["trackpy"] if trackpy_available() else [])]
     for name in names:
         tune_points, tune_scores = baseline_detections(name, tuning[0], spec)
         levels = score_thresholds(tune_scores)
@@ -342,13 +355,16 @@ def bias_report(predictions: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def precision_against_bound(
-    report: dict[str, Any], true: np.ndarray, spec: DataSpec
+    report: dict[str, Any], true: np.ndarray, spec: DataSpec, bound: float | None = None
 ) -> dict[str, Any] | None:
     """The Cramér-Rao bound for these spots and each method's RMSE as a multiple of it.
 
     With a variable count the bound is that of each spot alone in its image (the
     isolated-spot bound), over the pairs' rmse: neighbours can only raise the true bound.
+    Under the camera model the caller gives the Poisson bound of these spots.
     """
+    if bound is not None:
+        return _over_bound(report, bound)
     if spec.variable_count:
         alone = present_points(true)[:, None, :]
         rng = np.random.default_rng(0)  # the bound of a few thousand spots is the bound to 1%
@@ -359,6 +375,10 @@ def precision_against_bound(
     bound = crlb_px(true, spec)
     if not math.isfinite(bound):
         return None  # too little blur for a meaningful bound
+    return _over_bound(report, bound)
+
+
+def _over_bound(report: dict[str, Any], bound: float) -> dict[str, Any]:
     methods = {"model": report["metrics"]["all"], **report["baselines"]}
     return {
         "crlb_px": as_json_float(bound),

@@ -18,10 +18,13 @@ IMAGE_FORMATS = """PNG (8-bit grey or RGB) or .npy arrays: (H, W) one image, (N,
 0..255; floats that all lie in [0, 1] are intensities scaled to 0..255, other floats grey levels."""
 
 
-def read_images(path: str | Path) -> np.ndarray:
-    """uint8 images (N, H, W) from a .png or .npy file; anything else is a clear error."""
+def read_images(path: str | Path, counts: bool = False) -> np.ndarray:
+    """uint8 images (N, H, W) from a .png or .npy file; anything else is a clear error. With
+    `counts`: a camera's uint16 ADU, from integer .npy arrays."""
     path = require_file(path, "image")
     suffix = path.suffix.lower()
+    if counts:
+        return _read_counts(path)
     if suffix == ".png":
         return _read_png(path)[None]
     if suffix == ".npy":
@@ -47,13 +50,35 @@ def _read_png(path: Path) -> np.ndarray:
     return _to_grey_levels(pixels, path, scaled=True, rgb=pixels.ndim == 3)
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def _read_counts(path: Path) -> np.ndarray:
+    """A camera's ADU: integers 0..65535 of shape (H, W) or (N, H, W), from a .npy file."""
+    if path.suffix.lower() != ".npy":
+        raise PixelregError(f"{path}: a model of the camera model reads 16-bit counts from .npy files")
+    array = _open_npy(path)
+    if array.dtype.kind not in "ui":
+        raise PixelregError(f"{path}: a camera's counts are integers, got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or 0 in array.shape:
+        raise PixelregError(f"{path}: expected counts of shape (H, W) or (N, H, W), got {array.shape}")
+    require_memory(3 * array.size * 2, f"{path}", "split it into smaller files")
+    array = np.array(array)
+    if array.min() < 0 or array.max() > 65535:
+        raise PixelregError(f"{path}: counts must lie in 0..65535, got {array.min()}..{array.max()}")
+    return array.astype(np.uint16)
+
+
+def _open_npy(path: Path) -> np.ndarray:
     try:
-        array = np.load(path, allow_pickle=False, mmap_mode="r")  # the header only, until read
+        return np.load(path, allow_pickle=False, mmap_mode="r")  # the header only, until read
     except Exception as exc:  # noqa: BLE001 - corrupt headers raise several types
         raise PixelregError(
             f"{path} is not a readable .npy array (truncated, corrupt, or holding Python objects)"
         ) from exc
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    array = _open_npy(path)
     if array.dtype.kind not in "uif":
         raise PixelregError(f"{path}: expected numbers, got dtype {array.dtype}")
     rgb = bool(array.ndim in (3, 4) and array.shape[-1] in (3, 4))

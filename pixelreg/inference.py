@@ -5,6 +5,7 @@ Nothing here trains; evaluation, benchmarks and `predict` run models through thi
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,19 +159,22 @@ def check_image_size(model: PointModel, size: tuple[int, int], source: str) -> N
 
 
 def locate_in_files(
-    model: PointModel, paths: list[Path], device: torch.device | str = "cpu"
+    model: PointModel, paths: list[Path], device: torch.device | str = "cpu", spec: DataSpec | None = None
 ) -> list[dict[str, Any]]:
-    """One row per found point: path, index of the image in its file, (point,) x, y(, confidence).
+    """One row per found point: path, index of the image in its file, (point,) x, y(, confidence)
+    (, photons, background, uncertainty).
 
     The `point` column appears only for models that find a fixed number of several points per
-    image; `confidence` only for counting models, whose detections below `model.threshold` go.
+    image; `confidence` only for counting models, whose detections below `model.threshold` go;
+    the photometry only for models of the camera model (`spec`, the training data's), whose
+    images are 16-bit counts.
     """
     from .imageio import read_images
 
     counting = can_count(model)
     rows: list[dict[str, Any]] = []
     for path in paths:
-        images = read_images(path)
+        images = read_images(path, counts=model.camera is not None)
         check_image_size(model, images.shape[1:], str(path))
         height, width = images.shape[1:]
         require_memory(
@@ -178,12 +182,18 @@ def locate_in_files(
         )
         if counting:
             found, confidence = detect_images(model, images, device)
+            found = keep_above(found, confidence, model.threshold)
         else:
             found = predict_images(model, images, device)
             confidence = np.ones(found.shape[:2], dtype=np.float32)
+        worth = None
+        if model.camera is not None and spec is not None:
+            from .worth import measured
+
+            worth = measured(model.camera.photons(images), found, replace(spec, **asdict(model.camera)))
         for index, (points, scores) in enumerate(zip(found, confidence, strict=True)):
             for point, ((x, y), score) in enumerate(zip(points, scores, strict=True)):
-                if counting and not (np.isfinite(x) and score >= model.threshold):
+                if not np.isfinite(x):
                     continue
                 which = {"point": point} if model.points > 1 and not counting else {}
                 row = {
@@ -195,12 +205,19 @@ def locate_in_files(
                 }
                 if counting:
                     row["confidence"] = round(float(score), 4)
+                if worth is not None:
+                    row.update({key: round(float(worth[key][index, point]), 4) for key in PHOTOMETRY_COLUMNS})
                 rows.append(row)
     return rows
+
+
+PHOTOMETRY_COLUMNS = ("photons", "background", "uncertainty")
 
 
 def table_columns(model: PointModel) -> list[str]:
     """The columns of `locate_in_files`'s rows for this model, also when it finds nothing."""
     if can_count(model):
-        return ["path", "index", "x", "y", "confidence"]
-    return ["path", "index", *(["point"] if model.points > 1 else []), "x", "y"]
+        columns = ["path", "index", "x", "y", "confidence"]
+    else:
+        columns = ["path", "index", *(["point"] if model.points > 1 else []), "x", "y"]
+    return columns + list(PHOTOMETRY_COLUMNS if model.camera is not None else ())

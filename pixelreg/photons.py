@@ -181,3 +181,36 @@ def mortensen_ls_variance(photons: float, background: float, sigma: float) -> fl
     """Mortensen et al. 2010, least squares: sigma_a^2 / N * (16/9 + 8 pi sigma_a^2 b / N)."""
     sigma_a2 = sigma**2 + 1 / 12
     return sigma_a2 / photons * (16 / 9 + 8 * math.pi * sigma_a2 * background / photons)
+
+
+def measure_spots(
+    images: np.ndarray, points: np.ndarray, sigma: float, camera: Camera, fit_sigma: bool = False
+) -> dict[str, np.ndarray]:
+    """What each localization is worth: at each point (N, K, 2) of photon images (N, H, W), the
+    photons, background (photons per pixel) and sigma by a Poisson ML fit with the position
+    held where it was found, and the uncertainty (px, per axis): the Fisher bound at those
+    values, every parameter unknown. NaN where a point is NaN (N, K) arrays."""
+    present = np.isfinite(points).all(-1)
+    where = np.where(present[..., None], points, 0.0).astype(np.float64)
+    start_photons, start_background = photometry_start(images, where, sigma)
+    free = (False, False, True, True, fit_sigma)
+    fitted = poisson_fit(images, where, start_photons, start_background, sigma, camera, free)
+    everything = (True, True, True, True, fit_sigma)
+    bound = crlb(where, fitted[..., 2], fitted[..., 3], fitted[..., 4], camera, images.shape[1:], everything)
+    uncertainty = np.sqrt((bound[..., 0] ** 2 + bound[..., 1] ** 2) / 2)
+    values = {"photons": fitted[..., 2], "background": fitted[..., 3], "sigma": fitted[..., 4]}
+    values["uncertainty"] = uncertainty
+    return {key: np.where(present, value, np.nan) for key, value in values.items()}
+
+
+def photometry_start(images: np.ndarray, points: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """A first guess of each spot's photons (the light in its window above the image's median)
+    and background (the median)."""
+    n, height, width = images.shape
+    radius = window_radius(sigma)
+    xs, ys, inside = _windows_around(points, height, width, radius)
+    rows = np.arange(n)[:, None, None, None]
+    values = images[rows, np.clip(ys, 0, height - 1).astype(int), np.clip(xs, 0, width - 1).astype(int)]
+    background = np.median(images.reshape(n, -1), axis=1)[:, None]
+    light = ((values - background[..., None, None]) * inside).sum((-2, -1))
+    return np.clip(light, 10.0, None), np.broadcast_to(background, points.shape[:2])

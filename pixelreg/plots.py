@@ -245,6 +245,52 @@ def plot_precision_vs_noise(curve: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+PHOTON_METHODS = {
+    "model": {"color": "#d62728", "marker": "o", "label": "model"},
+    "poisson_mle": {"color": "#1f77b4", "marker": "s", "label": "Poisson ML fit"},
+}
+
+
+def plot_uncertainty(predictions: dict[str, np.ndarray], path: Path, bins: int = 10) -> Path:
+    """What each localization is worth: the error against the uncertainty reported with it
+    (calibrated: on the diagonal), and the rmse against the Poisson bound by photon decile."""
+    fig, (ax_cal, ax_dec) = plt.subplots(1, 2, figsize=(11, 4.4))
+    photons = predictions["photometry_true_photons"]
+    edges = np.quantile(photons, np.linspace(0, 1, bins + 1))
+    decile = np.clip(np.searchsorted(edges, photons, side="right") - 1, 0, bins - 1)
+    bound = predictions["photometry_bound_px"]
+    centres = [np.median(photons[decile == d]) for d in range(bins)]
+    highest = 0.0
+    for name, style in PHOTON_METHODS.items():
+        if f"photometry_{name}_error" not in predictions:
+            continue
+        error, unc = predictions[f"photometry_{name}_error"], predictions[f"photometry_{name}_uncertainty"]
+        order = np.argsort(unc)
+        groups = np.array_split(order, bins)
+        reported = [unc[g].mean() for g in groups]
+        found = [np.sqrt((error[g] ** 2).mean()) for g in groups]  # per axis
+        ax_cal.plot(reported, found, "-", ms=6, **style)
+        highest = max(highest, max(reported), max(found))
+        ratio = [
+            np.sqrt((error[decile == d] ** 2).sum(-1).mean() / (bound[decile == d] ** 2).mean())
+            for d in range(bins)
+        ]
+        ax_dec.plot(centres, ratio, "-", ms=6, **style)
+    ax_cal.plot([0, highest], [0, highest], "k--", lw=1, label="calibrated")
+    ax_cal.set(xlabel="reported uncertainty, per axis (px)", ylabel="rmse per axis (px)",
+               title="Error against reported uncertainty\n(spots in tenths by their uncertainty)")  # fmt: skip
+    ax_dec.axhline(1.0, color="k", ls="--", lw=1, label="Poisson bound")
+    ax_dec.axhline(1.1, color="0.5", ls=":", lw=1, label="1.1 x the bound")
+    ax_dec.set_xscale("log")
+    ax_dec.set(xlabel="photons in the spot (decile median)", ylabel="rmse / bound",
+               title="Precision by photon decile")  # fmt: skip
+    for ax in (ax_cal, ax_dec):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_bias(predictions: dict[str, np.ndarray], path: Path) -> Path:
     """Pixel locking made visible: mean error against the true sub-pixel phase, per axis, for the
     model and each baseline (spots found within 1 px), beside the histogram of the predicted
@@ -546,6 +592,8 @@ def draw_figures(
             plot_error_map(pairs, run.figures / "error_map.png"),
         ]
     extra = [plot_precision_vs_noise(curve, run.figures / "precision_vs_noise.png")] if curve else []
+    if "photometry_bound_px" in predictions:  # the camera model: what each localization is worth
+        extra.append(plot_uncertainty(predictions, run.figures / "uncertainty.png"))
     if np.ptp(phase_of(predictions["true"])) > 0.5:  # sub-pixel truths: the bias has phases to show
         extra.append(plot_bias(predictions, run.figures / "bias.png"))
     return extra + [
