@@ -37,10 +37,8 @@ class Camera:
         """Raise PixelregError naming the first impossible setting."""
         if not (0.0 < self.qe <= 1.0):
             raise PixelregError(f"--qe must be in (0, 1], got {self.qe:g}")
-        if not (self.em_gain >= 0.0 and math.isfinite(self.em_gain)):
-            raise PixelregError(
-                f"--em-gain must be a finite number >= 0 (0 or 1: no EM stage), got {self.em_gain:g}"
-            )
+        if not (self.em_gain == 0.0 or 1.0 <= self.em_gain < math.inf):
+            raise PixelregError(f"--em-gain must be 0 (no EM register) or at least 1, got {self.em_gain:g}")
         if not (self.read_noise >= 0.0 and math.isfinite(self.read_noise)):
             raise PixelregError(
                 f"--read-noise must be a finite number >= 0 (electrons rms), got {self.read_noise:g}"

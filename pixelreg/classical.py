@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .config import MIN_BOUND_BLUR
 from .data import DataSpec, expected_image
-from .photons import photometry_start, poisson_fit
+from .photons import integrated_gaussian, photometry_start, poisson_fit
 
 
 def peak_radius(spec: DataSpec) -> int:
@@ -99,15 +99,6 @@ def centroid_at(images: np.ndarray, peaks: np.ndarray, spec: DataSpec) -> np.nda
     return np.stack([centre_x, centre_y], axis=-1).astype(np.float32)
 
 
-def _integrated_gaussian(centre: torch.Tensor, coords: torch.Tensor, sigma: float):
-    """Share of a Gaussian in the unit pixel at `coords`, and its derivative by the centre."""
-    scale = sigma * math.sqrt(2.0)
-    upper, lower = (coords + 0.5 - centre) / scale, (coords - 0.5 - centre) / scale
-    share = 0.5 * (torch.erf(upper) - torch.erf(lower))
-    density = (torch.exp(-(upper**2)) - torch.exp(-(lower**2))) / (math.sqrt(math.pi) * scale)
-    return share, -density
-
-
 def gaussian_fit_points(images: np.ndarray, k: int, spec: DataSpec, iterations: int = 20) -> np.ndarray:
     """(N, K, 2): Levenberg-Marquardt fit of position, brightness and background per spot."""
     peaks = find_peaks(images, k, max(1, peak_radius(spec) // 2), smooth=spec.blur)
@@ -133,8 +124,8 @@ def gaussian_fit_at(
     damping = torch.full_like(x0, 1e-3)
 
     def residual_and_jacobian(x0, y0, brightness, b):
-        sx, dsx = _integrated_gaussian(x0, gx, sigma)
-        sy, dsy = _integrated_gaussian(y0, gy, sigma)
+        sx, dsx, _ = integrated_gaussian(x0, gx, sigma)
+        sy, dsy, _ = integrated_gaussian(y0, gy, sigma)
         model = b + brightness * sx * sy
         jac = torch.stack([brightness * dsx * sy, brightness * sx * dsy, sx * sy, torch.ones_like(sx)], -1)
         return (v - model) * mask, jac * mask[..., None]

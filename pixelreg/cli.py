@@ -722,8 +722,9 @@ def predict(
     if camera_changes:
         if model.camera is None:
             flags = ", ".join("--" + name.replace("_", "-") for name in camera_changes)
+            verb = "applies" if len(camera_changes) == 1 else "apply"
             raise PixelregError(
-                f"{flags} apply to a model trained on camera images (--photons); this one reads grey levels"
+                f"{flags} {verb} to a model trained on camera images (--photons); this one reads grey levels"
             )
         model.camera = dataclasses.replace(model.camera, **camera_changes)
     if threshold is not None:

@@ -309,23 +309,18 @@ def pixel_of(points: np.ndarray) -> np.ndarray:
 
 def parse_count(text: str) -> tuple[int, int | None]:
     """'3' -> (3, None): exactly 3 points; '0:10' -> (0, 10): 0 to 10 per image; '4:4' -> (4, None)."""
-    parts = text.split(":")
-    try:
-        numbers = [int(part) for part in parts]
-    except ValueError:
-        numbers = []
-    if len(numbers) == 1:
-        return numbers[0], None
-    if len(numbers) == 2:
-        low, high = numbers
-        return (low, None) if low == high else (low, high)
-    raise PixelregError(f"--points must be K or LO:HI (whole numbers), got {text!r}")
+    return _value_or_range(text, int, "--points must be K or LO:HI (whole numbers)")
 
 
 def parse_range(text: str, flag: str) -> tuple[float, float | None]:
     """'1.5' -> (1.5, None): every spot the same; '0.9:1.3' -> (0.9, 1.3): drawn per spot or image."""
+    return _value_or_range(text, float, f"{flag} must be a number or a range LO:HI")
+
+
+def _value_or_range(text: str, kind: type, wanted: str) -> tuple[Any, Any]:
+    """(value, None) from 'V', (LO, HI) from 'LO:HI' (LO:LO is a value); else `wanted`, as an error."""
     try:
-        numbers = [float(part) for part in text.split(":")]
+        numbers = [kind(part) for part in text.split(":")]
     except ValueError:
         numbers = []
     if len(numbers) == 1:
@@ -333,7 +328,7 @@ def parse_range(text: str, flag: str) -> tuple[float, float | None]:
     if len(numbers) == 2:
         low, high = numbers
         return (low, None) if low == high else (low, high)
-    raise PixelregError(f"{flag} must be a number or a range LO:HI, got {text!r}")
+    raise PixelregError(f"{wanted}, got {text!r}")
 
 
 # --- positions and splits ------------------------------------------------------------------

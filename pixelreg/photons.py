@@ -26,7 +26,7 @@ def window_radius(sigma: float) -> int:
     return max(2, math.ceil(WINDOW_SIGMAS * sigma))
 
 
-def integrated_gaussian(centre: torch.Tensor, coords: torch.Tensor, sigma: torch.Tensor):
+def integrated_gaussian(centre: torch.Tensor, coords: torch.Tensor, sigma: torch.Tensor | float):
     """The share of a 1-D Gaussian in the unit pixel at `coords`, and its derivatives by the
     centre and by sigma."""
     root2 = math.sqrt(2.0)

@@ -1,12 +1,15 @@
 """The camera model, the Fisher bound under photon noise, and the Poisson maximum-likelihood fit,
 each against an independent oracle: closed forms, sample moments, the bound itself."""
 
+import json
 import math
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from pixelreg.camera import Camera
+from pixelreg.cli import app
 from pixelreg.data import DataSpec, make_dataset
 from pixelreg.photons import (
     crlb,
@@ -98,3 +101,82 @@ def test_the_poisson_fit_reaches_the_bound_unbiased():
     photon_error = fitted[..., 2] - 800
     assert np.sqrt((photon_error**2).mean()) == pytest.approx(np.sqrt((bound[..., 2] ** 2).mean()), rel=0.15)
     assert fitted[..., 3].mean() == pytest.approx(10, rel=0.03)
+
+
+# --- the camera model from the command line ---------------------------------------------------
+
+runner = CliRunner()
+CAMERA = ["--photons", "500:4000", "--background-photons", "8", "--blur", "1.1"]
+CAMERA += ["--read-noise", "1.5", "--e-per-adu", "0.5", "--baseline", "100", "--size", "16"]
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--photons", "1000", "--qe", "0"], "--qe must be in (0, 1], got 0"),
+        (["--photons", "1000", "--qe", "1.2"], "--qe must be in (0, 1], got 1.2"),
+        (["--photons", "1000", "--read-noise", "-1"], "--read-noise must be a finite number >= 0"),
+        (["--photons", "1000", "--baseline", "70000"], "--baseline must be 0 to 65535 ADU"),
+        (["--photons", "1000", "--em-gain", "0.5"], "--em-gain must be 0 (no EM register) or at least 1"),
+        (["--photons", "3000:300"], "--photons 3000:300 is out of order"),
+        (["--photons", "0:300"], "--photons LO:HI draws log-uniformly, so LO must be above 0"),
+        (["--photons", "1000", "--blur", "0.1"], "the camera model renders spots of --blur 0.3 px or more"),
+        (["--blur", "1:x"], "--blur must be a number or a range LO:HI, got '1:x'"),
+    ],
+)
+def test_impossible_camera_options_get_one_error_line(tmp_path, args, message):
+    for command in ("generate", "train"):
+        result = run(command, *args, "--out", tmp_path / "out")
+        assert result.exit_code == 1, result.stdout
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_camera_run_reports_what_each_localization_is_worth(tmp_path):
+    result = run("train", *CAMERA, "--n", 800, "--epochs", 2, "--out", tmp_path, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(run("evaluate", tmp_path / "train", "--json", "--quiet").stdout)
+    photometry = report["photometry"]
+    assert (
+        set(photometry["methods"]) == {"model", "poisson_mle"} and "gaussian_fit" not in report["baselines"]
+    )
+    assert sum(photometry["deciles"]["spots"]) == 80  # every test spot in one decile
+    fit = photometry["methods"]["poisson_mle"]
+    # the ML fit is efficient: at the bound, its uncertainty calibrated, its photons right
+    assert 0.8 < fit["rmse_over_bound"] < 1.25
+    assert all(0.75 < v < 1.25 for v in fit["error_over_uncertainty_std"].values())
+    assert fit["photons_rmse_relative"] < 2 * photometry["photons_bound_relative"]
+    assert report["crlb"]["crlb_px"] == pytest.approx(photometry["bound_px"])
+    # predict: the truth of a bright spot read back, and a lower baseline raises the background
+    spec = DataSpec(n=1, height=16, width=16, photons=3000, background_photons=8, blur=1.1, read_noise=1.5,
+                    e_per_adu=0.5, baseline=100, seed=9, holdout="none", val_fraction=0, test_fraction=0)  # fmt: skip
+    frame = make_dataset(spec)
+    np.save(tmp_path / "frame.npy", frame.images)
+    rows = json.loads(run("predict", tmp_path / "train", tmp_path / "frame.npy", "--json").stdout)
+    assert len(rows) == 1 and set(rows[0]) >= {"photons", "background", "uncertainty"}
+    assert math.dist((rows[0]["x"], rows[0]["y"]), frame.points[0, 0]) < 0.5
+    assert rows[0]["photons"] == pytest.approx(3000, rel=0.15) and rows[0]["background"] == pytest.approx(
+        8, abs=1.5
+    )
+    lower = json.loads(
+        run("predict", tmp_path / "train", tmp_path / "frame.npy", "--json", "--baseline", 90).stdout
+    )
+    assert lower[0]["background"] - rows[0]["background"] == pytest.approx(
+        10 * 0.5, abs=0.05
+    )  # 10 ADU of 0.5 e
+    figures = run("plot", tmp_path / "train", "--quiet").stdout
+    assert "uncertainty.png" in figures
+
+
+def test_camera_settings_apply_to_camera_models_only(small_run, tmp_path):
+    np.save(tmp_path / "grey.npy", np.zeros((16, 16), dtype=np.uint8))
+    result = run("predict", small_run, tmp_path / "grey.npy", "--baseline", 90)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "Error: --baseline applies to a model trained on camera images (--photons); this one reads grey levels"
+    )
