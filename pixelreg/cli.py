@@ -678,6 +678,8 @@ def evaluate(
     metrics_path, _ = save_evaluation(evaluation, out if out is not None else checkpoint.parent)
     if not quiet:
         console.print(metrics_table(evaluation.report))
+        if "photometry" in evaluation.report:
+            console.print(photometry_table(evaluation.report["photometry"]))
     emit(evaluation.report if as_json else str(metrics_path), as_json)
 
 
@@ -1025,6 +1027,47 @@ def precision_table(results: dict[str, Any]) -> Table:
         "spots this method found within 1 px (found)"
     )
     table.caption = legend if table.caption is None else f"{legend}\n{table.caption}"
+    return table
+
+
+def photometry_table(photometry: dict[str, Any]) -> Table:
+    """The camera model's scoring: rmse over the Poisson bound in each photon decile, then each
+    method's bias, calibration and photometry."""
+    deciles = photometry["deciles"]
+    methods = photometry["methods"]
+    cells = [
+        [
+            f"{low:,.0f}-{high:,.0f}",
+            f"{spots:,}",
+            shown(bound, ".4f"),
+            *(shown(methods[name]["decile_rmse_over_bound"][d], ".3f") for name in methods),
+        ]
+        for d, (low, high, spots, bound) in enumerate(
+            zip(
+                deciles["photons_from"],
+                deciles["photons_to"],
+                deciles["spots"],
+                deciles["bound_px"],
+                strict=True,
+            )
+        )
+    ]
+    headers = ["photons", "spots", "bound px", *(f"{name} rmse/bound" for name in methods)]
+    table = fitted_table(
+        "by photon decile (Poisson bound, every parameter unknown)", headers, cells, ["spots"]
+    )
+    lines = []
+    for name, block in methods.items():
+        spread = block["error_over_uncertainty_std"]
+        lines.append(
+            f"{name}: rmse {shown(block['rmse_px'], '.4f')} px = {shown(block['rmse_over_bound'], '.3f')} x bound; "
+            f"bias x {shown(block['bias_px']['x'], '+.4f')}, y {shown(block['bias_px']['y'], '+.4f')} px; "
+            f"std(error / uncertainty) x {shown(spread['x'], '.3f')}, y {shown(spread['y'], '.3f')}; "
+            f"photons rmse {shown(block['photons_rmse_relative'], '.2%')} "
+            f"(bound {shown(photometry['photons_bound_relative'], '.2%')}), "
+            f"background rmse {shown(block['background_rmse'], '.3f')} photons/px"
+        )
+    table.caption = "\n".join(lines)
     return table
 
 
