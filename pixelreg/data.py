@@ -753,6 +753,8 @@ def load_dataset(path: str | Path) -> Dataset:
             f"images, but the file holds {points.shape[1]} in {height}x{width}"
         )
     wanted = spec.image_dtype if spec is not None else np.uint8
+    if images.dtype != wanted and spec is None:
+        raise PixelregError(f"{path}: uint16 images need the stored spec of the camera model that made them")
     if images.dtype != wanted:
         raise PixelregError(
             f"{path}: images are {images.dtype}, but its spec describes {np.dtype(wanted).name} "

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from pixelreg.camera import Camera
 from pixelreg.cli import app
-from pixelreg.data import DataSpec, make_dataset
+from pixelreg.data import DataSpec, load_dataset, make_dataset, save_dataset
+from pixelreg.errors import PixelregError
 from pixelreg.photons import (
     crlb,
     mortensen_ls_variance,
@@ -180,3 +181,25 @@ def test_camera_settings_apply_to_camera_models_only(small_run, tmp_path):
     assert result.stderr.strip() == (
         "Error: --baseline applies to a model trained on camera images (--photons); this one reads grey levels"
     )
+
+
+def test_a_camera_dataset_round_trips_and_its_damage_is_named(tmp_path):
+    spec = DataSpec(
+        n=20, height=12, width=12, photons=300, photons_max=900, background_photons=5, blur=1.0, seed=2
+    )
+    dataset = make_dataset(spec)
+    save_dataset(tmp_path / "cam.npz", dataset)
+    again = load_dataset(tmp_path / "cam.npz")
+    assert again.images.dtype == np.uint16 and np.array_equal(again.images, dataset.images)
+    assert np.allclose(again.photometry.photons, dataset.photometry.photons, rtol=1e-6)
+    assert 300 <= again.photometry.photons.min() and again.photometry.photons.max() <= 900
+    arrays = dict(np.load(tmp_path / "cam.npz"))
+    for change, words in [
+        ({"spec": np.asarray("null")}, "uint16 images need the stored spec of the camera model"),
+        ({"photons": None}, "its spec varies the spots, but the file lacks their photons, sigma, background"),
+        ({"images": dataset.images.astype(np.uint8)}, "images are uint8, but its spec describes uint16"),
+    ]:
+        damaged = {key: value for key, value in {**arrays, **change}.items() if value is not None}
+        np.savez(tmp_path / "bad.npz", **damaged)
+        with pytest.raises(PixelregError, match=words):
+            load_dataset(tmp_path / "bad.npz")
