@@ -1,7 +1,9 @@
-"""Reading user images for `predict`: PNG (grey or RGB) and .npy arrays, as uint8 (N, H, W)."""
+"""Reading user images for `predict`: PNG (grey or RGB), .npy arrays and TIFF stacks, as uint8
+grey levels (N, H, W), or as a camera's uint16 counts."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +15,11 @@ from .limits import require_memory
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 weights, as PIL's "L" mode uses
 
 
-IMAGE_FORMATS = """PNG (8-bit grey or RGB) or .npy arrays: (H, W) one image, (N, H, W) a stack,
-(H, W, 3 or 4) one RGB(A) image, (N, H, W, 3 or 4) a stack of them. Integers are grey levels
-0..255; floats that all lie in [0, 1] are intensities scaled to 0..255, other floats grey levels."""
+IMAGE_FORMATS = """PNG (8-bit grey or RGB), .npy arrays or TIFF (.tif, .tiff; single or multi-page,
+uint8, uint16 or float32): (H, W) one image, (N, H, W) a stack; .npy also (H, W, 3 or 4) one RGB(A)
+image, (N, H, W, 3 or 4) a stack of them. Integers are grey levels 0..255; floats that all lie in
+[0, 1] are intensities scaled to 0..255, other floats grey levels. A model trained on camera
+images (--photons) reads integer counts 0..65535 (floats are rounded)."""
 
 
 def read_images(path: str | Path, counts: bool = False) -> np.ndarray:
@@ -23,13 +27,16 @@ def read_images(path: str | Path, counts: bool = False) -> np.ndarray:
     `counts`: a camera's uint16 ADU, from integer .npy arrays."""
     path = require_file(path, "image")
     suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        frames = _read_tiff(path)
+        return _counts(frames, path) if counts else _to_grey_levels(frames, path, _scaled(frames), rgb=False)
     if counts:
         return _read_counts(path)
     if suffix == ".png":
         return _read_png(path)[None]
     if suffix == ".npy":
         return _read_npy(path)
-    raise PixelregError(f"{path}: unsupported image type {suffix or '(none)'}; give .png or .npy files")
+    raise PixelregError(f"{path}: unsupported image type {suffix or '(none)'}; give .png, .npy or .tif files")
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -50,10 +57,53 @@ def _read_png(path: Path) -> np.ndarray:
     return _to_grey_levels(pixels, path, scaled=True, rgb=pixels.ndim == 3)
 
 
+TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_DTYPES = (np.uint8, np.uint16, np.float32)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """The frames (N, H, W) of a single- or multi-page TIFF of one channel."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series[0]
+            shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+            if dtype not in TIFF_DTYPES:
+                raise PixelregError(f"{path}: TIFF pixels must be uint8, uint16 or float32, got {dtype}")
+            if len(shape) == 3 and shape[-1] in (3, 4) and series.axes.endswith("S"):
+                raise PixelregError(f"{path}: an RGB TIFF; give frames of one channel")
+            if len(shape) not in (2, 3):
+                raise PixelregError(
+                    f"{path}: a TIFF of shape {shape} (axes {series.axes}); give frames (H, W) or a stack (N, H, W)"
+                )
+            require_memory(3 * math.prod(shape) * dtype.itemsize, f"{path}", "split it into smaller files")
+            frames = series.asarray()
+    except PixelregError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged TIFF raises many types
+        raise PixelregError(
+            f"{path} is not a readable TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
+    frames = frames[None] if frames.ndim == 2 else frames
+    if 0 in frames.shape:
+        raise PixelregError(f"{path}: the TIFF of shape {frames.shape} holds no pixels")
+    if frames.dtype.kind == "f" and not np.isfinite(frames).all():
+        raise PixelregError(f"{path} contains NaN or infinity")
+    return frames
+
+
+def _scaled(pixels: np.ndarray) -> bool:
+    """Whether float pixels are intensities in [0, 1] rather than grey levels."""
+    return pixels.dtype.kind == "f" and pixels.min() >= 0 and pixels.max() <= 1
+
+
 def _read_counts(path: Path) -> np.ndarray:
     """A camera's ADU: integers 0..65535 of shape (H, W) or (N, H, W), from a .npy file."""
     if path.suffix.lower() != ".npy":
-        raise PixelregError(f"{path}: a model of the camera model reads 16-bit counts from .npy files")
+        raise PixelregError(
+            f"{path}: a model of the camera model reads 16-bit counts from .npy or TIFF files"
+        )
     array = _open_npy(path)
     if array.dtype.kind not in "ui":
         raise PixelregError(f"{path}: a camera's counts are integers, got dtype {array.dtype}")
@@ -62,10 +112,14 @@ def _read_counts(path: Path) -> np.ndarray:
     if array.ndim != 3 or 0 in array.shape:
         raise PixelregError(f"{path}: expected counts of shape (H, W) or (N, H, W), got {array.shape}")
     require_memory(3 * array.size * 2, f"{path}", "split it into smaller files")
-    array = np.array(array)
-    if array.min() < 0 or array.max() > 65535:
-        raise PixelregError(f"{path}: counts must lie in 0..65535, got {array.min()}..{array.max()}")
-    return array.astype(np.uint16)
+    return _counts(np.array(array), path)
+
+
+def _counts(frames: np.ndarray, path: Path) -> np.ndarray:
+    """uint16 counts from integer or float frames (floats rounded), each 0..65535."""
+    if frames.min() < 0 or frames.max() > 65535:
+        raise PixelregError(f"{path}: counts must lie in 0..65535, got {frames.min()}..{frames.max()}")
+    return np.rint(frames).astype(np.uint16) if frames.dtype.kind == "f" else frames.astype(np.uint16)
 
 
 def _open_npy(path: Path) -> np.ndarray:
@@ -92,8 +146,7 @@ def _read_npy(path: Path) -> np.ndarray:
     array = np.array(array)  # read it now, into writable memory
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise PixelregError(f"{path} contains NaN or infinity")
-    scaled = array.dtype.kind == "f" and array.min() >= 0 and array.max() <= 1
-    return _to_grey_levels(array, path, scaled, rgb)
+    return _to_grey_levels(array, path, _scaled(array), rgb)
 
 
 def _to_grey_levels(pixels: np.ndarray, path: Path, scaled: bool, rgb: bool) -> np.ndarray:

@@ -1,0 +1,67 @@
+"""TIFF stacks in: read as the .npy path reads the same frames, and damaged ones refused in one line."""
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from pixelreg.cli import app
+from pixelreg.imageio import read_images
+
+runner = CliRunner()
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def frames(dtype=np.uint8) -> np.ndarray:
+    stack = np.full((3, 16, 16), 10, dtype=dtype)
+    for i, (x, y) in enumerate([(3, 4), (8, 11), (12, 2)]):
+        stack[i, y, x] = 200
+    return stack
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_a_multipage_tiff_predicts_as_the_same_frames_in_npy(small_run, tmp_path, dtype):
+    stack = frames(dtype)
+    tifffile.imwrite(tmp_path / "movie.tif", stack)
+    np.save(tmp_path / "movie.npy", stack.astype(np.uint8))
+    from_tiff = run("predict", small_run, tmp_path / "movie.tif").stdout.splitlines()
+    from_npy = run("predict", small_run, tmp_path / "movie.npy").stdout.splitlines()
+    assert len(from_tiff) == 4 and [r.split(",", 1)[1] for r in from_tiff] == [
+        r.split(",", 1)[1] for r in from_npy
+    ]
+
+
+def test_tiff_counts_keep_16_bits(tmp_path):
+    stack = (frames(np.uint16) * 300).astype(np.uint16)  # up to 60,000 ADU
+    tifffile.imwrite(tmp_path / "counts.tif", stack)
+    tifffile.imwrite(tmp_path / "one.tif", stack[0])
+    assert np.array_equal(read_images(tmp_path / "counts.tif", counts=True), stack)
+    assert read_images(tmp_path / "one.tif", counts=True).shape == (1, 16, 16)
+
+
+def test_damaged_or_odd_tiffs_get_one_error_line(small_run, tmp_path):
+    tifffile.imwrite(tmp_path / "whole.tif", frames())
+    data = (tmp_path / "whole.tif").read_bytes()
+    (tmp_path / "truncated.tif").write_bytes(data[: len(data) // 2])
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((16, 16, 3), np.uint8), photometric="rgb")
+    tifffile.imwrite(tmp_path / "five.tif", np.zeros((2, 2, 2, 16, 16), np.uint16))
+    nan = frames(np.float32)
+    nan[1, 5, 5] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", nan)
+    tifffile.imwrite(tmp_path / "double.tif", frames(np.float64), photometric="minisblack")
+    for name, words in [
+        ("truncated.tif", "is not a readable TIFF"),
+        ("rgb.tif", "an RGB TIFF; give frames of one channel"),
+        ("five.tif", "give frames (H, W) or a stack (N, H, W)"),
+        ("nan.tif", "contains NaN or infinity"),
+        ("double.tif", "TIFF pixels must be uint8, uint16 or float32, got float64"),
+    ]:
+        result = run("predict", small_run, tmp_path / name)
+        assert result.exit_code == 1 and result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {tmp_path / name}") and words in lines[0], (
+            result.stderr
+        )
