@@ -8,7 +8,6 @@ parameters are named as ThunderSTORM's camera setup names them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,9 @@ import numpy as np
 from .errors import PixelregError
 
 ADU_MAX = 65535  # images are uint16
+MOST_EM_GAIN = 10_000.0  # EMCCDs reach about 1,000
+MOST_READ_NOISE = 1_000.0  # electrons rms: noisier than any scientific camera
+E_PER_ADU_RANGE = (1e-3, 1e4)  # photoelectrons per count: far beyond real converters either way
 CAMERA_FIELDS = ("qe", "em_gain", "read_noise", "e_per_adu", "baseline")
 
 
@@ -37,14 +39,19 @@ class Camera:
         """Raise PixelregError naming the first impossible setting."""
         if not (0.0 < self.qe <= 1.0):
             raise PixelregError(f"--qe must be in (0, 1], got {self.qe:g}")
-        if not (self.em_gain == 0.0 or 1.0 <= self.em_gain < math.inf):
-            raise PixelregError(f"--em-gain must be 0 (no EM register) or at least 1, got {self.em_gain:g}")
-        if not (self.read_noise >= 0.0 and math.isfinite(self.read_noise)):
+        if not (self.em_gain == 0.0 or 1.0 <= self.em_gain <= MOST_EM_GAIN):
             raise PixelregError(
-                f"--read-noise must be a finite number >= 0 (electrons rms), got {self.read_noise:g}"
+                f"--em-gain must be 0 (no EM register) or 1 to {MOST_EM_GAIN:g}, got {self.em_gain:g}"
             )
-        if not (self.e_per_adu > 0.0 and math.isfinite(self.e_per_adu)):
-            raise PixelregError(f"--e-per-adu must be a finite number > 0, got {self.e_per_adu:g}")
+        if not (0.0 <= self.read_noise <= MOST_READ_NOISE):
+            raise PixelregError(
+                f"--read-noise must be 0 to {MOST_READ_NOISE:g} electrons rms, got {self.read_noise:g}"
+            )
+        if not (E_PER_ADU_RANGE[0] <= self.e_per_adu <= E_PER_ADU_RANGE[1]):
+            raise PixelregError(
+                f"--e-per-adu must be {E_PER_ADU_RANGE[0]:g} to {E_PER_ADU_RANGE[1]:g} photoelectrons per count, "
+                f"got {self.e_per_adu:g}"
+            )
         if not (0.0 <= self.baseline <= ADU_MAX):
             raise PixelregError(
                 f"--baseline must be 0 to {ADU_MAX} ADU (images are 16-bit), got {self.baseline:g}"

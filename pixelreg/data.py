@@ -28,6 +28,7 @@ SPLITS = ("train", "val", "test")
 HOLDOUTS = ("random", "quadrant", "none")
 MIN_SIZE, MAX_SIZE = 8, 512
 SEED_MAX = 2**32 - 1  # seeds are one 32-bit word of every random stream's key
+MOST_PHOTONS = 1e8  # photons per spot or per pixel: a million times what a camera pixel holds
 MIN_CAMERA_BLUR = 0.3  # px: the camera model's spots are Gaussians at least this wide
 RENDER_CHUNK_PIXELS = 2**24  # pixels rendered at once: 128 MiB of float64 per buffer
 
@@ -178,14 +179,22 @@ class DataSpec:
                 raise PixelregError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
         if not (self.brightness > 0.0 and math.isfinite(self.brightness)):
             raise PixelregError(f"--brightness must be a finite number > 0, got {self.brightness}")
-        for name in ("blur", "photons", "background_photons"):
+        most = {
+            "blur": float(max(self.height, self.width)),
+            "photons": MOST_PHOTONS,
+            "background_photons": MOST_PHOTONS,
+        }
+        for name, limit in most.items():
             low, high, flag = getattr(self, name), getattr(self, f"{name}_max"), "--" + name.replace("_", "-")
-            if not (low >= 0.0 and math.isfinite(low)) or (high is not None and not math.isfinite(high)):
-                raise PixelregError(f"{flag} must be a finite number >= 0, got {low:g}")
+            for value in (low, high):
+                if value is not None and not 0.0 <= value <= limit:
+                    raise PixelregError(f"{flag} must be 0 to {limit:g}, got {value:g}")
             if high is not None and high < low:
                 raise PixelregError(f"{flag} {low:g}:{high:g} is out of order; give LO:HI with LO <= HI")
         if self.photons_max is not None and self.photons == 0:
             raise PixelregError("--photons LO:HI draws log-uniformly, so LO must be above 0")
+        if 0 < self.photons < 1:
+            raise PixelregError(f"--photons must be 0 (grey levels) or at least 1, got {self.photons:g}")
         self.camera.validate()  # its settings are checked even while the grey-level model is used
         if self.camera_model:
             if self.blur < MIN_CAMERA_BLUR:
@@ -762,6 +771,11 @@ def load_dataset(path: str | Path) -> Dataset:
         )
     photometry = None
     if all(name in arrays for name in PHOTOMETRY_ARRAYS):
+        for name in PHOTOMETRY_ARRAYS:
+            if arrays[name].dtype.kind != "f":
+                raise PixelregError(f"{path}: {name} must be floats, got {arrays[name].dtype}")
+            if not np.isfinite(arrays[name]).all():
+                raise PixelregError(f"{path}: {name} holds NaN or infinity")
         photometry = Photometry(*(arrays[name].astype(np.float64) for name in PHOTOMETRY_ARRAYS))
         shapes = (points.shape[:2], points.shape[:2], (n,))
         if [a.shape for a in (photometry.photons, photometry.sigma, photometry.background)] != list(shapes):

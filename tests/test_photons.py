@@ -120,9 +120,16 @@ def run(*args: object):
     [
         (["--photons", "1000", "--qe", "0"], "--qe must be in (0, 1], got 0"),
         (["--photons", "1000", "--qe", "1.2"], "--qe must be in (0, 1], got 1.2"),
-        (["--photons", "1000", "--read-noise", "-1"], "--read-noise must be a finite number >= 0"),
+        (["--photons", "1000", "--read-noise", "-1"], "--read-noise must be 0 to 1000 electrons rms, got -1"),
+        (["--photons", "1000", "--e-per-adu", "1e-300"], "--e-per-adu must be 0.001 to 10000"),
+        (["--photons", "1e308"], "--photons must be 0 to 1e+08, got 1e+308"),
+        (["--photons", "1:inf"], "--photons must be 0 to 1e+08, got inf"),
+        (["--photons", "1e-300"], "--photons must be 0 (grey levels) or at least 1"),
+        (["--photons", "500", "--background-photons", "0:1e308"], "--background-photons must be 0 to 1e+08"),
+        (["--photons", "500", "--blur", "1:1e308"], "--blur must be 0 to 50, got 1e+308"),
         (["--photons", "1000", "--baseline", "70000"], "--baseline must be 0 to 65535 ADU"),
-        (["--photons", "1000", "--em-gain", "0.5"], "--em-gain must be 0 (no EM register) or at least 1"),
+        (["--photons", "1000", "--em-gain", "0.5"], "--em-gain must be 0 (no EM register) or 1 to 10000"),
+        (["--photons", "1000", "--em-gain", "1e308"], "--em-gain must be 0 (no EM register) or 1 to 10000"),
         (["--photons", "3000:300"], "--photons 3000:300 is out of order"),
         (["--photons", "0:300"], "--photons LO:HI draws log-uniformly, so LO must be above 0"),
         (["--photons", "1000", "--blur", "0.1"], "the camera model renders spots of --blur 0.3 px or more"),
@@ -164,6 +171,8 @@ def test_a_camera_run_reports_what_each_localization_is_worth(tmp_path):
     assert rows[0]["photons"] == pytest.approx(3000, rel=0.15) and rows[0]["background"] == pytest.approx(
         8, abs=1.5
     )
+    absurd = run("predict", tmp_path / "train", tmp_path / "frame.npy", "--e-per-adu", "1e308")
+    assert absurd.exit_code == 1 and absurd.stderr.startswith("Error: --e-per-adu must be 0.001 to 10000")
     lower = json.loads(
         run("predict", tmp_path / "train", tmp_path / "frame.npy", "--json", "--baseline", 90).stdout
     )
@@ -198,6 +207,8 @@ def test_a_camera_dataset_round_trips_and_its_damage_is_named(tmp_path):
         ({"spec": np.asarray("null")}, "uint16 images need the stored spec of the camera model"),
         ({"photons": None}, "its spec varies the spots, but the file lacks their photons, sigma, background"),
         ({"images": dataset.images.astype(np.uint8)}, "images are uint8, but its spec describes uint16"),
+        ({"photons": np.full_like(arrays["photons"], np.nan)}, "photons holds NaN or infinity"),
+        ({"sigma": arrays["sigma"].astype(str)}, "sigma must be floats, got <U"),
     ]:
         damaged = {key: value for key, value in {**arrays, **change}.items() if value is not None}
         np.savez(tmp_path / "bad.npz", **damaged)
