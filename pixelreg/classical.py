@@ -301,7 +301,7 @@ def poisson_mle_points(images: np.ndarray, k: int, spec: DataSpec) -> np.ndarray
 def poisson_mle_at(images: np.ndarray, peaks: np.ndarray, spec: DataSpec) -> np.ndarray:
     """(N, K, 2): the fit of `poisson_mle_points` around each peak (flat index) given."""
     start = centroid_at(images, peaks, spec).astype(np.float64)
-    sigma = (spec.blur + (spec.blur_max or spec.blur)) / 2
+    sigma = spec.mean_blur
     photons, background = photometry_start(images, start, sigma)
     free = (True, True, True, True, spec.blur_max is not None)
     fitted = poisson_fit(images, start, photons, background, sigma, spec.camera, free)

@@ -225,6 +225,11 @@ class DataSpec:
         return self.photons > 0
 
     @property
+    def mean_blur(self) -> float:
+        """The middle of the spots' sigmas: --blur, or the middle of its range."""
+        return (self.blur + (self.blur_max or self.blur)) / 2
+
+    @property
     def camera(self) -> Camera:
         """The detector of the camera model (its defaults for grey-level specs)."""
         return Camera.from_values(asdict(self))

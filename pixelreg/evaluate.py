@@ -199,7 +199,7 @@ def evaluate_model(
     report["bias"] = bias_report(predictions)
     photon_bound = None
     if spec.camera_model and dataset.photometry is not None:
-        methods = {"model": pred, **{name: predictions[f"baseline_{name}"] for name in ("poisson_mle",)}}
+        methods = {"model": pred, "poisson_mle": predictions["baseline_poisson_mle"]}
         photometry = dataset.photometry[index]
         report["photometry"], arrays = photometry_report(methods, true, photometry, classical_images, spec)
         predictions.update({f"photometry_{key}": value for key, value in arrays.items()})

@@ -438,9 +438,9 @@ def read_detections(out: Tensor, floor: float, radius: float = SPOT_RADIUS) -> t
 def _spots_of_votes(aim: Tensor, weight: Tensor, where: Tensor, radius: float) -> tuple[Tensor, Tensor]:
     """(N, V, 2) spot positions and (N, V) confidences (0: no spot) from votes at `aim` of
     `weight`, cast by the pixels at `where`: the modes of the votes' density, each gathering
-    the votes nearest to it within SPOT_RADIUS (or `radius`, when larger). Only the pixels around the mode's own pixel, whose
-    offsets training taught, place it; farther pixels that point at it add to its confidence
-    only."""
+    the votes nearest to it within SPOT_RADIUS (or `radius`, when larger). Only the pixels
+    around the mode's own pixel, whose offsets training taught, place it; farther pixels that
+    point at it add to its confidence only."""
     n, votes, _ = aim.shape
     valid = weight > 0
     gap = torch.cdist(aim, aim)  # (N, V, V)

@@ -142,7 +142,8 @@ def poisson_fit(
         gradient = torch.einsum("...rc,...rci->...i", inside * (data / model - 1.0), jac_e)
         information = torch.einsum("...rc,...rci,...rcj->...ij", inside / model, jac_e, jac_e)
         step = torch.linalg.solve(information + 1e-9 * eye, gradient[..., None])[..., 0]
-        step[..., :2] = step[..., :2].clamp(-1.0, 1.0) if free[0] else step[..., :2]
+        if free[0]:  # a position moves at most a pixel a step
+            step[..., :2] = step[..., :2].clamp(-1.0, 1.0)
         update = torch.zeros_like(theta)
         update[..., chosen] = step
         theta = theta + update

@@ -17,7 +17,6 @@ DECILES = 10
 BOUND_RATIO_GOAL = 1.1  # issue 13: rmse within this many times the bound in every photon decile
 BIAS_GOAL_PX = 0.01
 CALIBRATION_GOAL = 0.10  # the spread of error / uncertainty within this of 1
-PHOTONS_GOAL = 0.05  # relative rmse of the photons, where the bound allows it
 
 
 def true_bounds(true: np.ndarray, photometry: Photometry, spec: DataSpec) -> np.ndarray:
@@ -33,8 +32,7 @@ def true_bounds(true: np.ndarray, photometry: Photometry, spec: DataSpec) -> np.
 
 def measured(images: np.ndarray, points: np.ndarray, spec: DataSpec) -> dict[str, np.ndarray]:
     """Photons, background, sigma and uncertainty at each point of photon images."""
-    sigma = (spec.blur + (spec.blur_max or spec.blur)) / 2
-    return measure_spots(images, points, sigma, spec.camera, fit_sigma=spec.blur_max is not None)
+    return measure_spots(images, points, spec.mean_blur, spec.camera, fit_sigma=spec.blur_max is not None)
 
 
 def photometry_report(
