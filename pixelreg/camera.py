@@ -8,6 +8,7 @@ parameters are named as ThunderSTORM's camera setup names them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,11 @@ class Camera:
     def read_variance(self) -> float:
         """The read noise's variance in photoelectrons (before the EM gain) squared."""
         return (self.read_noise / self.gain) ** 2
+
+    def background_std(self, background: float) -> float:
+        """The standard deviation, in photons, of a pixel that holds `background` photons."""
+        electrons = self.qe * max(background, 0.0) * self.excess_noise + self.read_variance
+        return math.sqrt(electrons) / self.qe
 
     def expose(self, photons: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """uint16 ADU images from expected photons per pixel, each noise drawn from `rng`."""

@@ -17,6 +17,7 @@ import torch
 
 from .config import TrainConfig
 from .data import DataSpec
+from .deblend import spot_shape
 from .errors import PixelregError
 from .files import require_file, write_atomic
 from .limits import require_memory
@@ -190,6 +191,7 @@ def model_from_checkpoint(payload: dict[str, Any], where: str = "the checkpoint"
     if payload.get("data_spec"):  # a model of the camera model reads ADU as photons
         spec = DataSpec.from_dict(payload["data_spec"], f"{where}: data_spec")
         model.camera = spec.camera if spec.camera_model else None
+        model.spot = spot_shape(spec) if getattr(model, "counting", False) else None
     if payload.get("threshold") is not None:
         model.threshold = float(payload["threshold"])  # chosen on validation when training ended
     if payload.get("merge_radius") is not None:

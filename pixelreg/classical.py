@@ -243,14 +243,16 @@ def trackpy_available() -> bool:
     return True
 
 
-def trackpy_detections(images: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
-    """trackpy.locate on each image, its `minmass` left at 0 so that the caller thresholds the
+def trackpy_detections(
+    images: np.ndarray, spec: DataSpec, minmass: float = 0.0, processes: int | str = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """trackpy.locate on each image, its `minmass` 0 by default so that the caller thresholds the
     mass it reports as any other score; its diameter the odd width that holds the spot."""
     import trackpy
 
     trackpy.quiet()
     diameter = 2 * max(1, math.ceil(2 * spec.blur)) + 1
-    table = trackpy.batch(list(images), diameter, minmass=0, processes=1)
+    table = trackpy.batch(list(images), diameter, minmass=max(0.0, minmass), processes=processes)
     if table.empty:  # nothing found anywhere
         return np.full((len(images), 1, 2), np.nan, dtype=np.float32), np.full((len(images), 1), -np.inf)
     frames = table["frame"].to_numpy()

@@ -86,6 +86,11 @@ class TrainConfig:
                 least, most = SIZE_LIMITS[name]
                 if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
                     raise PixelregError(f"--{name} must be {least} to {most}, got {value!r}")
+        if "stride" in self.model_args:
+            if self.model not in (AUTO_MODEL, "offsets"):
+                raise PixelregError(f"--stride applies to the offsets model only, not {self.model!r}")
+            if self.model_args["stride"] not in (1, 2):
+                raise PixelregError(f"--stride must be 1 or 2, got {self.model_args['stride']!r}")
         if self.spec.get("points_max") is not None:
             require_counting(self.model)
 
@@ -129,4 +134,23 @@ DENSITY_CONDITIONS = {"subpixel": True, "noise": 10.0, "background": 50.0, "blur
 DENSITY_SIZE = 64
 DENSITY_N = 10_000  # images per density: 8,000 to train on, 1,000 to validate, 1,000 to test
 DENSITY_EPOCHS = 15
-DENSITY_LEAD = 0.10  # the goal: a Jaccard index 10 points above the best classical detector
+DENSITY_LEAD = 0.10
+MOVIE_FRAMES = 200
+MOVIE_SIZE = 512
+MOVIE_SPOTS = 600  # about this many spots per frame (+-10%)
+# `pixelreg bench --movie`: an sCMOS-like camera (issue 13's), bright and dim spots at blur 1
+MOVIE_CONDITIONS = {
+    "photons": 300.0,
+    "photons_max": 3000.0,
+    "background_photons": 10.0,
+    "blur": 1.0,
+    "read_noise": 1.5,
+    "e_per_adu": 0.5,
+    "baseline": 100.0,
+}
+MOVIE_TRAIN_SIZE = 64  # the movie's model trains on crops of this side ...
+MOVIE_TRAIN_N = 10_000  # ... this many of them ...
+MOVIE_EPOCHS = 10
+MOVIE_STRIDE = 2  # ... reading cells of 2x2 pixels, four times faster than pixel by pixel
+MOVIE_CHANNELS = 24
+MOVIE_TUNING_FRAMES = 10  # trackpy's minmass is chosen on this many frames  # the goal: a Jaccard index 10 points above the best classical detector

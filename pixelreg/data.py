@@ -507,16 +507,32 @@ def expected_image(points: np.ndarray, spec: DataSpec, photometry: Photometry | 
         rows = np.repeat(np.arange(n), k)
         np.add.at(image, (rows, cells[..., 1].ravel(), cells[..., 0].ravel()), brightness.ravel())
         return image
+    reach = math.ceil(SPOT_REACH_SIGMAS * float(np.max(photometry.sigma, initial=0.0))) + 1
+    local = 2 * reach + 1 < max(height, width)  # a spot's window is smaller than the image
+    rows = np.arange(n)[:, None, None]
     for j in range(k):  # each term is vectorised over images and pixels
         if not present[:, j].any():
             continue
         centres = np.where(present[:, j, None], points[:, j], 0.0)
-        wx = _pixel_integrals(centres[:, 0], width, photometry.sigma[:, j])  # (N, W)
-        wy = _pixel_integrals(centres[:, 1], height, photometry.sigma[:, j])  # (N, H)
-        image += brightness[:, j, None, None] * wy[:, :, None] * wx[:, None, :]
+        if not local:
+            wx = _pixel_integrals(centres[:, 0], width, photometry.sigma[:, j])  # (N, W)
+            wy = _pixel_integrals(centres[:, 1], height, photometry.sigma[:, j])  # (N, H)
+            image += brightness[:, j, None, None] * wy[:, :, None] * wx[:, None, :]
+            continue
+        # large images: each spot adds to the pixels within `reach` of its own only
+        start = np.floor(centres + 0.5).astype(np.int64) - reach  # (N, 2)
+        wx = _pixel_integrals(centres[:, 0] - start[:, 0], 2 * reach + 1, photometry.sigma[:, j])
+        wy = _pixel_integrals(centres[:, 1] - start[:, 1], 2 * reach + 1, photometry.sigma[:, j])
+        xs = start[:, 0, None, None] + np.arange(2 * reach + 1)[None, None, :]
+        ys = start[:, 1, None, None] + np.arange(2 * reach + 1)[None, :, None]
+        patch = brightness[:, j, None, None] * wy[:, :, None] * wx[:, None, :]
+        inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height) & (patch != 0)
+        where = np.broadcast_arrays(rows, ys, xs)
+        np.add.at(image, tuple(axis[inside] for axis in where), patch[inside])
     return image
 
 
+SPOT_REACH_SIGMAS = 6.0  # a spot's light beyond this many sigmas (a billionth of it) is left out
 _erf = np.frompyfunc(math.erf, 1, 1)  # exact to the last bit, and numpy has no erf of its own
 
 

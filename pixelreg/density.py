@@ -80,7 +80,10 @@ def run_density(
         bound = report["crlb"]["crlb_px"] if report["crlb"] else None
         truths = evaluation.predictions["true"]
         mean_spots = float((truths[..., 0] == truths[..., 0]).sum(1).mean())
-        methods = {"model": report["metrics"]["all"], **report["baselines"]}
+        methods = {"model": report["metrics"]["all"]}
+        if report["network_only"] is not None:  # the model's detections before the joint fits
+            methods["network"] = report["network_only"]
+        methods.update(report["baselines"])
         for method, block in methods.items():
             row: dict[str, Any] = {"points": counts, "mean_spots": round(mean_spots, 3), "method": method}
             row["trained_on"] = (
@@ -89,7 +92,7 @@ def run_density(
             row.update({key: block[key] for key in SCORES})
             rmse = block["rmse_px"]
             row["rmse_over_crlb"] = None if rmse is None or not bound else round(rmse / bound, 4)
-            row["threshold"] = report["thresholds"][method]
+            row["threshold"] = report["thresholds"]["model" if method == "network" else method]
             row["train_seconds"] = round(seconds, 1) if method == "model" else None
             rows.append(row)
     results = {
@@ -116,7 +119,11 @@ def density_verdicts(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         model = cell["model"]
         jaccard = model["jaccard"] or 0.0
         best = max(
-            (row["jaccard"] or 0.0 for name, row in cell.items() if name not in ("model", "trackpy")),
+            (
+                row["jaccard"] or 0.0
+                for name, row in cell.items()
+                if name not in ("model", "network", "trackpy")
+            ),
             default=0.0,
         )
         trackpy = (cell["trackpy"]["jaccard"] or 0.0) if "trackpy" in cell else None

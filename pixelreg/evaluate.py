@@ -35,7 +35,14 @@ from .data import (
 )
 from .errors import PixelregError
 from .files import writable_target, write_atomic, write_text
-from .inference import can_count, check_image_size, detect_images, predict_images, resolve_device
+from .inference import (
+    can_count,
+    check_image_size,
+    detect_images,
+    kept_detections,
+    predict_images,
+    resolve_device,
+)
 from .metrics import (
     CONFIDENCE_THRESHOLDS,
     MATCH_RADIUS_PX,
@@ -262,7 +269,7 @@ def evaluate_counting(
     images, true = dataset.images[index], dataset.points[index]
     found, confidence = detect_images(model, images, device)
     threshold = scoring.threshold if scoring.threshold is not None else model.threshold
-    pred = keep_above(found, confidence, threshold)
+    pred, pred_confidence = kept_detections(model, images, found, confidence, threshold)
     train_mask = _train_mask(payload, (height, width))
     seen = seen_in_training(true, train_mask)
     scored = {"variable": True, "tolerance": scoring.tolerance, "pixel_size": scoring.pixel_size}
@@ -278,13 +285,20 @@ def evaluate_counting(
     else:
         report["metrics"] = grouped_metrics(pred, true, seen, (height, width), scored)
     report["every_position_trained"] = every_position_trained
+    # the network's detections before the joint fits (deblend.py), where the model makes them
+    report["refined"] = model.spot is not None
+    report["network_only"] = (
+        summarize(keep_above(found, confidence, threshold), true, height, width, **scored)
+        if model.spot is not None
+        else None
+    )
     report["baselines"] = {}
     predictions = {
         "index": index,
         "images": images,
         "true": true,
         "pred": pred,
-        "confidence": np.where(np.isfinite(pred[..., 0]), confidence, 0.0).astype(np.float32),
+        "confidence": pred_confidence,
         "error_px": paired_error(pred, true, scoring.tolerance),
         "seen": seen,
         "train_mask": train_mask,

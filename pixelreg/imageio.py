@@ -4,7 +4,11 @@ grey levels (N, H, W), or as a camera's uint16 counts."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +24,57 @@ uint8, uint16 or float32): (H, W) one image, (N, H, W) a stack; .npy also (H, W,
 image, (N, H, W, 3 or 4) a stack of them. Integers are grey levels 0..255; floats that all lie in
 [0, 1] are intensities scaled to 0..255, other floats grey levels. A model trained on camera
 images (--photons) reads integer counts 0..65535 (floats are rounded)."""
+
+
+CHUNK_PIXELS = 2**23  # frames read at once: 8 Mpx, 16 MiB of uint16 (32 frames of 512x512)
+
+
+@dataclass
+class Frames:
+    """The frames of one image file, read a chunk at a time so that memory stays flat in the
+    movie's length: TIFF stacks page by page, other files whole."""
+
+    path: Path
+    count: int  # frames in the file
+    height: int
+    width: int
+    counts: bool  # a camera's uint16 ADU rather than uint8 grey levels
+    _whole: np.ndarray | None = None  # the frames of a file read whole
+    _float_scaled: bool = False  # float TIFF pixels are intensities in [0, 1] (from a first pass)
+
+    def chunks(self, most_pixels: int = CHUNK_PIXELS) -> Iterator[tuple[int, np.ndarray]]:
+        """(index of the first frame, frames (B, H, W)) for consecutive chunks of the file."""
+        per_chunk = max(1, most_pixels // (self.height * self.width))
+        for start in range(0, self.count, per_chunk):
+            stop = min(self.count, start + per_chunk)
+            if self._whole is not None:
+                yield start, self._whole[start:stop]
+                continue
+            pixels = _tiff_pages(self.path, start, stop)
+            if self.counts:
+                yield start, _counts(pixels, self.path)
+            else:
+                yield start, _to_grey_levels(pixels, self.path, self._float_scaled, rgb=False)
+
+
+def open_frames(path: str | Path, counts: bool = False) -> Frames:
+    """The frames of an image file, checked, to be read with `Frames.chunks`. A TIFF is opened
+    and checked here (pixel type, shape; a float TIFF is read once for NaN and its range) and
+    read chunk by chunk later; other files are read whole, as `read_images` reads them."""
+    path = require_file(path, "image")
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        whole = read_images(path, counts)
+        return Frames(path, len(whole), whole.shape[1], whole.shape[2], counts, whole)
+    shape, dtype = _tiff_layout(path)
+    count, height, width = (1, *shape) if len(shape) == 2 else shape
+    frames = Frames(path, count, height, width, counts)
+    if dtype.kind == "f":
+        low, high = math.inf, -math.inf
+        for start in range(0, count, max(1, CHUNK_PIXELS // (height * width))):
+            pixels = _tiff_pages(path, start, min(count, start + max(1, CHUNK_PIXELS // (height * width))))
+            low, high = min(low, float(pixels.min())), max(high, float(pixels.max()))
+        frames._float_scaled = low >= 0 and high <= 1
+    return frames
 
 
 def read_images(path: str | Path, counts: bool = False) -> np.ndarray:
@@ -63,31 +118,67 @@ TIFF_DTYPES = (np.uint8, np.uint16, np.float32)
 
 def _read_tiff(path: Path) -> np.ndarray:
     """The frames (N, H, W) of a single- or multi-page TIFF of one channel."""
-    import tifffile
+    shape, dtype = _tiff_layout(path)
+    require_memory(3 * math.prod(shape) * dtype.itemsize, f"{path}", "split it into smaller files")
+    return _tiff_pages(path, 0, 1 if len(shape) == 2 else shape[0])
 
+
+@contextmanager
+def _tiff_errors(path: Path) -> Iterator[None]:
+    """A damaged TIFF, whatever tifffile raises for it, as one clear line."""
     try:
-        with tifffile.TiffFile(path) as tiff:
-            series = tiff.series[0]
-            shape, dtype = tuple(series.shape), np.dtype(series.dtype)
-            if dtype not in TIFF_DTYPES:
-                raise PixelregError(f"{path}: TIFF pixels must be uint8, uint16 or float32, got {dtype}")
-            if len(shape) == 3 and shape[-1] in (3, 4) and series.axes.endswith("S"):
-                raise PixelregError(f"{path}: an RGB TIFF; give frames of one channel")
-            if len(shape) not in (2, 3):
-                raise PixelregError(
-                    f"{path}: a TIFF of shape {shape} (axes {series.axes}); give frames (H, W) or a stack (N, H, W)"
-                )
-            require_memory(3 * math.prod(shape) * dtype.itemsize, f"{path}", "split it into smaller files")
-            frames = series.asarray()
+        yield
     except PixelregError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged TIFF raises many types
         raise PixelregError(
             f"{path} is not a readable TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from None
-    frames = frames[None] if frames.ndim == 2 else frames
-    if 0 in frames.shape:
-        raise PixelregError(f"{path}: the TIFF of shape {frames.shape} holds no pixels")
+
+
+def _tiff_layout(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape, (H, W) or (N, H, W), and pixel type of a TIFF's first series, checked."""
+    import tifffile
+
+    with _tiff_errors(path), tifffile.TiffFile(path) as tiff:
+        series = tiff.series[0]
+        shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+        if dtype not in TIFF_DTYPES:
+            raise PixelregError(f"{path}: TIFF pixels must be uint8, uint16 or float32, got {dtype}")
+        if len(shape) == 3 and shape[-1] in (3, 4) and series.axes.endswith("S"):
+            raise PixelregError(f"{path}: an RGB TIFF; give frames of one channel")
+        if len(shape) not in (2, 3):
+            raise PixelregError(
+                f"{path}: a TIFF of shape {shape} (axes {series.axes}); give frames (H, W) or a stack (N, H, W)"
+            )
+        if _data_end(series) > path.stat().st_size:  # found now, not after a table began
+            raise PixelregError(f"{path} is not a readable TIFF (truncated: its pixels run past its end)")
+    if 0 in shape:
+        raise PixelregError(f"{path}: the TIFF of shape {shape} holds no pixels")
+    return shape, dtype
+
+
+def _data_end(series: Any) -> int:
+    """Where the pixels of a TIFF series end in its file: of the whole series where it is one
+    block, else of its last page."""
+    if series.dataoffset is not None:
+        return int(series.dataoffset) + int(series.nbytes)
+    page = series.pages[-1] if len(series.pages) else None
+    if page is None or not page.dataoffsets:
+        return 0
+    return max(int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts, strict=True))
+
+
+def _tiff_pages(path: Path, start: int, stop: int) -> np.ndarray:
+    """Frames start..stop-1 (B, H, W) of a TIFF, checked for NaN."""
+    import tifffile
+
+    with _tiff_errors(path), tifffile.TiffFile(path) as tiff:
+        if len(tiff.series[0].shape) == 2:
+            frames = tiff.series[0].asarray()[None]
+        else:
+            frames = tiff.asarray(key=slice(start, stop), series=0)
+            frames = frames[None] if frames.ndim == 2 else frames
     if frames.dtype.kind == "f" and not np.isfinite(frames).all():
         raise PixelregError(f"{path} contains NaN or infinity")
     return frames

@@ -5,8 +5,10 @@ Nothing here trains; evaluation, benchmarks and `predict` run models through thi
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,10 +17,13 @@ import torch
 from .camera import Camera
 from .config import DEVICES
 from .data import DataSpec
+from .deblend import refine_detections
 from .errors import PixelregError
+from .formats import COLUMNS
+from .imageio import Frames
 from .limits import require_memory
 from .metrics import keep_above
-from .models import PointModel
+from .models import PointModel, read_detections
 
 PHOTON_SCALE = 250.0  # photons a model sees as 1: the brightest pixel of a 3,000-photon spot is about 1.5
 INFERENCE_BATCH = 64
@@ -77,8 +82,7 @@ def predict_images(
     """
     model.eval()
     if can_count(model):  # any number per image: the detections kept at its threshold
-        found, confidence = detect_images(model, images, device, batch_size)
-        return keep_above(found, confidence, model.threshold).astype(np.float32)
+        return counted_points(model, images, device, batch_size=batch_size)[0]
     batch_size = batch_for(images, batch_size)
     out = [
         model.predict(images_to_tensor(images[start : start + batch_size], device, model.camera)).cpu()
@@ -101,6 +105,35 @@ def detect_images(
     return detect_at_radii(model, images, (model.merge_radius,), device, batch_size)[0]
 
 
+def counted_points(
+    model: PointModel,
+    images: np.ndarray,
+    device: torch.device | str = "cpu",
+    threshold: float | None = None,
+    batch_size: int = INFERENCE_BATCH,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a counting model reports: its detections at `threshold` (None: the model's own),
+    refined by joint fits where the model knows its spots (`model.spot`): points (N, M, 2)
+    padded with NaN, confidence (N, M) padded with 0."""
+    found, confidence = detect_images(model, images, device, batch_size)
+    return kept_detections(model, images, found, confidence, threshold)
+
+
+def kept_detections(
+    model: PointModel,
+    images: np.ndarray,
+    found: np.ndarray,
+    confidence: np.ndarray,
+    threshold: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`counted_points` from the detections `found` with their `confidence` (`detect_images`)."""
+    kept = keep_above(found, confidence, model.threshold if threshold is None else threshold)
+    confidence = np.where(np.isfinite(kept[..., 0]), confidence, 0.0).astype(np.float32)
+    if model.spot is None:
+        return kept.astype(np.float32), confidence
+    return refine_detections(images, kept, confidence, model.spot)
+
+
 @torch.inference_mode()
 def detect_at_radii(
     model: PointModel,
@@ -110,16 +143,98 @@ def detect_at_radii(
     batch_size: int = INFERENCE_BATCH,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """`detect_images` at each merge radius, the network run once: one (points, confidence)
-    per radius."""
+    per radius.
+
+    Frames of any size: the network runs on windows of up to NETWORK_TILE pixels a side, and
+    the readout on windows of READOUT_TILE, each with a margin of context around the part it
+    owns; a spot belongs to the window whose own part holds its pixel, so a spot on a border
+    is found once, where the whole frame would have found it. Every window of a frame sees
+    the frame's background level.
+    """
     model.eval()
-    batch_size = batch_for(images, batch_size)
-    batches = [
-        model.detect_at_radii(
-            images_to_tensor(images[start : start + batch_size], device, model.camera), radii
-        )
-        for start in range(0, len(images), batch_size)
-    ]
+    n, height, width = images.shape
+    depth = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())  # the network's reach, px
+    # a readout window's votes come from its margin too: the network's windows reach past that
+    network_tiles = [tiles(length, NETWORK_TILE, depth + READOUT_MARGIN + 1) for length in (height, width)]
+    tiled = len(network_tiles[0]) * len(network_tiles[1]) > 1
+    window = max(stop - start for start, stop, _, _ in network_tiles[0]) * max(
+        stop - start for start, stop, _, _ in network_tiles[1]
+    )
+    batch_size = max(1, min(batch_size, BATCH_PIXELS // window))
+    batches = []
+    for start in range(0, n, batch_size):
+        frames = images_to_tensor(images[start : start + batch_size], device, model.camera)
+        level = frames.flatten(1).median(1).values
+        if (
+            not tiled
+            and height <= READOUT_TILE + 2 * READOUT_MARGIN
+            and width <= READOUT_TILE + 2 * READOUT_MARGIN
+        ):
+            batches.append(model.detect_at_radii(frames, radii, level))  # one window: as it always was
+            continue
+        parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in radii]
+        for y0, y1, own_y0, own_y1 in network_tiles[0]:
+            for x0, x1, own_x0, own_x1 in network_tiles[1]:
+                model.check_input(frames[..., y0:y1, x0:x1])
+                out = model.output_maps(frames[..., y0:y1, x0:x1], level)
+                for ry0, ry1, rown_y0, rown_y1 in tiles(y1 - y0, READOUT_TILE, READOUT_MARGIN):
+                    for rx0, rx1, rown_x0, rown_x1 in tiles(x1 - x0, READOUT_TILE, READOUT_MARGIN):
+                        owned = (  # in frame coordinates: this readout window's own part
+                            (y0 + rown_y0, y0 + rown_y1, y0 == 0 and ry0 == 0, y0 + ry1 == y1 == height),
+                            (x0 + rown_x0, x0 + rown_x1, x0 == 0 and rx0 == 0, x0 + rx1 == x1 == width),
+                        )
+                        owned = (  # and within the network window's own part
+                            (max(owned[0][0], own_y0), min(owned[0][1], own_y1), *owned[0][2:]),
+                            (max(owned[1][0], own_x0), min(owned[1][1], own_x1), *owned[1][2:]),
+                        )
+                        if owned[0][0] >= owned[0][1] or owned[1][0] >= owned[1][1]:
+                            continue
+                        piece = out[..., ry0:ry1, rx0:rx1]
+                        for i, radius in enumerate(radii):
+                            points, confidence = read_detections(piece, model.CANDIDATE_FLOOR, radius)
+                            points = points + points.new_tensor([x0 + rx0, y0 + ry0])
+                            mine = _owns(points, owned)
+                            parts[i].append((points, torch.where(mine, confidence, 0.0)))
+        batches.append([_joined(found) for found in parts])
     return [_padded([batch[i] for batch in batches], len(images)) for i in range(len(radii))]
+
+
+NETWORK_TILE = 1024  # px: larger frames go through the network in windows of this side ...
+READOUT_TILE = 128  # ... and through the readout in windows of this side (its votes grow as the square)
+READOUT_MARGIN = 6  # px of context around a readout window's own part: a spot's votes and their reach
+
+
+def tiles(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """Windows along an axis of `length` pixels: (start, stop, own start, own stop), the own
+    parts of about `tile` pixels tiling the axis, each window `margin` pixels wider on either
+    side where the axis goes on."""
+    if length <= tile + 2 * margin:
+        return [(0, length, 0, length)]
+    count = math.ceil(length / tile)
+    edges = [round(i * length / count) for i in range(count + 1)]
+    return [(max(0, a - margin), min(length, b + margin), a, b) for a, b in itertools.pairwise(edges)]
+
+
+def _owns(points: torch.Tensor, owned: tuple[tuple[int, int, bool, bool], ...]) -> torch.Tensor:
+    """(N, M): whether each point's pixel lies in the own part (y range, x range) of a window; a
+    range at the frame's edge also owns the points beyond it."""
+    pixel = torch.floor(points + 0.5)
+    mine = torch.isfinite(points[..., 0])
+    for axis, (low, high, first, last) in ((1, owned[0]), (0, owned[1])):
+        coordinate = pixel[..., axis]
+        mine = mine & ((coordinate >= low) | first) & ((coordinate < high) | last)
+    return mine
+
+
+def _joined(found: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The detections of every window of a frame batch as one (points, confidence), most
+    confident first, NaN where there is none."""
+    points = torch.cat([p for p, _ in found], 1)
+    confidence = torch.cat([c for _, c in found], 1)
+    most = max(1, int((confidence > 0).sum(1).max()))
+    confidence, order = confidence.topk(most, dim=1)
+    points = points.gather(1, order[..., None].expand(-1, -1, 2))
+    return points.masked_fill((confidence <= 0)[..., None], math.nan), confidence
 
 
 def _padded(found: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -158,66 +273,74 @@ def check_image_size(model: PointModel, size: tuple[int, int], source: str) -> N
         )
 
 
-def locate_in_files(
-    model: PointModel, paths: list[Path], device: torch.device | str = "cpu", spec: DataSpec | None = None
-) -> list[dict[str, Any]]:
-    """One row per found point: path, index of the image in its file, (point,) x, y(, confidence)
-    (, photons, background, uncertainty).
+def localize_frames(
+    model: PointModel,
+    frames: Frames,
+    device: torch.device | str = "cpu",
+    spec: DataSpec | None = None,
+    done: Callable[[int], None] = lambda count: None,
+) -> Iterator[dict[str, Any]]:
+    """One row per found point of a file's frames, read a chunk at a time: path, index of the
+    frame in its file, (point,) x, y, confidence, photons, background, uncertainty (None where
+    the model has no such output). `done(count)` is told of each chunk of frames finished.
 
     The `point` column appears only for models that find a fixed number of several points per
-    image; `confidence` only for counting models, whose detections below `model.threshold` go;
-    the photometry only for models of the camera model (`spec`, the training data's), whose
-    images are 16-bit counts.
+    image; `confidence` is a counting model's (detections below `model.threshold` go); the
+    photometry is a camera model's (`spec`, the training data's), whose images are counts.
     """
-    from .imageio import read_images
-
     counting = can_count(model)
-    rows: list[dict[str, Any]] = []
-    for path in paths:
-        images = read_images(path, counts=model.camera is not None)
-        check_image_size(model, images.shape[1:], str(path))
-        height, width = images.shape[1:]
-        require_memory(
-            inference_bytes(model, height, width), f"locating spots in {height}x{width} images", "crop them"
-        )
+    check_image_size(model, (frames.height, frames.width), str(frames.path))
+    if counting:
+        check_field_of_view(model, frames)
+    window = tuple(min(side, NETWORK_TILE + 2 * 32) for side in (frames.height, frames.width))
+    require_memory(
+        inference_bytes(model, *window),
+        f"locating spots in {frames.height}x{frames.width} images",
+        "crop them",
+    )
+    camera_spec = replace(spec, **asdict(model.camera)) if model.camera is not None and spec else None
+    for first, images in frames.chunks():
         if counting:
-            found, confidence = detect_images(model, images, device)
-            found = keep_above(found, confidence, model.threshold)
+            found, confidence = counted_points(model, images, device)
         else:
             found = predict_images(model, images, device)
-            confidence = np.ones(found.shape[:2], dtype=np.float32)
+            confidence = None
         worth = None
-        if model.camera is not None and spec is not None:
+        if camera_spec is not None:
             from .worth import measured
 
-            worth = measured(model.camera.photons(images), found, replace(spec, **asdict(model.camera)))
-        for index, (points, scores) in enumerate(zip(found, confidence, strict=True)):
-            for point, ((x, y), score) in enumerate(zip(points, scores, strict=True)):
+            worth = measured(model.camera.photons(images), found, camera_spec)
+        for index, points in enumerate(found):
+            for point, (x, y) in enumerate(points):
                 if not np.isfinite(x):
                     continue
-                which = {"point": point} if model.points > 1 and not counting else {}
-                row = {
-                    "path": str(path),
-                    "index": index,
-                    **which,
-                    "x": round(float(x), 4),
-                    "y": round(float(y), 4),
-                }
-                if counting:
-                    row["confidence"] = round(float(score), 4)
-                if worth is not None:
-                    row.update({key: round(float(worth[key][index, point]), 4) for key in PHOTOMETRY_COLUMNS})
-                rows.append(row)
-    return rows
+                row: dict[str, Any] = {"path": str(frames.path), "index": first + index}
+                if model.points > 1 and not counting:
+                    row["point"] = point
+                row["x"], row["y"] = round(float(x), 4), round(float(y), 4)
+                row["confidence"] = None if confidence is None else round(float(confidence[index, point]), 4)
+                for key in PHOTOMETRY_COLUMNS:
+                    row[key] = None if worth is None else round(float(worth[key][index, point]), 4)
+                yield row
+        done(len(images))
+
+
+def check_field_of_view(model: PointModel, frames: Frames) -> None:
+    """Refuse frames smaller than what the model must see around a spot to find it."""
+    reach = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    if min(frames.height, frames.width) < reach + 1:
+        raise PixelregError(
+            f"{frames.path}: frames of {frames.height}x{frames.width} are smaller than this model's "
+            f"field of view ({reach + 1}x{reach + 1} pixels around a spot)"
+        )
 
 
 PHOTOMETRY_COLUMNS = ("photons", "background", "uncertainty")
 
 
-def table_columns(model: PointModel) -> list[str]:
-    """The columns of `locate_in_files`'s rows for this model, also when it finds nothing."""
-    if can_count(model):
-        columns = ["path", "index", "x", "y", "confidence"]
-    else:
-        columns = ["path", "index", *(["point"] if model.points > 1 else []), "x", "y"]
-    return columns + list(PHOTOMETRY_COLUMNS if model.camera is not None else ())
+def table_columns(model: PointModel) -> tuple[str, ...]:
+    """The columns of `localize_frames`'s rows for this model: the localization table's, with
+    `point` after `index` for a model of a fixed number of several points."""
+    if model.points > 1 and not can_count(model):
+        return (*COLUMNS[:2], "point", *COLUMNS[2:])
+    return COLUMNS

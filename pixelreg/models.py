@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .camera import Camera
 from .config import DEFAULT_MODEL, MODEL_SIZES, SIZE_LIMITS
 from .data import from_normalized, to_normalized
+from .deblend import SpotShape
 from .errors import PixelregError
 
 
@@ -31,6 +32,9 @@ class PointModel(nn.Module):
         super().__init__()
         self.height, self.width, self.points = height, width, points
         self.camera: Camera | None = None  # whose ADU the model reads as photons; None: grey levels
+        # counting: the training data's fixed spot, by which detections are refined with joint
+        # fits (deblend.py); None: the network's positions as they are
+        self.spot: SpotShape | None = None
 
     def check_input(self, images: Tensor) -> None:
         """Refuse images the model cannot take, with a message that says why."""
@@ -210,12 +214,12 @@ def peaks_to_points(logits: Tensor, k: int, radius: int) -> Tensor:
     return torch.stack([x, y], dim=-1).to(logits.dtype)
 
 
-def conv_stack(channels: int, depth: int, outputs: int) -> nn.Sequential:
-    """`depth` 3x3 convolutions with ReLU between: 1 channel in, `channels` wide, `outputs` out."""
+def conv_stack(channels: int, depth: int, outputs: int, inputs: int = 1) -> nn.Sequential:
+    """`depth` 3x3 convolutions with ReLU between: `inputs` channels in, `channels` wide, `outputs` out."""
     least, most = SIZE_LIMITS["depth"]
     if not least <= depth <= most:
         raise PixelregError(f"depth must be {least} to {most}, got {depth}")
-    layers: list[nn.Module] = [nn.Conv2d(1, channels, 3, padding=1), nn.ReLU()]
+    layers: list[nn.Module] = [nn.Conv2d(inputs, channels, 3, padding=1), nn.ReLU()]
     for _ in range(depth - 2):
         layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
     layers.append(nn.Conv2d(channels, outputs, 3, padding=1))
@@ -255,31 +259,51 @@ class OffsetLocalizer(PointModel):
         channels: int = MODEL_SIZES["offsets"]["channels"],
         depth: int = MODEL_SIZES["offsets"]["depth"],
         counting: bool = False,
+        stride: int = 1,
     ) -> None:
         super().__init__(height, width, points)
-        self.body = conv_stack(channels, depth, outputs=5)
+        if stride not in STRIDES:
+            raise PixelregError(f"stride must be one of {', '.join(map(str, STRIDES))}, got {stride}")
+        # stride s: the network reads cells of s x s pixels (s^2 channels in) and answers for each
+        # of their pixels (5 s^2 channels out): s^2 times fewer positions, for movies
+        self.stride = stride
+        self.body = conv_stack(channels, depth, outputs=5 * stride * stride, inputs=stride * stride)
         # counting: each pixel says on its own whether a spot lies in it (any number per image,
         # none included); otherwise the detection map is one distribution over the image
         self.counting = counting
         self.threshold = 0.5  # counting: the least confidence kept by `predict` (the checkpoint's)
         self.merge_radius = SPOT_RADIUS  # counting: votes nearer than this make one spot (the checkpoint's)
+        self.mirror = True  # read each image with its mirror images too (`output_maps`)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """(N, 5, H, W): detection logit, x and y offset, log of their expected errors, per pixel."""
-        level = images.flatten(1).median(1).values[:, None, None, None]  # the background
-        x = ((images - level) * self.INPUT_GAIN).contiguous(memory_format=torch.channels_last)
-        return self.body(x)
+    def forward(self, images: Tensor, level: Tensor | None = None) -> Tensor:
+        """(N, 5, H, W): detection logit, x and y offset, log of their expected errors, per pixel.
+        `level` (N,): each image's background; None: its median (a tile of a frame is given its
+        frame's, so that tiles read as the whole frame would)."""
+        if level is None:
+            level = images.flatten(1).median(1).values
+        x = (images - level[:, None, None, None]) * self.INPUT_GAIN
+        if self.stride == 1:
+            return self.body(x.contiguous(memory_format=torch.channels_last))
+        height, width = x.shape[-2:]
+        x = F.pad(x, (0, -width % self.stride, 0, -height % self.stride))  # whole cells, of background
+        x = F.pixel_unshuffle(x, self.stride).contiguous(memory_format=torch.channels_last)
+        return F.pixel_shuffle(self.body(x), self.stride)[..., :height, :width]
 
-    def mirrored_output(self, images: Tensor) -> Tensor:
+    def output_maps(self, images: Tensor, level: Tensor | None = None) -> Tensor:
+        """The maps that detections are read from: `mirrored_output`, or with `mirror` off the
+        network's one reading (four times faster, for movies)."""
+        return self.mirrored_output(images, level) if self.mirror else self(images, level)
+
+    def mirrored_output(self, images: Tensor, level: Tensor | None = None) -> Tensor:
         """The output maps averaged over the image and its three mirror images (left-right,
         upside down, both), each mirrored back, with the offsets' signs to match.
 
         The mean of four readings of one spot, each with its own small errors of the network:
         0.3 to 0.7% closer to the bound at four times the cost.
         """
-        total = self(images)
+        total = self(images, level)
         for dims in ((-1,), (-2,), (-1, -2)):
-            out = self(images.flip(dims)).flip(dims)
+            out = self(images.flip(dims), level).flip(dims)
             for dim, channel in ((-1, 1), (-2, 2)):  # an x flip turns dx round, a y flip dy
                 if dim in dims:
                     out[:, channel] = -out[:, channel]
@@ -359,17 +383,19 @@ class OffsetLocalizer(PointModel):
         if self.counting:  # the detections at the chosen threshold, padded with NaN
             points, confidence = self.detect(images)
             return points.masked_fill((confidence < self.threshold)[..., None], math.nan)
-        return self.read_points(self.mirrored_output(images))
+        return self.read_points(self.output_maps(images))
 
     def detect(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Every detection at least CANDIDATE_FLOOR confident: points (N, M, 2), padded with NaN,
         and their confidence (N, M) in [0, 1], padded with 0, most confident first."""
         return self.detect_at_radii(images, (self.merge_radius,))[0]
 
-    def detect_at_radii(self, images: Tensor, radii: Sequence[float]) -> list[tuple[Tensor, Tensor]]:
+    def detect_at_radii(
+        self, images: Tensor, radii: Sequence[float], level: Tensor | None = None
+    ) -> list[tuple[Tensor, Tensor]]:
         """`detect` once for each merge radius, from one run of the network."""
         self.check_input(images)
-        out = self.mirrored_output(images)
+        out = self.output_maps(images, level)
         return [read_detections(out, self.CANDIDATE_FLOOR, radius) for radius in radii]
 
     def read_points(self, out: Tensor) -> Tensor:
@@ -387,6 +413,7 @@ class OffsetLocalizer(PointModel):
         return (weights[..., None] * estimates).sum(-2)
 
 
+STRIDES = (1, 2)  # the offsets model's cells: 1 pixel, or 2 x 2
 VOTE_FLOOR = 0.02  # pixels less probable than this cast no vote
 VOTE_KERNEL = 0.35  # px: the width of each vote when the density of votes is measured
 SPOT_RADIUS = 1.0  # px: a vote joins the nearest densest vote (a spot) within this distance

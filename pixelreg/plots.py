@@ -530,13 +530,20 @@ def plot_density(results: dict[str, Any], path: Path) -> Path:
         cells = sorted((row["mean_spots"], row) for row in rows if row["method"] == method)
         style = {
             "model": {"color": "#d62728", "marker": "o", "label": "offsets model (counting)"},
+            "network": {
+                "color": "#ff9896",
+                "marker": "o",
+                "ls": ":",
+                "label": "its network alone (no joint fits)",
+            },
             "trackpy": TRACKPY_STYLE,
         }.get(method, METHOD_STYLES.get(method, {"color": "0.3", "marker": ".", "label": method}))
         spots = [m for m, _ in cells]
         jaccard = [np.nan if r["jaccard"] is None else 100 * r["jaccard"] for _, r in cells]
         efficiency = [np.nan if r["efficiency"] is None else r["efficiency"] for _, r in cells]
-        ax_ji.plot(spots, jaccard, "-", ms=6, **style)
-        ax_eff.plot(spots, efficiency, "-", ms=6, **style)
+        line = {"ls": "-", "ms": 6, **style}
+        ax_ji.plot(spots, jaccard, **line)
+        ax_eff.plot(spots, efficiency, **line)
     ax_ji.set(xlabel="spots per image (mean)", ylabel="Jaccard index (%)", title="Detection: Jaccard index")
     ax_eff.set(
         xlabel="spots per image (mean)",

@@ -116,8 +116,9 @@ def test_generate_train_evaluate_predict_plot_chain(tmp_path):
     result = run("predict", run_dir, png, "--device", "cpu")
     assert result.exit_code == 0, result.stderr
     header, row = result.stdout.strip().splitlines()
-    assert header == "path,index,x,y"
-    path, index, x, y = row.split(",")
+    assert header == "path,index,x,y,confidence,photons,background,uncertainty"
+    path, index, x, y, *rest = row.split(",")
+    assert rest == ["", "", "", ""]  # a heatmap model has neither confidence nor photometry
     assert (path, index, round(float(x)), round(float(y))) == (str(png), "0", 4, 11)
     result = run("plot", run_dir)
     assert result.exit_code == 0, result.stderr

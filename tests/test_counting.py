@@ -279,9 +279,9 @@ def test_a_counting_model_trains_chooses_its_threshold_and_is_scored(tmp_path):
     result = run("predict", run_dir, tmp_path / "frame.npy")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == "path,index,x,y,confidence"
+    assert lines[0] == "path,index,x,y,confidence,photons,background,uncertainty"
     found = sorted(
-        (round(float(x)), round(float(y))) for _, _, x, y, _ in (line.split(",") for line in lines[1:])
+        (round(float(x)), round(float(y))) for _, _, x, y, *_ in (line.split(",") for line in lines[1:])
     )
     assert found == sorted(spots)
     result = run("plot", run_dir, "--quiet")
@@ -364,7 +364,8 @@ def test_bench_density_scores_every_method_at_every_density(tmp_path):
     results = json.loads(result.stdout)
     assert (out / "density.png").stat().st_size > 0 and (out / "points3-6" / "metrics.json").is_file()
     methods = [row["method"] for row in results["rows"] if row["points"] == "0:1"]
-    assert methods[:4] == ["model", "argmax", "centroid", "gaussian_fit"]
+    # the model, its network before the joint fits (blur and noise fix every spot), the classics
+    assert methods[:5] == ["model", "network", "argmax", "centroid", "gaussian_fit"]
     # sparse models train on denser images (30 per 64x64 pixels, 2 at 16x16) and test on their own
     models = {row["points"]: row for row in results["rows"] if row["method"] == "model"}
     assert models["0:1"]["trained_on"] == "0:2" and models["3:6"]["trained_on"] == "3:6"

@@ -334,7 +334,7 @@ def test_a_broken_pipe_ends_quietly(small_run, tmp_path):
     np.save(tmp_path / "stack.npy", stack)
     script = f"set -o pipefail; {' '.join(PIXELREG)} predict {small_run} {tmp_path / 'stack.npy'} --device cpu | head -1"
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.stdout == "path,index,x,y\n"
+    assert done.stdout == "path,index,x,y,confidence,photons,background,uncertainty\n"
     assert done.stderr == ""
     assert done.returncode == 141  # as for any program a closed pipe stops: 128 + SIGPIPE
 

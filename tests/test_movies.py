@@ -1,0 +1,200 @@
+"""Movies in, localization tables out: streamed TIFF frames, tiles without seams, pixelreg's and
+ThunderSTORM's tables, the super-resolution plot, and `bench --movie` end to end."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from typer.testing import CliRunner
+
+import pixelreg.inference as inference
+from pixelreg.checkpoint import load_model
+from pixelreg.cli import app
+from pixelreg.data import DataSpec, make_dataset
+from pixelreg.formats import COLUMNS, THUNDERSTORM_COLUMNS, TableWriter, read_table
+from pixelreg.imageio import open_frames
+from pixelreg.models import build_model
+
+runner = CliRunner()
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def spots_frame(spots: list[tuple[int, int]], height: int = 40, width: int = 56) -> np.ndarray:
+    """A grey-level frame with a 3x3 spot centred on each (x, y): where argmax puts them."""
+    frame = np.full((height, width), 20, dtype=np.uint8)
+    for x, y in spots:
+        frame[y - 1 : y + 2, x - 1 : x + 2] = [[40, 60, 40], [60, 120, 60], [40, 60, 40]]
+    return frame
+
+
+@pytest.fixture(scope="module")
+def counting_run(tmp_path_factory: pytest.TempPathFactory):
+    """A counting model trained for a few epochs on 16x16 images of 0 to 3 blurred spots."""
+    out = tmp_path_factory.mktemp("counting")
+    options = ["--size", 16, "--points", "0:3", "--blur", 1, "--noise", 3, "--background", 20]
+    options += ["--brightness", 400, "--subpixel", "--n", 1200, "--seed", 4, "--epochs", 5]
+    result = run("train", *options, "--batch-size", 32, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    return out / "train"
+
+
+def test_frames_stream_in_chunks_that_make_the_whole_movie(tmp_path):
+    stack = (np.random.default_rng(0).random((40, 30, 20)) * 60000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "movie.tif", stack)
+    frames = open_frames(tmp_path / "movie.tif", counts=True)
+    chunks = list(frames.chunks(most_pixels=30 * 20 * 7))
+    assert [start for start, _ in chunks] == list(range(0, 40, 7))
+    assert max(len(chunk) for _, chunk in chunks) == 7  # never more than asked for at once
+    assert np.array_equal(np.concatenate([chunk for _, chunk in chunks]), stack)
+    # a float movie in [0, 1] is scaled as a whole, whichever chunk holds its brightest pixel
+    floats = np.zeros((6, 8, 8), dtype=np.float32)
+    floats[5, 2, 3] = 1.0
+    floats[0, 4, 4] = 0.5
+    tifffile.imwrite(tmp_path / "floats.tif", floats)
+    grey = np.concatenate([c for _, c in open_frames(tmp_path / "floats.tif").chunks(most_pixels=64)])
+    assert grey[5, 2, 3] == 255 and grey[0, 4, 4] == 128
+
+
+def test_tiles_find_what_the_whole_frame_finds(counting_run, monkeypatch):
+    """A frame read in tiles of a few pixels gives the detections of the frame read whole: no
+    spot lost or doubled on a border, none moved."""
+    model, _ = load_model(counting_run / "best.pt")
+    spec = DataSpec(n=2, height=90, width=70, points=30, points_max=40, blur=1.0, noise=3.0,
+                    background=20.0, brightness=400.0, subpixel=True, holdout="none",
+                    val_fraction=0.0, test_fraction=0.0)  # fmt: skip
+    images = make_dataset(spec).images
+    whole = inference.detect_images(model, images)
+    monkeypatch.setattr(inference, "READOUT_TILE", 16)
+    monkeypatch.setattr(inference, "NETWORK_TILE", 32)
+    tiled = inference.detect_images(model, images)
+    for n in range(len(images)):
+        a = whole[0][n][whole[1][n] > 0.3]
+        b = tiled[0][n][tiled[1][n] > 0.3]
+        assert len(a) == len(b) > 10
+        gap = np.linalg.norm(a[:, None] - b[None], axis=-1)
+        assert gap.min(0).max() < 1e-3 and gap.min(1).max() < 1e-3
+
+
+def test_predict_writes_both_tables_atomically_and_frames_number_on(counting_run, tmp_path):
+    frame = spots_frame([(8, 9), (30, 20), (47, 33)])
+    tifffile.imwrite(tmp_path / "a.tif", np.stack([frame, frame]))
+    tifffile.imwrite(tmp_path / "b.tif", frame)
+    stdout = run("predict", counting_run, tmp_path / "a.tif")
+    assert stdout.exit_code == 0, stdout.stderr
+    written = run("predict", counting_run, tmp_path / "a.tif", "--out", tmp_path / "locs.csv", "--quiet")
+    assert written.exit_code == 0 and written.stdout.strip() == str(tmp_path / "locs.csv")
+    assert (tmp_path / "locs.csv").read_text() == stdout.stdout
+    rows = list(csv.DictReader(io.StringIO(stdout.stdout)))
+    assert list(rows[0]) == list(COLUMNS) and len(rows) == 6
+    assert sorted((round(float(r["x"])), round(float(r["y"]))) for r in rows if r["index"] == "1") == [
+        (8, 9), (30, 20), (47, 33)
+    ]  # fmt: skip
+    assert all(r["photons"] == r["background"] == r["uncertainty"] == "" for r in rows)  # grey levels
+    storm = run("predict", counting_run, tmp_path / "a.tif", tmp_path / "b.tif", "--format", "thunderstorm",
+                "--pixel-size", 160, "--out", tmp_path / "storm.csv")  # fmt: skip
+    assert storm.exit_code == 0, storm.stderr
+    lines = (tmp_path / "storm.csv").read_text().splitlines()
+    assert lines[0] == ",".join(f'"{name}"' for name in THUNDERSTORM_COLUMNS)
+    table = [dict(zip(THUNDERSTORM_COLUMNS, line.split(","), strict=True)) for line in lines[1:]]
+    assert [int(r["id"]) for r in table] == list(range(1, 10))
+    assert sorted({int(r["frame"]) for r in table}) == [1, 2, 3]  # b.tif's frame follows a.tif's two
+    first = rows[0]
+    assert float(table[0]["x [nm]"]) == pytest.approx((float(first["x"]) + 0.5) * 160, abs=1e-3)
+    assert float(table[0]["sigma [nm]"]) == pytest.approx(160.0)
+    back = read_table(tmp_path / "storm.csv", pixel_size=160)  # read back in pixels
+    assert back["x"][0] == pytest.approx(float(first["x"]), abs=1e-4) and back["frame"].max() == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif", "locs.csv", "storm.csv"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--json", "--out", "{tmp}/x.csv"], "--json prints the rows on stdout"),
+        (["--pixel-size", "100"], "--pixel-size applies with --format thunderstorm only"),
+        (["--format", "xml"], "--format must be one of csv, thunderstorm"),
+        (["--format", "thunderstorm", "--pixel-size", "0"], "--pixel-size must be a positive number"),
+        (["--out", "{tmp}"], "it exists and is a directory"),
+        (["--out", "{tmp}/locs.csv/deeper.csv"], "cannot write"),
+    ],
+)
+def test_impossible_table_options_get_one_error_line(counting_run, tmp_path, args, message):
+    tifffile.imwrite(tmp_path / "a.tif", spots_frame([(8, 9)]))
+    (tmp_path / "locs.csv").write_text("a file where a folder should be\n")
+    before = sorted(tmp_path.iterdir())
+    result = run("predict", counting_run, tmp_path / "a.tif", *(a.format(tmp=tmp_path) for a in args))
+    assert result.exit_code == 1, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert sorted(tmp_path.iterdir()) == before  # nothing half-written left behind
+
+
+def test_a_frame_smaller_than_the_field_of_view_is_refused(counting_run, tmp_path):
+    tifffile.imwrite(tmp_path / "tiny.tif", np.zeros((3, 4), dtype=np.uint8))
+    result = run("predict", counting_run, tmp_path / "tiny.tif")
+    assert result.exit_code == 1
+    assert "smaller than this model's field of view" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_plot_draws_a_table_from_predict_and_refuses_what_is_not_one(counting_run, tmp_path):
+    frame = spots_frame([(8, 9), (30, 20), (47, 33)])
+    tifffile.imwrite(tmp_path / "a.tif", np.stack([frame] * 3))
+    assert run("predict", counting_run, tmp_path / "a.tif", "--out", tmp_path / "locs.csv").exit_code == 0
+    result = run("plot", tmp_path / "locs.csv", "--zoom", 4)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "locs.png")
+    assert (tmp_path / "locs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    result = run("plot", tmp_path / "other.csv")
+    assert result.exit_code == 1 and "is not a localization table" in result.stderr
+    result = run("plot", tmp_path / "locs.csv", "--zoom", 0)
+    assert result.exit_code == 1 and result.stderr.startswith("Error: ")
+    result = run("plot", counting_run, "--zoom", 4)
+    assert result.exit_code == 1 and "applies to a localization table" in result.stderr
+
+
+def test_thunderstorm_cells_are_numbers_and_nan_where_unknown():
+    stream = io.StringIO()
+    writer = TableWriter(stream, "thunderstorm", pixel_size=100.0, sigma=1.2, noise_of=math.sqrt)
+    writer.start_file("m.tif", 5)
+    row = {"path": "m.tif", "index": 4, "x": 0.0, "y": 9.5, "confidence": 0.9}
+    writer.write([{**row, "photons": 1500.0, "background": 16.0, "uncertainty": 0.1}, row])
+    lines = stream.getvalue().splitlines()
+    assert lines[1] == "1,5,50.0000,1000.0000,120.0000,1500.0000,16.0000,4.0000,10.0000"
+    assert lines[2] == "2,5,50.0000,1000.0000,120.0000,NaN,NaN,NaN,NaN"
+
+
+def test_stride_two_reads_any_frame_size_and_is_refused_elsewhere(tmp_path):
+    model = build_model("offsets", height=16, width=16, counting=True, stride=2, channels=8)
+    assert model(torch.zeros(1, 1, 17, 23)).shape == (1, 5, 17, 23)
+    result = run("train", "--model", "heatmap", "--stride", 2, "--out", tmp_path)
+    assert result.exit_code == 1 and "--stride applies to the offsets model only" in result.stderr
+    result = run("train", "--stride", 3, "--out", tmp_path)
+    assert result.exit_code == 1 and "--stride must be 1 or 2" in result.stderr
+
+
+def test_bench_movie_times_and_scores_predict(tmp_path):
+    """End to end on a small movie, with a counting model of the camera trained in seconds."""
+    options = ["--size", 16, "--points", "0:3", "--photons", "1000:3000", "--background-photons", 10]
+    options += ["--blur", 1, "--read-noise", 1.5, "--e-per-adu", 0.5, "--baseline", 100, "--n", 1000]
+    trained = run("train", *options, "--epochs", 4, "--out", tmp_path, "--quiet")
+    assert trained.exit_code == 0, trained.stderr
+    args = ["bench", "--movie", "--checkpoint", tmp_path / "train", "--out", tmp_path / "movie", "--json"]
+    assert "applies with --movie only" in run("bench", "--checkpoint", tmp_path / "train").stderr
+    from pixelreg.movie import run_movie
+
+    results = run_movie(tmp_path / "movie", frames=3, size=48, spots=12, checkpoint=tmp_path / "train")
+    ours = results["methods"]["pixelreg"]
+    assert ours["frames_per_second"] > 0 and ours["mpx_per_second"] > 0
+    assert ours["recall"] > 0.3 and results["spots_per_frame"] == pytest.approx(12, abs=2)
+    assert not (tmp_path / "movie" / "movie.tif").exists()  # the movie is made again on demand
+    grey = run(*args[:3], tmp_path / "nothing.pt", *args[4:])
+    assert grey.exit_code == 1 and grey.stderr.startswith("Error: checkpoint not found")
