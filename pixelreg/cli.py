@@ -436,6 +436,15 @@ def train(
             show_default=False,
         ),
     ] = None,
+    mirror: Annotated[
+        bool | None,
+        typer.Option(
+            "--mirror/--no-mirror",
+            help="Offsets model: read each image with its three mirror images and average (default); "
+            "--no-mirror reads it once, four times faster, for movies (validation reads it the same way).",
+            show_default=False,
+        ),
+    ] = None,
     device: Device = TRAIN_DEFAULTS.device,
     amp: Annotated[
         bool, typer.Option("--amp", help="Mixed precision (bfloat16 autocast); CUDA only.")
@@ -480,7 +489,12 @@ def train(
     else:
         model_args = {
             key: value
-            for key, value in (("channels", channels), ("depth", depth), ("stride", stride))
+            for key, value in (
+                ("channels", channels),
+                ("depth", depth),
+                ("stride", stride),
+                ("mirror", mirror),
+            )
             if value is not None
         }
         config = TrainConfig(
@@ -734,12 +748,14 @@ def predict(
         float, typer.Option(help="With --format thunderstorm: the camera's pixel size in nm.")
     ] = PIXEL_SIZE_NM,
     mirror: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            help="Offsets model: read each frame with its three mirror images and average (--no-mirror: "
-            "four times faster, a few tenths of a percent less precise)."
+            "--mirror/--no-mirror",
+            help="Offsets model: read each frame with its three mirror images and average, or once (four "
+            "times faster); default: as the model was trained and validated (`train --no-mirror`).",
+            show_default=False,
         ),
-    ] = True,
+    ] = None,
     device: Device = "auto",
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -758,7 +774,7 @@ def predict(
     if given_on_command_line(ctx, "pixel_size") and table_format != "thunderstorm":
         raise PixelregError("--pixel-size applies with --format thunderstorm only")
     if out is not None:
-        writable_target(out)
+        refuse_overwriting(out, [resolve_checkpoint(checkpoint), *images])
     camera_changes = {
         name: value
         for name, value in (("baseline", baseline), ("e_per_adu", e_per_adu), ("em_gain", em_gain))
@@ -771,7 +787,7 @@ def predict(
     from .checkpoint import load_model
     from .files import atomic_path
     from .imageio import open_frames
-    from .inference import can_count, localize_frames, resolve_device, table_columns
+    from .inference import can_count, check_frames, localize_frames, resolve_device, table_columns
 
     torch_device = resolve_device(device)
     model, payload = load_model(checkpoint, torch_device)
@@ -791,11 +807,15 @@ def predict(
                 f"{model.name} model returns {model.points} point(s) per image"
             )
         model.threshold = threshold
-    if not mirror:
+    if mirror is not None:
         if not hasattr(model, "mirror"):
-            raise PixelregError(f"--no-mirror applies to the offsets model; this is a {model.name} model")
-        model.mirror = False
+            raise PixelregError(
+                f"--mirror/--no-mirror apply to the offsets model; this is a {model.name} model"
+            )
+        model.mirror = mirror
     movies = [open_frames(path, counts=model.camera is not None) for path in images]  # all checked first
+    for movie in movies:
+        check_frames(model, movie)
     with FrameProgress(sum(movie.count for movie in movies), quiet) as progress:
         if as_json:
             rows = [
@@ -826,8 +846,22 @@ def predict(
         with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
             count = write_table(stream)
     if not quiet:
-        console.print(f"{count:,} localizations in {sum(m.count for m in movies):,} frames written to {out}")
+        frames = sum(m.count for m in movies)
+        console.print(
+            f"{count:,} localization{'s' * (count != 1)} in {frames:,} frame{'s' * (frames != 1)} written to {out}"
+        )
     emit(str(out), False)
+
+
+MOVIE_OPTIONS = ("movie", "checkpoint", "epochs", "out", "device", "quiet", "as_json")
+
+
+def refuse_overwriting(out: Path, inputs: list[Path]) -> None:
+    """Refuse an output that would replace one of the command's own inputs, or is no file."""
+    target = writable_target(out)
+    for path in inputs:
+        if path.exists() and Path(os.path.realpath(path)) == target:
+            raise PixelregError(f"--out {out} is one of this command's inputs; choose another file")
 
 
 class FrameProgress:
@@ -847,6 +881,7 @@ class FrameProgress:
             self.progress = Progress(
                 TextColumn("frames"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TextColumn("{task.fields[rate]}"), console=console, transient=True,
+                redirect_stdout=False, redirect_stderr=False,  # stdout carries the table, never the bar's
             )  # fmt: skip
             self.task = self.progress.add_task("frames", total=self.total, rate="")
             self.progress.start()
@@ -906,7 +941,9 @@ def plot(
             raise PixelregError(f"--pixel-size must be a positive number of nm up to 1e6, got {pixel_size:g}")
         table = read_table(run_dir, pixel_size)
         figure = out if out is not None else run_dir.with_suffix(".png")
-        writable_target(figure)
+        if figure.suffix.lower() != ".png":
+            raise PixelregError(f"--out {figure}: the figure is a PNG; give a .png file")
+        refuse_overwriting(figure, [run_dir])
         shape = (  # the frame the localizations lie in: up to the farthest one
             max(1, math.ceil(float(table["y"].max(initial=0.0)) + 0.5)),
             max(1, math.ceil(float(table["x"].max(initial=0.0)) + 0.5)),
@@ -1027,7 +1064,14 @@ def bench(
     if checkpoint is not None and not movie:
         raise PixelregError("--checkpoint applies with --movie only")
     if movie:
+        foreign = [
+            name for name in ctx.params if name not in MOVIE_OPTIONS and given_on_command_line(ctx, name)
+        ]
+        if foreign:
+            raise PixelregError(f"--{foreign[0].replace('_', '-')} does not apply with --movie")
         if checkpoint is not None:
+            if epochs is not None:
+                raise PixelregError("--epochs trains the movie's model; with --checkpoint none is trained")
             checkpoint = require_file(resolve_checkpoint(checkpoint), "checkpoint")
         writable_target(out / "movie.json")
         if out.exists() and (not out.is_dir() or any(out.iterdir())):

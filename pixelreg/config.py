@@ -86,9 +86,10 @@ class TrainConfig:
                 least, most = SIZE_LIMITS[name]
                 if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
                     raise PixelregError(f"--{name} must be {least} to {most}, got {value!r}")
+        for name in ("stride", "mirror"):
+            if name in self.model_args and self.model not in (AUTO_MODEL, "offsets"):
+                raise PixelregError(f"--{name} applies to the offsets model only, not {self.model!r}")
         if "stride" in self.model_args:
-            if self.model not in (AUTO_MODEL, "offsets"):
-                raise PixelregError(f"--stride applies to the offsets model only, not {self.model!r}")
             if self.model_args["stride"] not in (1, 2):
                 raise PixelregError(f"--stride must be 1 or 2, got {self.model_args['stride']!r}")
         if self.spec.get("points_max") is not None:

@@ -116,7 +116,7 @@ def read_table(path: str | Path, pixel_size: float = 100.0) -> dict[str, np.ndar
     ThunderSTORM table is in nm: read at `pixel_size` nm per pixel."""
     path = require_file(path, "localization table")
     try:
-        with open(path, newline="", encoding="utf-8") as stream:
+        with open(path, newline="", encoding="utf-8-sig") as stream:  # -sig: as spreadsheets save
             reader = csv.reader(stream)
             header = next(reader, None)
             if header is None:
@@ -155,8 +155,9 @@ def read_table(path: str | Path, pixel_size: float = 100.0) -> dict[str, np.ndar
                         f"{path}, row {i + 2}: {header[column]} is not a number: {row[column]!r}"
                     ) from None
         table[name] = values
-    if not np.isfinite(table["x"]).all() or not np.isfinite(table["y"]).all():
-        raise PixelregError(f"{path}: every row needs a finite x and y")
+    bad = ~(np.isfinite(table["x"]) & np.isfinite(table["y"]))
+    if bad.any():
+        raise PixelregError(f"{path}, row {int(np.argmax(bad)) + 2}: every row needs a finite x and y")
     table["frame"] = np.nan_to_num(table["frame"], nan=frame_base) - frame_base
     table["x"], table["y"] = table["x"] * scale - shift, table["y"] * scale - shift
     table["uncertainty"] = table["uncertainty"] * scale

@@ -3,6 +3,7 @@ grey levels (N, H, W), or as a camera's uint16 counts."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -125,7 +126,10 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 @contextmanager
 def _tiff_errors(path: Path) -> Iterator[None]:
-    """A damaged TIFF, whatever tifffile raises for it, as one clear line."""
+    """A damaged TIFF, whatever tifffile raises or logs for it, as one clear line."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)  # its own warnings would be a second line
     try:
         yield
     except PixelregError:
@@ -134,24 +138,36 @@ def _tiff_errors(path: Path) -> Iterator[None]:
         raise PixelregError(
             f"{path} is not a readable TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from None
+    finally:
+        logger.setLevel(level)
 
 
 def _tiff_layout(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """The shape, (H, W) or (N, H, W), and pixel type of a TIFF's first series, checked."""
+    """The shape, (H, W) or (N, H, W), and pixel type of a TIFF's frames, checked: its first
+    series, or its pages where each page is a series of its own (as a TIFF written page by
+    page is), which must then all be frames of one size and type."""
     import tifffile
 
     with _tiff_errors(path), tifffile.TiffFile(path) as tiff:
         series = tiff.series[0]
         shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+        if len(tiff.series) > 1:
+            kinds = {(tuple(s.shape), np.dtype(s.dtype)) for s in tiff.series}
+            if len(kinds) > 1 or len(shape) != 2:
+                raise PixelregError(
+                    f"{path}: a TIFF of {len(tiff.series)} series of different shapes or types; "
+                    "give frames of one size"
+                )
+            shape = (len(tiff.series), *shape)
         if dtype not in TIFF_DTYPES:
             raise PixelregError(f"{path}: TIFF pixels must be uint8, uint16 or float32, got {dtype}")
-        if len(shape) == 3 and shape[-1] in (3, 4) and series.axes.endswith("S"):
+        if "S" in series.axes:  # samples per pixel: colour, contiguous or planar
             raise PixelregError(f"{path}: an RGB TIFF; give frames of one channel")
         if len(shape) not in (2, 3):
             raise PixelregError(
                 f"{path}: a TIFF of shape {shape} (axes {series.axes}); give frames (H, W) or a stack (N, H, W)"
             )
-        if _data_end(series) > path.stat().st_size:  # found now, not after a table began
+        if 0 not in shape and _data_end(tiff.series[-1]) > path.stat().st_size:  # now, before any row
             raise PixelregError(f"{path} is not a readable TIFF (truncated: its pixels run past its end)")
     if 0 in shape:
         raise PixelregError(f"{path}: the TIFF of shape {shape} holds no pixels")
@@ -174,7 +190,9 @@ def _tiff_pages(path: Path, start: int, stop: int) -> np.ndarray:
     import tifffile
 
     with _tiff_errors(path), tifffile.TiffFile(path) as tiff:
-        if len(tiff.series[0].shape) == 2:
+        if len(tiff.series) > 1:  # a series a page: the pages are the frames
+            frames = tiff.asarray(key=slice(start, stop))
+        elif len(tiff.series[0].shape) == 2:
             frames = tiff.series[0].asarray()[None]
         else:
             frames = tiff.asarray(key=slice(start, stop), series=0)

@@ -289,15 +289,7 @@ def localize_frames(
     photometry is a camera model's (`spec`, the training data's), whose images are counts.
     """
     counting = can_count(model)
-    check_image_size(model, (frames.height, frames.width), str(frames.path))
-    if counting:
-        check_field_of_view(model, frames)
-    window = tuple(min(side, NETWORK_TILE + 2 * 32) for side in (frames.height, frames.width))
-    require_memory(
-        inference_bytes(model, *window),
-        f"locating spots in {frames.height}x{frames.width} images",
-        "crop them",
-    )
+    check_frames(model, frames)
     camera_spec = replace(spec, **asdict(model.camera)) if model.camera is not None and spec else None
     for first, images in frames.chunks():
         if counting:
@@ -325,10 +317,15 @@ def localize_frames(
         done(len(images))
 
 
-def check_field_of_view(model: PointModel, frames: Frames) -> None:
-    """Refuse frames smaller than what the model must see around a spot to find it."""
+def check_frames(model: PointModel, frames: Frames) -> None:
+    """Refuse, before any work, frames the model cannot take, smaller than what it must see
+    around a spot to find it, or too large for the memory here."""
+    check_image_size(model, (frames.height, frames.width), str(frames.path))
+    window = tuple(min(side, NETWORK_TILE + 2 * 32) for side in (frames.height, frames.width))
+    where = f"locating spots in {frames.height}x{frames.width} frames"
+    require_memory(inference_bytes(model, *window) + 16 * frames.height * frames.width, where, "crop them")
     reach = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    if min(frames.height, frames.width) < reach + 1:
+    if can_count(model) and min(frames.height, frames.width) < reach + 1:
         raise PixelregError(
             f"{frames.path}: frames of {frames.height}x{frames.width} are smaller than this model's "
             f"field of view ({reach + 1}x{reach + 1} pixels around a spot)"

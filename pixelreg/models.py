@@ -260,6 +260,7 @@ class OffsetLocalizer(PointModel):
         depth: int = MODEL_SIZES["offsets"]["depth"],
         counting: bool = False,
         stride: int = 1,
+        mirror: bool = True,
     ) -> None:
         super().__init__(height, width, points)
         if stride not in STRIDES:
@@ -273,7 +274,9 @@ class OffsetLocalizer(PointModel):
         self.counting = counting
         self.threshold = 0.5  # counting: the least confidence kept by `predict` (the checkpoint's)
         self.merge_radius = SPOT_RADIUS  # counting: votes nearer than this make one spot (the checkpoint's)
-        self.mirror = True  # read each image with its mirror images too (`output_maps`)
+        # read each image with its mirror images too (`output_maps`); validation reads as the
+        # model will be read, so that the threshold it chooses fits (--no-mirror: for movies)
+        self.mirror = mirror
 
     def forward(self, images: Tensor, level: Tensor | None = None) -> Tensor:
         """(N, 5, H, W): detection logit, x and y offset, log of their expected errors, per pixel.
@@ -420,7 +423,9 @@ SPOT_RADIUS = 1.0  # px: a vote joins the nearest densest vote (a spot) within t
 DOMINANCE = 4.0  # a pixel this many times surer, voting within SPOT_RADIUS, leaves no spot beside it
 MERGE_RADII = (1.0, 0.7, 0.5, 0.4, 0.3)  # the radii that training tries on validation, surest first
 VOTE_PAIRS = 2**22  # votes x votes x images compared at once, to bound memory
-MOST_VOTES = 3000  # the most probable pixels of an image that vote (a few hundred spots' worth)
+MOST_VOTES = 3000  # the most probable pixels of an image that vote (a few hundred spots' worth) ...
+VOTES_PER_PIXEL = 0.25  # ... and at most this share of its pixels: no frame holds a spot in every 4
+# pixels that could be told apart, and an untrained model, whose every pixel votes, stays cheap
 
 
 def read_detections(out: Tensor, floor: float, radius: float = SPOT_RADIUS) -> tuple[Tensor, Tensor]:
@@ -442,7 +447,8 @@ def read_detections(out: Tensor, floor: float, radius: float = SPOT_RADIUS) -> t
     xs = torch.arange(width, device=out.device, dtype=prob.dtype).repeat(height)
     ys = torch.arange(height, device=out.device, dtype=prob.dtype).repeat_interleave(width)
     aim = torch.stack([xs + out[:, 1].float().reshape(n, -1), ys + out[:, 2].float().reshape(n, -1)], -1)
-    votes = max(1, min(MOST_VOTES, int((prob >= VOTE_FLOOR).sum(1).max())))
+    most = min(MOST_VOTES, max(1, int(VOTES_PER_PIXEL * height * width)))
+    votes = max(1, min(most, int((prob >= VOTE_FLOOR).sum(1).max())))
     weight, index = prob.topk(votes, dim=1)  # (N, V)
     weight = weight * (weight >= VOTE_FLOOR)
     aim = aim.gather(1, index[..., None].expand(-1, -1, 2))  # (N, V, 2)

@@ -110,7 +110,7 @@ def run_movie(
             epochs=epochs,
             device=device,
             spec=training_spec(spec, train_n).to_dict(),
-            model_args={"stride": MOVIE_STRIDE, "channels": MOVIE_CHANNELS},
+            model_args={"stride": MOVIE_STRIDE, "channels": MOVIE_CHANNELS, "mirror": False},
         )
         say(f"Training the movie's model ({config.model_args}) on {train_n:,} crops of {MOVIE_TRAIN_SIZE}px")
         started = time.perf_counter()
@@ -127,11 +127,10 @@ def run_movie(
         out / "movie.tif", lambda tmp: tifffile.imwrite(tmp, movie.images, photometric="minisblack")
     )
     truth = movie.points
-    model.mirror = False  # movies: one reading of each frame
     model_spec = DataSpec.from_dict(payload["data_spec"])
     rows: dict[str, Any] = {}
 
-    say("Localizing with pixelreg (as `pixelreg predict --no-mirror`)")
+    say("Localizing with pixelreg (as `pixelreg predict` does)")
     source = open_frames(path, counts=True)
     started = time.perf_counter()
     table = list(localize_frames(model, source, torch_device, model_spec))

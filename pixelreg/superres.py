@@ -21,6 +21,7 @@ from .files import write_atomic
 
 MAX_ZOOM = 50
 MAX_PIXELS = 2**28  # 2 GiB of float64: beyond this a rendering is no longer a figure
+MOST_SIGMA = 2.0  # px: the widest a localization is drawn
 WINDOW_SIGMAS = 4.0  # each Gaussian drawn out to this many sigma; the rest (< 1e-4) renormalised in
 CHUNK_ELEMENTS = 1 << 17  # values added at a time: 2 MiB of values and indices, kept in the cache
 WEIGHT_BATCH = 1 << 20  # 1-D pixel weights computed at a time, in one erf call (8 MiB for x, for y)
@@ -69,6 +70,9 @@ def render_localizations(
         sigma = np.full(x.shape, np.nan)
     else:
         sigma = np.asarray(uncertainty, dtype=np.float64).ravel()
+    # a localization known no better than MOST_SIGMA px adds nothing a camera pixel does not:
+    # drawn at that width, so that one absurd row cannot cost minutes and gigabytes
+    sigma = np.minimum(sigma, MOST_SIGMA)
     if not (len(x) == len(y) == len(sigma)):
         raise PixelregError(
             f"x, y and uncertainty must have one value per localization, not {len(x)}, {len(y)} and {len(sigma)}"
@@ -236,6 +240,9 @@ def _histogram(ax, values: np.ndarray, label: str, unit: str, missing: str) -> N
     span decades, get logarithmic bins.
     """
     finite = values[np.isfinite(values)]
+    if finite.size:  # the bins span the middle 99.8%: one absurd row does not flatten the rest
+        low, high = np.percentile(finite, [0.1, 99.9])
+        finite = np.clip(finite, low, high)
     ax.set_xlabel(label)
     if finite.size == 0:
         note = "no photometry in this table" + (f"\nspots {missing} (one fine pixel)" if missing else "")

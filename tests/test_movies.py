@@ -146,7 +146,7 @@ def test_a_frame_smaller_than_the_field_of_view_is_refused(counting_run, tmp_pat
 
 def test_plot_draws_a_table_from_predict_and_refuses_what_is_not_one(counting_run, tmp_path):
     frame = spots_frame([(8, 9), (30, 20), (47, 33)])
-    tifffile.imwrite(tmp_path / "a.tif", np.stack([frame] * 3))
+    tifffile.imwrite(tmp_path / "a.tif", np.stack([frame] * 3), photometric="minisblack")
     assert run("predict", counting_run, tmp_path / "a.tif", "--out", tmp_path / "locs.csv").exit_code == 0
     result = run("plot", tmp_path / "locs.csv", "--zoom", 4)
     assert result.exit_code == 0, result.stderr
@@ -159,6 +159,14 @@ def test_plot_draws_a_table_from_predict_and_refuses_what_is_not_one(counting_ru
     assert result.exit_code == 1 and result.stderr.startswith("Error: ")
     result = run("plot", counting_run, "--zoom", 4)
     assert result.exit_code == 1 and "applies to a localization table" in result.stderr
+    table = (tmp_path / "locs.csv").read_bytes()
+    for out in (tmp_path / "locs.csv", tmp_path / "a.pdf"):  # the figure is a PNG, never the table
+        result = run("plot", tmp_path / "locs.csv", "--out", out)
+        assert result.exit_code == 1 and "give a .png file" in result.stderr
+    assert (tmp_path / "locs.csv").read_bytes() == table
+    # a table saved by a spreadsheet, with a byte-order mark, reads as it is
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "locs.csv").read_bytes())
+    assert read_table(tmp_path / "excel.csv")["x"].size == read_table(tmp_path / "locs.csv")["x"].size
 
 
 def test_thunderstorm_cells_are_numbers_and_nan_where_unknown():
@@ -196,5 +204,12 @@ def test_bench_movie_times_and_scores_predict(tmp_path):
     assert ours["frames_per_second"] > 0 and ours["mpx_per_second"] > 0
     assert ours["recall"] > 0.3 and results["spots_per_frame"] == pytest.approx(12, abs=2)
     assert not (tmp_path / "movie" / "movie.tif").exists()  # the movie is made again on demand
-    grey = run(*args[:3], tmp_path / "nothing.pt", *args[4:])
-    assert grey.exit_code == 1 and grey.stderr.startswith("Error: checkpoint not found")
+    missing = run(*args[:3], tmp_path / "nothing.pt", *args[4:])
+    assert missing.exit_code == 1 and missing.stderr.startswith("Error: checkpoint not found")
+    for extra, message in (
+        (["--n", 10], "--n does not apply with --movie"),
+        (["--epochs", 2], "none is trained"),
+    ):
+        refused = run(*args, *extra)
+        assert refused.exit_code == 1 and message in refused.stderr, refused.stderr
+    assert not (tmp_path / "movie" / "movie.json").exists()

@@ -15,6 +15,11 @@ def run(*args: object):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def imwrite(path, stack, **options):
+    """A TIFF of grey frames: tifffile takes a stack of 3 or 4 frames for RGB unless told."""
+    tifffile.imwrite(path, stack, **{"photometric": "minisblack", **options})
+
+
 def frames(dtype=np.uint8) -> np.ndarray:
     stack = np.full((3, 16, 16), 10, dtype=dtype)
     for i, (x, y) in enumerate([(3, 4), (8, 11), (12, 2)]):
@@ -25,7 +30,7 @@ def frames(dtype=np.uint8) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 def test_a_multipage_tiff_predicts_as_the_same_frames_in_npy(small_run, tmp_path, dtype):
     stack = frames(dtype)
-    tifffile.imwrite(tmp_path / "movie.tif", stack)
+    imwrite(tmp_path / "movie.tif", stack)
     np.save(tmp_path / "movie.npy", stack.astype(np.uint8))
     from_tiff = run("predict", small_run, tmp_path / "movie.tif").stdout.splitlines()
     from_npy = run("predict", small_run, tmp_path / "movie.npy").stdout.splitlines()
@@ -36,25 +41,32 @@ def test_a_multipage_tiff_predicts_as_the_same_frames_in_npy(small_run, tmp_path
 
 def test_tiff_counts_keep_16_bits(tmp_path):
     stack = (frames(np.uint16) * 300).astype(np.uint16)  # up to 60,000 ADU
-    tifffile.imwrite(tmp_path / "counts.tif", stack)
-    tifffile.imwrite(tmp_path / "one.tif", stack[0])
+    imwrite(tmp_path / "counts.tif", stack)
+    imwrite(tmp_path / "one.tif", stack[0])
     assert np.array_equal(read_images(tmp_path / "counts.tif", counts=True), stack)
     assert read_images(tmp_path / "one.tif", counts=True).shape == (1, 16, 16)
 
 
 def test_damaged_or_odd_tiffs_get_one_error_line(small_run, tmp_path):
-    tifffile.imwrite(tmp_path / "whole.tif", frames())
+    imwrite(tmp_path / "whole.tif", frames())
     data = (tmp_path / "whole.tif").read_bytes()
     (tmp_path / "truncated.tif").write_bytes(data[: len(data) // 2])
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((16, 16, 3), np.uint8), photometric="rgb")
-    tifffile.imwrite(tmp_path / "five.tif", np.zeros((2, 2, 2, 16, 16), np.uint16))
+    planar = np.zeros((3, 16, 16), np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", planar, photometric="rgb", planarconfig="separate")
+    with tifffile.TiffWriter(tmp_path / "mixed.tif") as tiff:
+        tiff.write(np.zeros((16, 16), np.uint8))
+        tiff.write(np.zeros((8, 16), np.uint8))
+    imwrite(tmp_path / "five.tif", np.zeros((2, 2, 2, 16, 16), np.uint16))
     nan = frames(np.float32)
     nan[1, 5, 5] = np.nan
-    tifffile.imwrite(tmp_path / "nan.tif", nan)
-    tifffile.imwrite(tmp_path / "double.tif", frames(np.float64), photometric="minisblack")
+    imwrite(tmp_path / "nan.tif", nan)
+    imwrite(tmp_path / "double.tif", frames(np.float64), photometric="minisblack")
     for name, words in [
         ("truncated.tif", "is not a readable TIFF"),
         ("rgb.tif", "an RGB TIFF; give frames of one channel"),
+        ("planar.tif", "an RGB TIFF; give frames of one channel"),
+        ("mixed.tif", "series of different shapes or types"),
         ("five.tif", "give frames (H, W) or a stack (N, H, W)"),
         ("nan.tif", "contains NaN or infinity"),
         ("double.tif", "TIFF pixels must be uint8, uint16 or float32, got float64"),
@@ -65,3 +77,23 @@ def test_damaged_or_odd_tiffs_get_one_error_line(small_run, tmp_path):
         assert len(lines) == 1 and lines[0].startswith(f"Error: {tmp_path / name}") and words in lines[0], (
             result.stderr
         )
+
+
+def test_a_tiff_written_page_by_page_is_read_whole(small_run, tmp_path):
+    """Acquisition software often writes each frame as a page (and tifffile a series) of its own."""
+    stack = frames()
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tiff:
+        for frame in stack:
+            tiff.write(frame)
+    assert np.array_equal(read_images(tmp_path / "pages.tif"), stack)
+    rows = run("predict", small_run, tmp_path / "pages.tif").stdout.splitlines()
+    assert [row.split(",")[1] for row in rows[1:]] == ["0", "1", "2"]
+
+
+def test_out_never_replaces_an_input(small_run, tmp_path):
+    imwrite(tmp_path / "movie.tif", frames())
+    before = (tmp_path / "movie.tif").read_bytes()
+    for target in (tmp_path / "movie.tif", small_run / "best.pt"):
+        result = run("predict", small_run, tmp_path / "movie.tif", "--out", target)
+        assert result.exit_code == 1 and "is one of this command's inputs" in result.stderr
+    assert (tmp_path / "movie.tif").read_bytes() == before
