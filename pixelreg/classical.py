@@ -244,7 +244,7 @@ def trackpy_available() -> bool:
 
 
 def trackpy_detections(
-    images: np.ndarray, spec: DataSpec, minmass: float = 0.0, processes: int | str = 1
+    images: np.ndarray, spec: DataSpec, minmass: float = 0.0, processes: int | str = 1, engine: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
     """trackpy.locate on each image, its `minmass` 0 by default so that the caller thresholds the
     mass it reports as any other score; its diameter the odd width that holds the spot."""
@@ -252,7 +252,9 @@ def trackpy_detections(
 
     trackpy.quiet()
     diameter = 2 * max(1, math.ceil(2 * spec.blur)) + 1
-    table = trackpy.batch(list(images), diameter, minmass=max(0.0, minmass), processes=processes)
+    table = trackpy.batch(
+        list(images), diameter, minmass=max(0.0, minmass), processes=processes, engine=engine
+    )
     if table.empty:  # nothing found anywhere
         return np.full((len(images), 1, 2), np.nan, dtype=np.float32), np.full((len(images), 1), -np.inf)
     frames = table["frame"].to_numpy()

@@ -1387,8 +1387,15 @@ def movie_table(results: dict[str, Any]) -> Table:
         f"{results['spots_per_frame']:.0f} spots per frame"
     )
     if "speedup" in results:
+        engine = results["methods"]["trackpy"]["engine"]
         legend += (
-            f"; pixelreg {results['speedup']:.1f}x trackpy's frames/s (goal {results['speedup_goal']:g}x)"
+            f"; pixelreg {results['speedup']:.2f}x trackpy's frames/s ({engine} engine; "
+            f"goal {results['speedup_goal']:g}x)"
+        )
+    if "speedup_over_python_engine" in results:
+        python = results["methods"]["trackpy"]["python_engine_frames_per_second"]
+        legend += (
+            f", {results['speedup_over_python_engine']:.2f}x its python engine's ({python:.2f} frames/s)"
         )
     table.caption = legend
     return table

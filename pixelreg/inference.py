@@ -153,7 +153,7 @@ def detect_at_radii(
     """
     model.eval()
     n, height, width = images.shape
-    depth = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())  # the network's reach, px
+    depth = network_reach(model)
     # a readout window's votes come from its margin too: the network's windows reach past that
     network_tiles = [tiles(length, NETWORK_TILE, depth + READOUT_MARGIN + 1) for length in (height, width)]
     tiled = len(network_tiles[0]) * len(network_tiles[1]) > 1
@@ -164,7 +164,7 @@ def detect_at_radii(
     batches = []
     for start in range(0, n, batch_size):
         frames = images_to_tensor(images[start : start + batch_size], device, model.camera)
-        level = frames.flatten(1).median(1).values
+        level = frames.flatten(1).median(1).values  # the background, as training takes it
         if (
             not tiled
             and height <= READOUT_TILE + 2 * READOUT_MARGIN
@@ -173,6 +173,7 @@ def detect_at_radii(
             batches.append(model.detect_at_radii(frames, radii, level))  # one window: as it always was
             continue
         parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in radii]
+        pieces: dict[tuple[int, int], list[Any]] = {}  # readout windows by size: (maps, corner, owned)
         for y0, y1, own_y0, own_y1 in network_tiles[0]:
             for x0, x1, own_x0, own_x1 in network_tiles[1]:
                 model.check_input(frames[..., y0:y1, x0:x1])
@@ -189,12 +190,18 @@ def detect_at_radii(
                         )
                         if owned[0][0] >= owned[0][1] or owned[1][0] >= owned[1][1]:
                             continue
-                        piece = out[..., ry0:ry1, rx0:rx1]
-                        for i, radius in enumerate(radii):
-                            points, confidence = read_detections(piece, model.CANDIDATE_FLOOR, radius)
-                            points = points + points.new_tensor([x0 + rx0, y0 + ry0])
-                            mine = _owns(points, owned)
-                            parts[i].append((points, torch.where(mine, confidence, 0.0)))
+                        pieces.setdefault((ry1 - ry0, rx1 - rx0), []).append(
+                            (out[..., ry0:ry1, rx0:rx1], (x0 + rx0, y0 + ry0), owned)
+                        )
+        for same_size in pieces.values():  # windows of one size are read together, as one batch
+            stacked = torch.cat([piece for piece, _, _ in same_size])
+            for i, radius in enumerate(radii):
+                points, confidence = read_detections(stacked, model.CANDIDATE_FLOOR, radius)
+                for w, (_, corner, owned) in enumerate(same_size):
+                    window = slice(w * len(frames), (w + 1) * len(frames))
+                    placed = points[window] + points.new_tensor(corner)
+                    mine = _owns(placed, owned)
+                    parts[i].append((placed, torch.where(mine, confidence[window], 0.0)))
         batches.append([_joined(found) for found in parts])
     return [_padded([batch[i] for batch in batches], len(images)) for i in range(len(radii))]
 
@@ -317,6 +324,12 @@ def localize_frames(
         done(len(images))
 
 
+def network_reach(model: PointModel) -> int:
+    """How far, in pixels, the network looks from a pixel: one a 3x3 convolution, times its cells."""
+    convolutions = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    return convolutions * getattr(model, "stride", 1)
+
+
 def check_frames(model: PointModel, frames: Frames) -> None:
     """Refuse, before any work, frames the model cannot take, smaller than what it must see
     around a spot to find it, or too large for the memory here."""
@@ -324,7 +337,7 @@ def check_frames(model: PointModel, frames: Frames) -> None:
     window = tuple(min(side, NETWORK_TILE + 2 * 32) for side in (frames.height, frames.width))
     where = f"locating spots in {frames.height}x{frames.width} frames"
     require_memory(inference_bytes(model, *window) + 16 * frames.height * frames.width, where, "crop them")
-    reach = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    reach = network_reach(model)
     if can_count(model) and min(frames.height, frames.width) < reach + 1:
         raise PixelregError(
             f"{frames.path}: frames of {frames.height}x{frames.width} are smaller than this model's "

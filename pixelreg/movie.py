@@ -48,6 +48,7 @@ from .metrics import (
 from .train import Reporter, train
 
 MOVIE_SPEEDUP = 5.0  # the goal: this many times trackpy's frames per second, scoring better
+PYTHON_ENGINE_FRAMES = 20  # trackpy's pure-Python engine is timed on this many frames
 
 
 def movie_spec(frames: int = MOVIE_FRAMES, size: int = MOVIE_SIZE, spots: int = MOVIE_SPOTS) -> DataSpec:
@@ -150,6 +151,14 @@ def run_movie(
         seconds = time.perf_counter() - started
         rows["trackpy"] = _row(keep_above(points, scores, minmass), truth, seconds, frames, size)
         rows["trackpy"]["minmass"] = float(minmass)
+        rows["trackpy"]["engine"] = "numba" if _has_numba() else "python"
+        if _has_numba():  # trackpy without numba (its `pip install trackpy`): the same spots, slower
+            some = images[: min(PYTHON_ENGINE_FRAMES, frames)].astype(np.float32)
+            started = time.perf_counter()
+            trackpy_detections(some, spec, minmass, processes="auto", engine="python")
+            rows["trackpy"]["python_engine_frames_per_second"] = round(
+                len(some) / (time.perf_counter() - started), 2
+            )
     results = {
         "spec": spec.to_dict(),
         "frames": frames,
@@ -164,6 +173,10 @@ def run_movie(
         ours, theirs = rows["pixelreg"], rows["trackpy"]
         speedup = ours["frames_per_second"] / theirs["frames_per_second"]
         results["speedup"] = round(speedup, 2)
+        if "python_engine_frames_per_second" in theirs:
+            results["speedup_over_python_engine"] = round(
+                ours["frames_per_second"] / theirs["python_engine_frames_per_second"], 2
+            )
         results["goal_met"] = bool(
             speedup >= MOVIE_SPEEDUP
             and (ours["jaccard"] or 0) > (theirs["jaccard"] or 0)
@@ -172,6 +185,14 @@ def run_movie(
         )
     path.unlink()  # 100 MB of noise that anyone can make again with the same command
     return results
+
+
+def _has_numba() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _points_per_frame(table: list[dict[str, Any]], frames: int) -> np.ndarray:

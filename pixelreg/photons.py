@@ -134,18 +134,16 @@ def poisson_fit(
     inside = inside.double()
     shift = camera.read_variance
     data = camera.qe * torch.from_numpy(values.astype(np.float64)) + shift
+    if free == (False, False, True, True, False):  # photons and background alone: mu is linear
+        shape = spot_and_derivatives(theta, xs, ys)[1][..., 2]  # d mu / d photons: the spot's shape
+        theta[..., 2], theta[..., 3] = _photometry_fit(
+            data, inside, shape, theta[..., 2], theta[..., 3], camera, iterations
+        )
+        return theta.numpy()
     chosen = torch.tensor(free)
     eye = torch.eye(int(chosen.sum()), dtype=torch.float64)
-    fixed_shape = not (free[0] or free[1] or free[4])  # photons and background only: mu is linear
-    if fixed_shape:
-        shape = spot_and_derivatives(theta, xs, ys)[1][..., 2]  # d mu / d photons: the spot's shape
     for _ in range(iterations):
-        if fixed_shape:
-            mu = theta[..., 3, None, None] + theta[..., 2, None, None] * shape
-            jac = torch.stack([shape, torch.ones_like(shape)], -1)
-            jac = torch.nn.functional.pad(jac, (2, 1))  # in the places of (x, y, N, b, sigma)
-        else:
-            mu, jac = spot_and_derivatives(theta, xs, ys)
+        mu, jac = spot_and_derivatives(theta, xs, ys)
         model = (camera.qe * mu).clamp(min=1e-9) + shift
         jac_e = camera.qe * jac[..., chosen]
         gradient = torch.einsum("...rc,...rci->...i", inside * (data / model - 1.0), jac_e)
@@ -165,6 +163,25 @@ def poisson_fit(
         -1
     )
     return np.where(wandered[..., None], start.numpy(), fitted)
+
+
+def _photometry_fit(data, inside, shape, photons, background, camera: Camera, iterations: int):
+    """Fisher scoring of (photons, background) alone for spots of a fixed `shape` (..., R, C): the
+    2x2 system of `poisson_fit` solved in closed form, on sums over each window's pixels."""
+    shift, qe = camera.read_variance, camera.qe
+    g = qe * shape
+    for _ in range(iterations):
+        model = (qe * background[..., None, None] + photons[..., None, None] * g).clamp(min=1e-9) + shift
+        weight = inside / model
+        residual = inside * (data / model - 1.0)
+        grad_n, grad_b = (residual * g).sum((-2, -1)), qe * residual.sum((-2, -1))
+        i_nn = (weight * g * g).sum((-2, -1))
+        i_nb = qe * (weight * g).sum((-2, -1))
+        i_bb = qe * qe * weight.sum((-2, -1))
+        det = (i_nn * i_bb - i_nb * i_nb).clamp(min=1e-12)
+        photons = (photons + (i_bb * grad_n - i_nb * grad_b) / det).clamp(min=1.0)
+        background = (background + (i_nn * grad_b - i_nb * grad_n) / det).clamp(min=-shift / qe + 1e-6)
+    return photons, background
 
 
 # --- closed forms, for one axis (REFERENCES.md), pixel size a = 1 -----------------------------
