@@ -153,9 +153,9 @@ def detect_at_radii(
     """
     model.eval()
     n, height, width = images.shape
-    depth = network_reach(model)
     # a readout window's votes come from its margin too: the network's windows reach past that
-    network_tiles = [tiles(length, NETWORK_TILE, depth + READOUT_MARGIN + 1) for length in (height, width)]
+    margin = network_reach(model) + READOUT_MARGIN + 1
+    network_tiles = [tiles(length, NETWORK_TILE, margin) for length in (height, width)]
     tiled = len(network_tiles[0]) * len(network_tiles[1]) > 1
     window = max(stop - start for start, stop, _, _ in network_tiles[0]) * max(
         stop - start for start, stop, _, _ in network_tiles[1]
@@ -198,10 +198,10 @@ def detect_at_radii(
             for i, radius in enumerate(radii):
                 points, confidence = read_detections(stacked, model.CANDIDATE_FLOOR, radius)
                 for w, (_, corner, owned) in enumerate(same_size):
-                    window = slice(w * len(frames), (w + 1) * len(frames))
-                    placed = points[window] + points.new_tensor(corner)
+                    rows = slice(w * len(frames), (w + 1) * len(frames))  # this window's frames
+                    placed = points[rows] + points.new_tensor(corner)
                     mine = _owns(placed, owned)
-                    parts[i].append((placed, torch.where(mine, confidence[window], 0.0)))
+                    parts[i].append((placed, torch.where(mine, confidence[rows], 0.0)))
         batches.append([_joined(found) for found in parts])
     return [_padded([batch[i] for batch in batches], len(images)) for i in range(len(radii))]
 
