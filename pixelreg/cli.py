@@ -67,8 +67,10 @@ from .runs import RunDir, last_checkpoint_of, next_run_dir, resolve_checkpoint
 
 try:  # typer vendors click from 0.2x on; older releases use click itself
     from typer._click.exceptions import ClickException
+    from typer._click.globals import get_current_context
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException
+    from click.globals import get_current_context
 
 
 class OneLineErrors(typer.core.TyperGroup):
@@ -272,9 +274,27 @@ def data_option_parameters(only: tuple[str, ...] | None = None) -> list[inspect.
     return parameters
 
 
+SPEC_FILE = inspect.Parameter(
+    "spec_file",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            help="A spec JSON (as `generate --json` prints under spec, or as calibration writes) whose "
+            "fields are the data options below; options given beside it override its values.",
+            show_default=False,
+        ),
+    ],
+)
+
+
 def with_data_options(only: tuple[str, ...] | None = None) -> Callable[[F], F]:
-    """Give a command the data options; it receives their values as one `spec_options` dict."""
+    """Give a command the data options; it receives their values as one `spec_options` dict.
+    Without `only`, also --spec FILE: the options' values from a file, those given overriding."""
     added = data_option_parameters(only)
+    from_file = [SPEC_FILE] if only is None else []
 
     def decorate(function: F) -> F:
         signature = inspect.signature(function, eval_str=True)
@@ -283,12 +303,51 @@ def with_data_options(only: tuple[str, ...] | None = None) -> Callable[[F], F]:
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             spec_options = {p.name: kwargs.pop(p.name) for p in added}
+            spec_file = kwargs.pop("spec_file", None)
+            if spec_file is not None:
+                given = {name for name in spec_options if given_on_command_line(get_current_context(), name)}
+                spec_options = {
+                    **options_of(read_spec_file(spec_file)),
+                    **{n: spec_options[n] for n in given},
+                }
             return function(*args, spec_options=spec_options, **kwargs)
 
-        wrapper.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+        parameters = [*kept, *from_file, *added]
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def read_spec_file(path: Path) -> DataSpec:
+    """The DataSpec a spec JSON file holds, every field checked."""
+    require_file(path, "spec file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PixelregError(f"{path} is not a JSON spec ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("spec"), dict):
+        data = data["spec"]  # `generate --json` output holds the spec under this key
+    if not isinstance(data, dict):
+        raise PixelregError(f"{path} is not a JSON spec: expected an object of data options")
+    known = {spec_field.name for spec_field in fields(DataSpec)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise PixelregError(f"{path}: unknown field(s) {', '.join(unknown)}; the fields are the data options")
+    return DataSpec.from_dict({**DataSpec().to_dict(), **data}, str(path))
+
+
+def options_of(spec: DataSpec) -> dict[str, Any]:
+    """The data options' values (as the command line gives them) that make `spec`."""
+    values = {
+        k: v for k, v in spec.to_dict().items() if k not in ("height", "width") and not k.endswith("_max")
+    }
+    values["size"] = f"{spec.height}x{spec.width}"
+    values["points"] = str(spec.points) if spec.points_max is None else f"{spec.points}:{spec.points_max}"
+    for name in ("blur", "photons", "background_photons"):
+        low, high = getattr(spec, name), getattr(spec, f"{name}_max")
+        values[name] = repr(float(low)) if high is None else f"{float(low)!r}:{float(high)!r}"
+    return values
 
 
 def make_spec(spec_options: dict[str, Any]) -> DataSpec:

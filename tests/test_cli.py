@@ -355,3 +355,23 @@ def test_bench_precision_sets_every_method_against_the_bound(tmp_path):
     )
     assert bright["crlb_px"] < dim["crlb_px"]  # twice the light, a tighter bound
     assert bright["rmse_hits_px"] < dim["rmse_hits_px"]
+
+
+def test_a_spec_file_gives_the_data_options_and_options_beside_it_win(tmp_path):
+    made = run("generate", "--n", 40, "--size", 12, "--blur", 1.2, "--noise", 3, "--points", "0:3",
+               "--out", tmp_path / "a.npz", "--json", "--quiet")  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    (tmp_path / "spec.json").write_text(json.dumps(json.loads(made.stdout)["spec"]))
+    again = json.loads(run("generate", "--spec", tmp_path / "spec.json", "--out", tmp_path / "b.npz",
+                           "--json", "--quiet").stdout)  # fmt: skip
+    assert again["spec"] == json.loads(made.stdout)["spec"]
+    assert np.array_equal(np.load(tmp_path / "a.npz")["images"], np.load(tmp_path / "b.npz")["images"])
+    changed = json.loads(run("generate", "--spec", tmp_path / "spec.json", "--n", 20, "--blur", "1:2",
+                             "--out", tmp_path / "c.npz", "--json", "--quiet").stdout)["spec"]  # fmt: skip
+    assert (changed["n"], changed["blur"], changed["blur_max"], changed["points_max"]) == (20, 1.0, 2.0, 3)
+    for text, message in (('{"blurr": 1}', "unknown field(s) blurr"), ("[1]", "expected an object"),
+                          ('{"noise": -1}', "--noise must be")):  # fmt: skip
+        (tmp_path / "bad.json").write_text(text)
+        result = run("generate", "--spec", tmp_path / "bad.json", "--out", tmp_path / "d.npz")
+        assert result.exit_code == 1 and message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "d.npz").exists()
