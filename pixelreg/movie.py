@@ -9,8 +9,10 @@ best Jaccard index. Both are timed on the same frames and scored against the tru
 
 from __future__ import annotations
 
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +149,8 @@ def run_movie(
         levels = score_thresholds(scores)
         minmass = best_threshold(threshold_sweep(points, scores, truth[tune], levels, TOLERANCE_PX))
         started = time.perf_counter()
-        points, scores = trackpy_detections(images.astype(np.float32), spec, minmass, processes="auto")
+        with default_sigterm():
+            points, scores = trackpy_detections(images.astype(np.float32), spec, minmass, processes="auto")
         seconds = time.perf_counter() - started
         rows["trackpy"] = _row(keep_above(points, scores, minmass), truth, seconds, frames, size)
         rows["trackpy"]["minmass"] = float(minmass)
@@ -155,7 +158,8 @@ def run_movie(
         if _has_numba():  # trackpy without numba (its `pip install trackpy`): the same spots, slower
             some = images[: min(PYTHON_ENGINE_FRAMES, frames)].astype(np.float32)
             started = time.perf_counter()
-            trackpy_detections(some, spec, minmass, processes="auto", engine="python")
+            with default_sigterm():
+                trackpy_detections(some, spec, minmass, processes="auto", engine="python")
             rows["trackpy"]["python_engine_frames_per_second"] = round(
                 len(some) / (time.perf_counter() - started), 2
             )
@@ -185,6 +189,17 @@ def run_movie(
         )
     path.unlink()  # 100 MB of noise that anyone can make again with the same command
     return results
+
+
+@contextmanager
+def default_sigterm() -> Iterator[None]:
+    """SIGTERM's default action while trackpy's worker processes live: they inherit handlers, and
+    the pool ends them with SIGTERM, which the command line's handler would turn into a traceback."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _has_numba() -> bool:
