@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ PENALTY = 25.0  # chi-square a spot must explain to be kept or added (about 5 si
 ITERATIONS = 20
 CHUNK_PIXELS = 2**21  # groups x slots x window pixels fitted at once, to bound memory
 SATURATED = 255  # uint8 grey levels clipped at either end carry no position: left out of fits
+BRIGHTNESS_TOLERANCE = (
+    0.25  # images whose lone spots are brighter or dimmer than this share keep the network's
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ def refine_detections(
     images = np.asarray(images)
     points = np.asarray(points, dtype=np.float64)
     groups = [group for n in range(len(images)) for group in _groups(points[n], n, shape)]
+    like_training = _spots_like_training(images, points, groups, shape)
+    groups = [group for group in groups if like_training[group.image]]
     fitted: dict[tuple[int, int], np.ndarray] = {}  # (image, detection) -> refined position
     added: list[tuple[int, np.ndarray, int]] = []  # (image, position, detection it came from)
     dropped: set[tuple[int, int]] = set()
@@ -82,6 +88,51 @@ def refine_detections(
         for m, (position, score) in enumerate(row):
             out_points[n, m], out_confidence[n, m] = position, score
     return out_points, out_confidence
+
+
+def _spots_like_training(
+    images: np.ndarray, points: np.ndarray, groups: list[Any], shape: SpotShape
+) -> np.ndarray:
+    """(N,) whether each image's lone spots are as bright as the training data's: the median
+    least-squares brightness of its lone detections (of all images', where it has fewer than 3) within
+    BRIGHTNESS_TOLERANCE of `shape.brightness`. The fits hold brightness fixed; on spots brighter
+    or dimmer than that they would add or drop spots, so such images keep the network's."""
+    lone = [
+        (group.image, points[group.image, group.members[0]]) for group in groups if group.members.size == 1
+    ]
+    verdict = np.ones(len(images), dtype=bool)
+    if not lone:
+        return verdict
+    image_of = np.array([n for n, _ in lone])
+    centres = np.array([p for _, p in lone])
+    radius = math.ceil(WINDOW_SIGMAS * shape.blur)
+    steps = np.arange(-radius, radius + 1)
+    pixel = np.floor(centres + 0.5).astype(np.int64)
+    xs, ys = pixel[:, 0, None] + steps, pixel[:, 1, None] + steps  # (L, 2r+1)
+    height, width = images.shape[1:]
+    inside = ((xs >= 0) & (xs < width))[:, None, :] & ((ys >= 0) & (ys < height))[:, :, None]
+    values = images[
+        image_of[:, None, None], ys.clip(0, height - 1)[:, :, None], xs.clip(0, width - 1)[:, None, :]
+    ]
+    usable = inside & (values > 0) & (values < SATURATED)
+    sx, _, _ = integrated_gaussian(
+        torch.from_numpy(centres[:, 0, None]), torch.from_numpy(xs).double(), shape.blur
+    )
+    sy, _, _ = integrated_gaussian(
+        torch.from_numpy(centres[:, 1, None]), torch.from_numpy(ys).double(), shape.blur
+    )
+    g = (sy[:, :, None] * sx[:, None, :]).numpy() * usable
+    ratio = (
+        (g * (values - shape.background)).sum((1, 2))
+        / np.maximum((g * g).sum((1, 2)), 1e-12)
+        / shape.brightness
+    )
+    overall = float(np.median(ratio))
+    for n in range(len(images)):
+        mine = ratio[image_of == n]
+        typical = float(np.median(mine)) if mine.size >= 3 else overall  # a few may be merged pairs
+        verdict[n] = abs(typical - 1.0) <= BRIGHTNESS_TOLERANCE
+    return verdict
 
 
 @dataclass

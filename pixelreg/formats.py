@@ -125,7 +125,7 @@ def read_table(path: str | Path, pixel_size: float = 100.0) -> dict[str, np.ndar
     except UnicodeDecodeError:
         raise PixelregError(f"{path} is not a text CSV table") from None
     header = [name.strip() for name in header]
-    if header[: len(COLUMNS)] == list(COLUMNS) or header[:4] == ["path", "index", "x", "y"]:
+    if {"path", "index", "x", "y"} <= set(header):  # pixelreg's (a fixed-count model adds `point`)
         names = {"x": "x", "y": "y", "frame": "index", "photons": "photons", "uncertainty": "uncertainty"}
         scale, shift, frame_base = 1.0, 0.0, 0
     elif set(THUNDERSTORM_COLUMNS[:4]) <= set(header):

@@ -33,23 +33,24 @@ CHUNK_PIXELS = 2**23  # frames read at once: 8 Mpx, 16 MiB of uint16 (32 frames 
 @dataclass
 class Frames:
     """The frames of one image file, read a chunk at a time so that memory stays flat in the
-    movie's length: TIFF stacks page by page, other files whole."""
+    movie's length: TIFF stacks page by page, other files whole (when their turn comes)."""
 
     path: Path
     count: int  # frames in the file
     height: int
     width: int
     counts: bool  # a camera's uint16 ADU rather than uint8 grey levels
-    _whole: np.ndarray | None = None  # the frames of a file read whole
+    whole: bool = False  # a file read whole (not a TIFF)
     _float_scaled: bool = False  # float TIFF pixels are intensities in [0, 1] (from a first pass)
 
     def chunks(self, most_pixels: int = CHUNK_PIXELS) -> Iterator[tuple[int, np.ndarray]]:
         """(index of the first frame, frames (B, H, W)) for consecutive chunks of the file."""
         per_chunk = max(1, most_pixels // (self.height * self.width))
+        every = read_images(self.path, self.counts) if self.whole else None
         for start in range(0, self.count, per_chunk):
             stop = min(self.count, start + per_chunk)
-            if self._whole is not None:
-                yield start, self._whole[start:stop]
+            if every is not None:
+                yield start, every[start:stop]
                 continue
             pixels = _tiff_pages(self.path, start, stop)
             if self.counts:
@@ -63,9 +64,9 @@ def open_frames(path: str | Path, counts: bool = False) -> Frames:
     and checked here (pixel type, shape; a float TIFF is read once for NaN and its range) and
     read chunk by chunk later; other files are read whole, as `read_images` reads them."""
     path = require_file(path, "image")
-    if path.suffix.lower() not in TIFF_SUFFIXES:
-        whole = read_images(path, counts)
-        return Frames(path, len(whole), whole.shape[1], whole.shape[2], counts, whole)
+    if path.suffix.lower() not in TIFF_SUFFIXES:  # checked now, read again when its turn comes
+        count, height, width = read_images(path, counts).shape
+        return Frames(path, count, height, width, counts, whole=True)
     shape, dtype = _tiff_layout(path)
     count, height, width = (1, *shape) if len(shape) == 2 else shape
     frames = Frames(path, count, height, width, counts)
@@ -193,10 +194,10 @@ def _tiff_pages(path: Path, start: int, stop: int) -> np.ndarray:
         if len(tiff.series) > 1:  # a series a page: the pages are the frames
             frames = tiff.asarray(key=slice(start, stop))
         elif len(tiff.series[0].shape) == 2:
-            frames = tiff.series[0].asarray()[None]
+            frames = tiff.series[0].asarray()
         else:
             frames = tiff.asarray(key=slice(start, stop), series=0)
-            frames = frames[None] if frames.ndim == 2 else frames
+    frames = frames[None] if frames.ndim == 2 else frames  # a chunk of one frame
     if frames.dtype.kind == "f" and not np.isfinite(frames).all():
         raise PixelregError(f"{path} contains NaN or infinity")
     return frames

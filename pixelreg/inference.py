@@ -154,8 +154,11 @@ def detect_at_radii(
     model.eval()
     n, height, width = images.shape
     # a readout window's votes come from its margin too: the network's windows reach past that
-    margin = network_reach(model) + READOUT_MARGIN + 1
-    network_tiles = [tiles(length, NETWORK_TILE, margin) for length in (height, width)]
+    # a network reading s x s cells must meet them where the whole frame's lie: windows start at
+    # multiples of s
+    cell = getattr(model, "stride", 1)
+    margin = -(-(network_reach(model) + READOUT_MARGIN + 1) // cell) * cell
+    network_tiles = [tiles(length, NETWORK_TILE, margin, cell) for length in (height, width)]
     tiled = len(network_tiles[0]) * len(network_tiles[1]) > 1
     window = max(stop - start for start, stop, _, _ in network_tiles[0]) * max(
         stop - start for start, stop, _, _ in network_tiles[1]
@@ -211,14 +214,14 @@ READOUT_TILE = 128  # ... and through the readout in windows of this side (its v
 READOUT_MARGIN = 6  # px of context around a readout window's own part: a spot's votes and their reach
 
 
-def tiles(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
+def tiles(length: int, tile: int, margin: int, step: int = 1) -> list[tuple[int, int, int, int]]:
     """Windows along an axis of `length` pixels: (start, stop, own start, own stop), the own
     parts of about `tile` pixels tiling the axis, each window `margin` pixels wider on either
-    side where the axis goes on."""
+    side where the axis goes on; the own parts start at multiples of `step`."""
     if length <= tile + 2 * margin:
         return [(0, length, 0, length)]
     count = math.ceil(length / tile)
-    edges = [round(i * length / count) for i in range(count + 1)]
+    edges = [min(length, round(i * length / count / step) * step) for i in range(count)] + [length]
     return [(max(0, a - margin), min(length, b + margin), a, b) for a, b in itertools.pairwise(edges)]
 
 

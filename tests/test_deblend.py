@@ -44,22 +44,36 @@ def test_spot_shape_only_where_the_data_fixes_every_spot():
     assert spot_shape(SPEC.with_(photons=1000.0)) is None  # photons counted: the camera model
 
 
+LONE = [(4.2, 27.1), (27.6, 4.3), (26.9, 26.2)]  # spots far from the others: the brightness reference
+
+
 def test_a_close_pair_seen_as_one_detection_is_split_into_two():
-    true = padded([[(12.3, 15.6), (14.1, 15.2)]] * 6)  # 1.84 px apart: their light is one blob
+    true = padded([[(12.3, 15.6), (14.1, 15.2), *LONE]] * 6, width=6)  # 1.84 px apart: one blob
     images = rendered(true)
-    merged = padded([[(13.2, 15.4)]] * 6)
-    points, confidence = refine_detections(images, merged, np.full((6, 4), 0.8), SHAPE)
+    merged = padded([[(13.2, 15.4), *LONE]] * 6, width=6)
+    scores = np.tile([0.8, 0.9, 0.9, 0.9, 0.0, 0.0], (6, 1))
+    points, confidence = refine_detections(images, merged, scores, SHAPE)
     for n in range(6):
         assert np.abs(found(points[n]) - found(true[n])).max() < 0.3
         # the added spot takes the confidence of the detection it came from
-        assert sorted(confidence[n][np.isfinite(points[n, :, 0])]) == [0.8, 0.8]
+        assert sorted(confidence[n][np.isfinite(points[n, :, 0])]) == [0.8, 0.8, 0.9, 0.9, 0.9]
+
+
+def test_spots_brighter_than_training_keep_the_networks_detections():
+    """The fits hold the training data's brightness; spots twice as bright would look like pairs."""
+    true = padded([[(12.3, 15.6), *LONE]] * 6)
+    images = render(true, SPEC.with_(n=6, brightness=2000.0), np.random.default_rng(5))
+    start = true + 0.05
+    points, _ = refine_detections(images, start, np.ones((6, 4)), SHAPE)
+    assert np.array_equal(np.isfinite(points[..., 0]).sum(1), [4] * 6)  # none added
+    np.testing.assert_allclose(found(points[0]), found(start[0]), atol=1e-6)  # none moved
 
 
 def test_a_pair_seen_as_three_detections_loses_the_extra_one():
-    true = padded([[(10.4, 10.2), (12.9, 10.9)]] * 6)
+    true = padded([[(10.4, 10.2), (12.9, 10.9), *LONE]] * 6, width=6)
     images = rendered(true, seed=1)
-    three = padded([[(10.3, 10.1), (11.7, 10.6), (13.0, 11.0)]] * 6)
-    points, _ = refine_detections(images, three, np.full((6, 4), 0.5), SHAPE)
+    three = padded([[(10.3, 10.1), (11.7, 10.6), (13.0, 11.0), *LONE]] * 6, width=6)
+    points, _ = refine_detections(images, three, np.full((6, 6), 0.5), SHAPE)
     for n in range(6):
         assert np.abs(found(points[n]) - found(true[n])).max() < 0.3
 

@@ -6,7 +6,7 @@ import tifffile
 from typer.testing import CliRunner
 
 from pixelreg.cli import app
-from pixelreg.imageio import read_images
+from pixelreg.imageio import open_frames, read_images
 
 runner = CliRunner()
 
@@ -86,6 +86,8 @@ def test_a_tiff_written_page_by_page_is_read_whole(small_run, tmp_path):
         for frame in stack:
             tiff.write(frame)
     assert np.array_equal(read_images(tmp_path / "pages.tif"), stack)
+    chunks = [chunk for _, chunk in open_frames(tmp_path / "pages.tif").chunks(most_pixels=2 * 16 * 16)]
+    assert [chunk.shape for chunk in chunks] == [(2, 16, 16), (1, 16, 16)]  # a last chunk of one frame
     rows = run("predict", small_run, tmp_path / "pages.tif").stdout.splitlines()
     assert [row.split(",")[1] for row in rows[1:]] == ["0", "1", "2"]
 
