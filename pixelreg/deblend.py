@@ -109,19 +109,8 @@ def _spots_like_training(
     steps = np.arange(-radius, radius + 1)
     pixel = np.floor(centres + 0.5).astype(np.int64)
     xs, ys = pixel[:, 0, None] + steps, pixel[:, 1, None] + steps  # (L, 2r+1)
-    height, width = images.shape[1:]
-    inside = ((xs >= 0) & (xs < width))[:, None, :] & ((ys >= 0) & (ys < height))[:, :, None]
-    values = images[
-        image_of[:, None, None], ys.clip(0, height - 1)[:, :, None], xs.clip(0, width - 1)[:, None, :]
-    ]
-    usable = inside & (values > 0) & (values < SATURATED)
-    sx, _, _ = integrated_gaussian(
-        torch.from_numpy(centres[:, 0, None]), torch.from_numpy(xs).double(), shape.blur
-    )
-    sy, _, _ = integrated_gaussian(
-        torch.from_numpy(centres[:, 1, None]), torch.from_numpy(ys).double(), shape.blur
-    )
-    g = (sy[:, :, None] * sx[:, None, :]).numpy() * usable
+    values, usable = _windows(images, image_of, xs, ys)
+    g = _light(torch.from_numpy(centres[:, None]), xs, ys, shape).numpy() / shape.brightness * usable
     ratio = (
         (g * (values - shape.background)).sum((1, 2))
         / np.maximum((g * g).sum((1, 2)), 1e-12)
@@ -193,12 +182,7 @@ def _fit_batch(images, points, batch, shape, fitted, added, dropped) -> None:
         origin[i] = middle - side // 2
     steps = np.arange(side)
     xs, ys = origin[:, 0, None] + steps, origin[:, 1, None] + steps  # (G, side)
-    inside = ((xs >= 0) & (xs < width))[:, None, :] & ((ys >= 0) & (ys < height))[:, :, None]
-    image_of = np.array([group.image for group in groups])
-    values = images[
-        image_of[:, None, None], ys.clip(0, height - 1)[:, :, None], xs.clip(0, width - 1)[:, None, :]
-    ]
-    usable = inside & (values > 0) & (values < SATURATED)
+    values, usable = _windows(images, np.array([group.image for group in groups]), xs, ys)
     fixed = np.full((g, side, side), float(shape.background))
     for i, group in enumerate(groups):  # the light of the image's other detections, where they reach
         others = np.isfinite(points[group.image, :, 0])
@@ -291,6 +275,17 @@ def _drop_one(v, mask, base, xs, ys, fit, active, chi, shape):
     fit = torch.where(drop[:, None, None], best_fit, fit)
     active = torch.where(drop[:, None], best_active, active)
     return fit, active, torch.where(drop, best_chi, chi), bool(drop.any())
+
+
+def _windows(images: np.ndarray, image_of: np.ndarray, xs: np.ndarray, ys: np.ndarray):
+    """Pixel values (W, R, C) of windows at columns xs and rows ys (W, side) of the given images,
+    and which of them a fit may use: inside the image and not clipped at either end."""
+    height, width = images.shape[1:]
+    inside = ((xs >= 0) & (xs < width))[:, None, :] & ((ys >= 0) & (ys < height))[:, :, None]
+    values = images[
+        image_of[:, None, None], ys.clip(0, height - 1)[:, :, None], xs.clip(0, width - 1)[:, None, :]
+    ]
+    return values, inside & (values > 0) & (values < SATURATED)
 
 
 def _light(spots, xs, ys, shape, active=None):

@@ -43,12 +43,16 @@ class Frames:
     whole: bool = False  # a file read whole (not a TIFF)
     _float_scaled: bool = False  # float TIFF pixels are intensities in [0, 1] (from a first pass)
 
+    def spans(self, most_pixels: int = CHUNK_PIXELS) -> Iterator[tuple[int, int]]:
+        """(first frame, frame after the last) of consecutive chunks of at most `most_pixels`."""
+        per_chunk = max(1, most_pixels // (self.height * self.width))
+        for start in range(0, self.count, per_chunk):
+            yield start, min(self.count, start + per_chunk)
+
     def chunks(self, most_pixels: int = CHUNK_PIXELS) -> Iterator[tuple[int, np.ndarray]]:
         """(index of the first frame, frames (B, H, W)) for consecutive chunks of the file."""
-        per_chunk = max(1, most_pixels // (self.height * self.width))
         every = read_images(self.path, self.counts) if self.whole else None
-        for start in range(0, self.count, per_chunk):
-            stop = min(self.count, start + per_chunk)
+        for start, stop in self.spans(most_pixels):
             if every is not None:
                 yield start, every[start:stop]
                 continue
@@ -72,8 +76,8 @@ def open_frames(path: str | Path, counts: bool = False) -> Frames:
     frames = Frames(path, count, height, width, counts)
     if dtype.kind == "f":
         low, high = math.inf, -math.inf
-        for start in range(0, count, max(1, CHUNK_PIXELS // (height * width))):
-            pixels = _tiff_pages(path, start, min(count, start + max(1, CHUNK_PIXELS // (height * width))))
+        for start, stop in frames.spans():
+            pixels = _tiff_pages(path, start, stop)
             low, high = min(low, float(pixels.min())), max(high, float(pixels.max()))
         frames._float_scaled = low >= 0 and high <= 1
     return frames

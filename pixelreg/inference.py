@@ -348,7 +348,7 @@ def check_frames(model: PointModel, frames: Frames) -> None:
         )
 
 
-PHOTOMETRY_COLUMNS = ("photons", "background", "uncertainty")
+PHOTOMETRY_COLUMNS = COLUMNS[COLUMNS.index("photons") :]  # what each localization is worth
 
 
 def table_columns(model: PointModel) -> tuple[str, ...]:
