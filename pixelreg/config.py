@@ -25,6 +25,7 @@ DEFAULT_MODEL = AUTO_MODEL
 # The models that find any number of points per image, each with a confidence (--points LO:HI).
 COUNTING_MODELS = ("offsets",)
 # The size of the fully convolutional models: the options `train --channels` and `--depth`.
+STRIDES = (1, 2, 4)  # the offsets model's cells: 1 pixel, 2 x 2 or 4 x 4 (for movies)
 MODEL_SIZES = {"heatmap": {"channels": 8, "depth": 2}, "offsets": {"channels": 32, "depth": 4}}
 SIZE_LIMITS = {"channels": (1, 1024), "depth": (2, 64)}  # depth 2: one layer in, one out
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -90,8 +91,9 @@ class TrainConfig:
             if name in self.model_args and self.model not in (AUTO_MODEL, "offsets"):
                 raise PixelregError(f"--{name} applies to the offsets model only, not {self.model!r}")
         if "stride" in self.model_args:
-            if self.model_args["stride"] not in (1, 2):
-                raise PixelregError(f"--stride must be 1 or 2, got {self.model_args['stride']!r}")
+            if self.model_args["stride"] not in STRIDES:
+                choices = ", ".join(map(str, STRIDES))
+                raise PixelregError(f"--stride must be one of {choices}, got {self.model_args['stride']!r}")
         if self.spec.get("points_max") is not None:
             require_counting(self.model)
 

@@ -24,6 +24,7 @@ from .imageio import Frames
 from .limits import require_memory
 from .metrics import keep_above
 from .models import PointModel, read_detections
+from .photons import background_level
 
 PHOTON_SCALE = 250.0  # photons a model sees as 1: the brightest pixel of a 3,000-photon spot is about 1.5
 INFERENCE_BATCH = 64
@@ -42,6 +43,42 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not mps:
         raise PixelregError("--device mps: Apple MPS is not available here; use --device cpu or auto")
     return torch.device(name)
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def bfloat16_native(device: torch.device | str) -> bool:
+    """Whether `device` runs bfloat16 convolutions natively (a CPU with AVX512-BF16 or AMX, a
+    CUDA GPU from Ampere on): there they take a third of float32's time; elsewhere they are
+    emulated, and slower."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def set_precision(model: PointModel, precision: str, device: torch.device | str) -> str:
+    """Run an offsets model's convolutions in `precision` (auto: bfloat16 where native, else
+    float32); the name of the one chosen. Its maps and everything read from them stay float32:
+    the positions move by thousandths of a pixel (`bench --movie` measures it)."""
+    if precision not in PRECISIONS:
+        raise PixelregError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if not hasattr(model, "bf16"):
+        if precision == "bfloat16":
+            raise PixelregError(
+                f"--precision bfloat16 applies to the offsets model; this is a {model.name} model"
+            )
+        return "float32"
+    if precision == "bfloat16" and not bfloat16_native(device):
+        raise PixelregError(
+            f"--precision bfloat16: this {torch.device(device).type} has no native bfloat16 "
+            "(it would be emulated, and slower); use auto or float32"
+        )
+    model.bf16 = precision == "bfloat16" or (precision == "auto" and bfloat16_native(device))
+    return "bfloat16" if model.bf16 else "float32"
 
 
 def images_to_tensor(
@@ -167,7 +204,7 @@ def detect_at_radii(
     batches = []
     for start in range(0, n, batch_size):
         frames = images_to_tensor(images[start : start + batch_size], device, model.camera)
-        level = frames.flatten(1).median(1).values  # the background, as training takes it
+        level = background_level(frames.flatten(1))  # the background, as training takes it
         if (
             not tiled
             and height <= READOUT_TILE + 2 * READOUT_MARGIN
@@ -197,14 +234,16 @@ def detect_at_radii(
                             (out[..., ry0:ry1, rx0:rx1], (x0 + rx0, y0 + ry0), owned)
                         )
         for same_size in pieces.values():  # windows of one size are read together, as one batch
-            stacked = torch.cat([piece for piece, _, _ in same_size])
+            stacked = torch.cat([piece for piece, _, _ in same_size])  # (windows x frames, 5, h, w)
+            count = len(same_size)
+            corners = stacked.new_tensor([corner for _, corner, _ in same_size])[:, None, None]
+            owned = stacked.new_tensor([[*owned[0], *owned[1]] for _, _, owned in same_size])[:, None, None]
             for i, radius in enumerate(radii):
                 points, confidence = read_detections(stacked, model.CANDIDATE_FLOOR, radius)
-                for w, (_, corner, owned) in enumerate(same_size):
-                    rows = slice(w * len(frames), (w + 1) * len(frames))  # this window's frames
-                    placed = points[rows] + points.new_tensor(corner)
-                    mine = _owns(placed, owned)
-                    parts[i].append((placed, torch.where(mine, confidence[rows], 0.0)))
+                placed = points.view(count, len(frames), -1, 2) + corners  # in frame coordinates
+                confidence = torch.where(_owns(placed, owned), confidence.view(count, len(frames), -1), 0.0)
+                # each frame's detections from all these windows, side by side
+                parts[i].append((placed.transpose(0, 1).flatten(1, 2), confidence.transpose(0, 1).flatten(1)))
         batches.append([_joined(found) for found in parts])
     return [_padded([batch[i] for batch in batches], len(images)) for i in range(len(radii))]
 
@@ -225,14 +264,15 @@ def tiles(length: int, tile: int, margin: int, step: int = 1) -> list[tuple[int,
     return [(max(0, a - margin), min(length, b + margin), a, b) for a, b in itertools.pairwise(edges)]
 
 
-def _owns(points: torch.Tensor, owned: tuple[tuple[int, int, bool, bool], ...]) -> torch.Tensor:
-    """(N, M): whether each point's pixel lies in the own part (y range, x range) of a window; a
+def _owns(points: torch.Tensor, owned: torch.Tensor) -> torch.Tensor:
+    """(..., M): whether each point (..., M, 2) lies in the own part of its window, `owned`
+    (..., 8): y from, y to, y range at the frame's start, at its end, then the same for x; a
     range at the frame's edge also owns the points beyond it."""
     pixel = torch.floor(points + 0.5)
     mine = torch.isfinite(points[..., 0])
-    for axis, (low, high, first, last) in ((1, owned[0]), (0, owned[1])):
+    for axis, (low, high, first, last) in ((1, owned[..., 0:4].unbind(-1)), (0, owned[..., 4:8].unbind(-1))):
         coordinate = pixel[..., axis]
-        mine = mine & ((coordinate >= low) | first) & ((coordinate < high) | last)
+        mine = mine & ((coordinate >= low) | (first > 0)) & ((coordinate < high) | (last > 0))
     return mine
 
 
@@ -312,19 +352,24 @@ def localize_frames(
             from .worth import measured
 
             worth = measured(model.camera.photons(images), found, camera_spec)
-        for index, points in enumerate(found):
-            for point, (x, y) in enumerate(points):
-                if not np.isfinite(x):
-                    continue
-                row: dict[str, Any] = {"path": str(frames.path), "index": first + index}
-                if model.points > 1 and not counting:
-                    row["point"] = point
-                row["x"], row["y"] = round(float(x), 4), round(float(y), 4)
-                row["confidence"] = None if confidence is None else round(float(confidence[index, point]), 4)
-                for key in PHOTOMETRY_COLUMNS:
-                    row[key] = None if worth is None else round(float(worth[key][index, point]), 4)
-                yield row
+        index, point = np.nonzero(np.isfinite(found[..., 0]))  # frame by frame, in each its points' order
+        columns: dict[str, list[Any]] = {"index": (first + index).tolist()}
+        if model.points > 1 and not counting:
+            columns["point"] = point.tolist()
+        columns["x"], columns["y"] = (_rounded(found[index, point, axis]) for axis in (0, 1))
+        absent = [None] * len(index)  # a column this model has no output for
+        columns["confidence"] = absent if confidence is None else _rounded(confidence[index, point])
+        for key in PHOTOMETRY_COLUMNS:
+            columns[key] = absent if worth is None else _rounded(worth[key][index, point])
+        path = str(frames.path)
+        for values in zip(*columns.values(), strict=True):
+            yield {"path": path, **dict(zip(columns, values, strict=True))}
         done(len(images))
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    """Table cells: to 4 decimals, as Python floats (NaN stays NaN)."""
+    return np.round(values.astype(np.float64), 4).tolist()
 
 
 def network_reach(model: PointModel) -> int:

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .camera import Camera
-from .config import DEFAULT_MODEL, MODEL_SIZES, SIZE_LIMITS
+from .config import DEFAULT_MODEL, MODEL_SIZES, SIZE_LIMITS, STRIDES
 from .data import from_normalized, to_normalized
 from .deblend import SpotShape
 from .errors import PixelregError
+from .photons import background_level
 
 
 class PointModel(nn.Module):
@@ -277,20 +278,29 @@ class OffsetLocalizer(PointModel):
         # read each image with its mirror images too (`output_maps`); validation reads as the
         # model will be read, so that the threshold it chooses fits (--no-mirror: for movies)
         self.mirror = mirror
+        # inference: the convolutions in bfloat16 where the hardware does it natively, the maps
+        # out in float32 (`inference.set_precision`; predict --precision)
+        self.bf16 = False
 
     def forward(self, images: Tensor, level: Tensor | None = None) -> Tensor:
         """(N, 5, H, W): detection logit, x and y offset, log of their expected errors, per pixel.
         `level` (N,): each image's background; None: its median (a tile of a frame is given its
         frame's, so that tiles read as the whole frame would)."""
         if level is None:
-            level = images.flatten(1).median(1).values
+            level = background_level(images.flatten(1))
         x = (images - level[:, None, None, None]) * self.INPUT_GAIN
         if self.stride == 1:
-            return self.body(x.contiguous(memory_format=torch.channels_last))
+            return self._body(x.contiguous(memory_format=torch.channels_last))
         height, width = x.shape[-2:]
         x = F.pad(x, (0, -width % self.stride, 0, -height % self.stride))  # whole cells, of background
         x = F.pixel_unshuffle(x, self.stride).contiguous(memory_format=torch.channels_last)
-        return F.pixel_shuffle(self.body(x), self.stride)[..., :height, :width]
+        return F.pixel_shuffle(self._body(x), self.stride)[..., :height, :width]
+
+    def _body(self, x: Tensor) -> Tensor:
+        if not self.bf16 or self.training:
+            return self.body(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.body(x).float()
 
     def output_maps(self, images: Tensor, level: Tensor | None = None) -> Tensor:
         """The maps that detections are read from: `mirrored_output`, or with `mirror` off the
@@ -416,7 +426,6 @@ class OffsetLocalizer(PointModel):
         return (weights[..., None] * estimates).sum(-2)
 
 
-STRIDES = (1, 2)  # the offsets model's cells: 1 pixel, or 2 x 2
 VOTE_FLOOR = 0.02  # pixels less probable than this cast no vote
 VOTE_KERNEL = 0.35  # px: the width of each vote when the density of votes is measured
 SPOT_RADIUS = 1.0  # px: a vote joins the nearest densest vote (a spot) within this distance

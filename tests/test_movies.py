@@ -20,6 +20,7 @@ from pixelreg.data import DataSpec, make_dataset
 from pixelreg.formats import COLUMNS, THUNDERSTORM_COLUMNS, TableWriter, read_table
 from pixelreg.imageio import open_frames
 from pixelreg.models import build_model
+from pixelreg.photons import background_level
 
 runner = CliRunner()
 
@@ -180,13 +181,14 @@ def test_thunderstorm_cells_are_numbers_and_nan_where_unknown():
     assert lines[2] == "2,5,50.0000,1000.0000,120.0000,NaN,NaN,NaN,NaN"
 
 
-def test_stride_two_reads_any_frame_size_and_is_refused_elsewhere(tmp_path):
-    model = build_model("offsets", height=16, width=16, counting=True, stride=2, channels=8)
-    assert model(torch.zeros(1, 1, 17, 23)).shape == (1, 5, 17, 23)
+def test_strides_read_any_frame_size_and_are_refused_elsewhere(tmp_path):
+    for stride in (2, 4):
+        model = build_model("offsets", height=16, width=16, counting=True, stride=stride, channels=8)
+        assert model(torch.zeros(1, 1, 17, 23)).shape == (1, 5, 17, 23)
     result = run("train", "--model", "heatmap", "--stride", 2, "--out", tmp_path)
     assert result.exit_code == 1 and "--stride applies to the offsets model only" in result.stderr
     result = run("train", "--stride", 3, "--out", tmp_path)
-    assert result.exit_code == 1 and "--stride must be 1 or 2" in result.stderr
+    assert result.exit_code == 1 and "--stride must be one of 1, 2, 4" in result.stderr
 
 
 def test_bench_movie_times_and_scores_predict(tmp_path):
@@ -213,3 +215,42 @@ def test_bench_movie_times_and_scores_predict(tmp_path):
         refused = run(*args, *extra)
         assert refused.exit_code == 1 and message in refused.stderr, refused.stderr
     assert not (tmp_path / "movie" / "movie.json").exists()
+
+
+def test_bfloat16_moves_detections_by_thousandths_of_a_pixel(counting_run):
+    """predict's fast arithmetic, where the hardware has it: the same spots, nearly the same places."""
+    model, _ = load_model(counting_run / "best.pt")
+    if not inference.bfloat16_native("cpu"):
+        assert inference.set_precision(model, "auto", "cpu") == "float32"
+        pytest.skip("this CPU has no native bfloat16")
+    spec = DataSpec(n=4, height=48, width=48, points=8, points_max=12, blur=1.0, noise=3.0,
+                    background=20.0, brightness=400.0, subpixel=True, holdout="none",
+                    val_fraction=0.0, test_fraction=0.0, seed=3)  # fmt: skip
+    images = make_dataset(spec).images
+    assert inference.set_precision(model, "float32", "cpu") == "float32"
+    exact, exact_confidence = inference.counted_points(model, images)
+    assert inference.set_precision(model, "auto", "cpu") == "bfloat16"
+    fast, fast_confidence = inference.counted_points(model, images)
+    assert np.array_equal(np.isfinite(exact[..., 0]), np.isfinite(fast[..., 0]))
+    assert np.isfinite(exact[..., 0]).sum() > 20
+    assert np.nanmax(np.abs(fast - exact)) < 0.02
+    assert np.abs(fast_confidence - exact_confidence).max() < 0.02
+
+
+def test_precision_is_refused_where_it_cannot_apply(counting_run, small_run, tmp_path):
+    frame = tmp_path / "frame.npy"
+    np.save(frame, spots_frame([(8, 9)]))
+    result = run("predict", counting_run, frame, "--precision", "float16")
+    assert result.exit_code == 1 and "--precision must be one of auto, float32, bfloat16" in result.stderr
+    result = run("predict", small_run, frame, "--precision", "bfloat16")
+    assert result.exit_code == 1 and "applies to the offsets model" in result.stderr
+    assert run("predict", small_run, frame, "--precision", "float32").exit_code == 0
+
+
+def test_the_background_level_of_a_large_frame_is_its_median():
+    rng = np.random.default_rng(0)
+    small = torch.from_numpy(rng.poisson(10.0, (2, 100 * 100)).astype(np.float32))
+    assert torch.equal(background_level(small), small.median(1).values)  # every pixel of a small one
+    large = torch.from_numpy(rng.normal(100.0, 5.0, (2, 600 * 600)).astype(np.float32))
+    large[:, ::7] += 1000.0  # a spot in every 7 pixels pulls the median up a little
+    assert (background_level(large) - large.median(1).values).abs().max() < 0.1
