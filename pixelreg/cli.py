@@ -490,8 +490,8 @@ def train(
     stride: Annotated[
         int | None,
         typer.Option(
-            help="Offsets model: read the image in cells of STRIDE x STRIDE pixels, 1, 2 or 4 (default "
-            "1); each step runs about four times faster, for movies.",
+            help="Offsets model: read the image in cells of STRIDE x STRIDE pixels, 1 or 2 (default 1); "
+            "2 runs about four times faster, for movies.",
             show_default=False,
         ),
     ] = None,

@@ -24,7 +24,7 @@ from .imageio import Frames
 from .limits import require_memory
 from .metrics import keep_above
 from .models import PointModel, read_detections
-from .photons import background_level
+from .photons import background_map
 
 PHOTON_SCALE = 250.0  # photons a model sees as 1: the brightest pixel of a 3,000-photon spot is about 1.5
 INFERENCE_BATCH = 64
@@ -186,7 +186,8 @@ def detect_at_radii(
     the readout on windows of READOUT_TILE, each with a margin of context around the part it
     owns; a spot belongs to the window whose own part holds its pixel, so a spot on a border
     is found once, where the whole frame would have found it. Every window of a frame sees
-    the frame's background level.
+    the frame's background level (`background_map`: of a large frame, a map that follows an
+    uneven illumination or sky).
     """
     model.eval()
     n, height, width = images.shape
@@ -204,7 +205,7 @@ def detect_at_radii(
     batches = []
     for start in range(0, n, batch_size):
         frames = images_to_tensor(images[start : start + batch_size], device, model.camera)
-        level = background_level(frames.flatten(1))  # the background, as training takes it
+        level = background_map(frames)  # the background, as training takes it: one level or a map
         if (
             not tiled
             and height <= READOUT_TILE + 2 * READOUT_MARGIN
@@ -217,7 +218,8 @@ def detect_at_radii(
         for y0, y1, own_y0, own_y1 in network_tiles[0]:
             for x0, x1, own_x0, own_x1 in network_tiles[1]:
                 model.check_input(frames[..., y0:y1, x0:x1])
-                out = model.output_maps(frames[..., y0:y1, x0:x1], level)
+                tile_level = level[..., y0:y1, x0:x1] if level.dim() == 4 else level
+                out = model.output_maps(frames[..., y0:y1, x0:x1], tile_level)
                 for ry0, ry1, rown_y0, rown_y1 in tiles(y1 - y0, READOUT_TILE, READOUT_MARGIN):
                     for rx0, rx1, rown_x0, rown_x1 in tiles(x1 - x0, READOUT_TILE, READOUT_MARGIN):
                         owned = (  # in frame coordinates: this readout window's own part

@@ -284,11 +284,14 @@ class OffsetLocalizer(PointModel):
 
     def forward(self, images: Tensor, level: Tensor | None = None) -> Tensor:
         """(N, 5, H, W): detection logit, x and y offset, log of their expected errors, per pixel.
-        `level` (N,): each image's background; None: its median (a tile of a frame is given its
-        frame's, so that tiles read as the whole frame would)."""
+        `level` (N,): each image's background, or (N, 1, H, W) a map of it (`background_map`);
+        None: its median (a tile of a frame is given its frame's, so that tiles read as the whole
+        frame would)."""
         if level is None:
             level = background_level(images.flatten(1))
-        x = (images - level[:, None, None, None]) * self.INPUT_GAIN
+        if level.dim() == 1:
+            level = level[:, None, None, None]
+        x = (images - level) * self.INPUT_GAIN
         if self.stride == 1:
             return self._body(x.contiguous(memory_format=torch.channels_last))
         height, width = x.shape[-2:]
@@ -316,7 +319,8 @@ class OffsetLocalizer(PointModel):
         """
         total = self(images, level)
         for dims in ((-1,), (-2,), (-1, -2)):
-            out = self(images.flip(dims), level).flip(dims)
+            mirrored_level = level.flip(dims) if level is not None and level.dim() == 4 else level
+            out = self(images.flip(dims), mirrored_level).flip(dims)
             for dim, channel in ((-1, 1), (-2, 2)):  # an x flip turns dx round, a y flip dy
                 if dim in dims:
                     out[:, channel] = -out[:, channel]

@@ -33,6 +33,31 @@ def background_level(flat: torch.Tensor) -> torch.Tensor:
     return flat.median(1).values
 
 
+LEVEL_BLOCK = 32  # px: a large frame's background is mapped from the medians of blocks this size
+
+
+def background_map(frames: torch.Tensor) -> torch.Tensor:
+    """(N,) each frame's background level (`background_level`) for frames (N, 1, H, W) up to
+    4 blocks a side, the size the models train on; for larger ones, whose illumination or sky
+    may vary over the field, a map (N, 1, H, W): the median of each LEVEL_BLOCK block, smoothly
+    interpolated between the blocks' centres."""
+    height, width = frames.shape[-2:]
+    if min(height, width) < 4 * LEVEL_BLOCK:
+        return background_level(frames.flatten(1))
+    rows, cols = -(-height // LEVEL_BLOCK), -(-width // LEVEL_BLOCK)
+    padded = torch.nn.functional.pad(
+        frames, (0, cols * LEVEL_BLOCK - width, 0, rows * LEVEL_BLOCK - height), mode="replicate"
+    )
+    blocks = padded.unfold(2, LEVEL_BLOCK, LEVEL_BLOCK).unfold(
+        3, LEVEL_BLOCK, LEVEL_BLOCK
+    )  # (N, 1, R, C, B, B)
+    medians = blocks.flatten(-2).median(-1).values  # (N, 1, R, C)
+    level = torch.nn.functional.interpolate(
+        medians, size=(rows * LEVEL_BLOCK, cols * LEVEL_BLOCK), mode="bilinear", align_corners=False
+    )
+    return level[..., :height, :width].contiguous()
+
+
 def window_radius(sigma: float) -> int:
     """Half-width of the window that holds a spot of this sigma."""
     return max(2, math.ceil(WINDOW_SIGMAS * sigma))
