@@ -35,6 +35,7 @@ from .config import (
     AUTO_MODEL,
     BENCH_EPOCHS,
     BENCH_HOLDOUTS,
+    CALIBRATION_FRAMES,
     DEFAULT_LR,
     DENSITY_CONDITIONS,
     DENSITY_EPOCHS,
@@ -977,6 +978,85 @@ class FrameProgress:
     def __exit__(self, *exc: Any) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+@command
+def calibrate(
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Raw frames from the camera: TIFF stacks (or .npy) of ADU.", show_default=False),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="The spec JSON to write: the data options to train on (`train --spec`).")
+    ] = Path("spec.json"),
+    baseline: Annotated[
+        float | None, typer.Option(help="The camera's offset in ADU, if known; estimated otherwise.")
+    ] = None,
+    e_per_adu: Annotated[
+        float | None,
+        typer.Option(help="Photoelectrons per ADU (after any EM gain), if known; estimated otherwise."),
+    ] = None,
+    em_gain: Annotated[
+        float,
+        typer.Option(help="The EM gain of an EMCCD (0: none). It cannot be told from the frames: give it."),
+    ] = 0.0,
+    frames: Annotated[
+        int, typer.Option(help="Read at most this many frames, the first of the files.")
+    ] = CALIBRATION_FRAMES,
+    figure: Annotated[
+        Path | None,
+        typer.Option(help="Where to draw what was fitted (PNG); default: beside --out.", show_default=False),
+    ] = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Estimate a movie's camera (baseline, gain, read noise), PSF, photons, background and spots
+    per frame from its raw frames, and write them as a spec to train a model for it."""
+    from .calibrate import calibrate as estimate
+    from .calibrate import read_calibration_frames
+    from .files import write_json
+    from .plots import plot_calibration
+
+    if frames < 1:
+        raise PixelregError(f"--frames must be at least 1, got {frames}")
+    if not (em_gain == 0.0 or 1.0 <= em_gain <= 1e4):
+        raise PixelregError(f"--em-gain must be 0 (no EM register) or 1 to 10000, got {em_gain:g}")
+    for name, value in (("baseline", baseline), ("e-per-adu", e_per_adu)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise PixelregError(f"--{name} must be a finite number >= 0, got {value:g}")
+    if e_per_adu is not None and e_per_adu <= 0:
+        raise PixelregError(f"--e-per-adu must be above 0, got {e_per_adu:g}")
+    figure = figure if figure is not None else out.with_suffix(".png")
+    if figure.suffix.lower() != ".png":
+        raise PixelregError(f"--figure is drawn as PNG; give a .png path, got {figure}")
+    refuse_overwriting(out, files)
+    refuse_overwriting(figure, files)
+    for path in files:
+        require_file(path, "image")
+    say = (lambda message: None) if quiet else (lambda message: console.print(message))
+    pixels = read_calibration_frames(files, frames)
+    result = estimate(pixels, baseline, e_per_adu, em_gain, say)
+    for warning in result.warnings:
+        sys.stderr.write(f"Warning: {warning}\n")
+    path = write_json(out, result.spec.to_dict())
+    plot_calibration(result, figure)
+    if not quiet:
+        console.print(calibration_table(result))
+    emit({"path": str(path), "figure": str(figure), **result.summary()} if as_json else str(path), as_json)
+
+
+def calibration_table(result: Any) -> Table:
+    """`calibrate`'s estimates: value, how each was found, and its spread."""
+    rows = [
+        [name, f"{e.value:.4g}", e.how, "" if e.spread is None else f"{e.spread:.2g}", e.note]
+        for name, e in result.estimates.items()
+    ]
+    return fitted_table(
+        f"pixelreg calibrate: {result.frames} frames of {result.size[0]}x{result.size[1]}",
+        ["parameter", "value", "how", "+-", "from"],
+        rows,
+        ["from"],
+    )
 
 
 @command

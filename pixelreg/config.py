@@ -157,3 +157,5 @@ MOVIE_EPOCHS = 10
 MOVIE_STRIDE = 2  # ... reading cells of 2x2 pixels, four times faster than pixel by pixel
 MOVIE_CHANNELS = 24
 MOVIE_TUNING_FRAMES = 10  # trackpy's minmass is chosen on this many frames  # the goal: a Jaccard index 10 points above the best classical detector
+
+CALIBRATION_FRAMES = 200  # `calibrate` reads at most this many frames, the first of the files
