@@ -42,6 +42,7 @@ from .photons import background_map, poisson_fit
 CALIBRATION_PIXELS = 2**26  # ... and at most this many pixels (frames x height x width)
 LEAST_FRAMES = 20  # fewer frames: a pixel's cumulants over time are too noisy for the gain
 DETECTION_SIGMAS = 5.0  # a spot: a local maximum of the smoothed frame this many noise sigmas up
+SPOT_BLOCK = 16  # px: spots are found above the medians of blocks this size, which follow the illumination
 MASK_RADIUS = 6  # px around a detected spot left out of the camera's statistics
 FIT_RADIUS = 7  # px: spots are fitted in windows of 2 * FIT_RADIUS + 1
 ISOLATION = 12.0  # px: a spot fitted for the PSF has no other spot this near
@@ -247,7 +248,7 @@ def _find_spots(pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     for start in range(0, len(pixels), 16):
         chunk = pixels[start : start + 16]
         smooth = gaussian_smooth(chunk, 1.0)
-        level = background_map(smooth)
+        level = background_map(smooth, SPOT_BLOCK)
         residual = smooth - (level if level.dim() == 4 else level[:, None, None, None])
         flat = residual.flatten(1)[:, :: max(1, residual[0].numel() // 2**16)]
         noise = 1.4826 * (flat - flat.median(1, keepdim=True).values).abs().median(1).values
@@ -314,13 +315,11 @@ def _camera_estimates(
             f"too few background pixels to measure the camera ({int(usable.sum())}; a stack of at "
             f"least {LEAST_FRAMES} frames with spots on a part of the field is needed)"
         )
-    k1, k2, k3, k4 = k1[usable], k2[usable] - ROUNDING[0], k3[usable], k4[usable] - ROUNDING[2]
+    n, k1, k2, k3, k4 = n[usable], k1[usable], k2[usable] - ROUNDING[0], k3[usable], k4[usable] - ROUNDING[2]
     order = np.argsort(k1)
     bins = np.array_split(order, 24)
     levels = np.array([[k1[b].mean(), k2[b].mean()] for b in bins])
-    slope, slope_error = _grouped(
-        (k1, k2), lambda x, y: float(np.cov(x, y)[0, 1] / max(np.var(x, ddof=1), 1e-12))
-    )
+    slope, slope_error = _grouped((n, k1, k2, k3), _line_slope)
     intercept = float(k2.mean() - slope * k1.mean())
     ratio, ratio_error = _grouped(
         (k3, k4), lambda x, y: float(a3 / a4 * y.mean() / x.mean()) if x.mean() > 0 else math.nan
@@ -360,6 +359,15 @@ def _camera_estimates(
             warnings.append("baseline: found with the default gain, so as uncertain as it; give --baseline")
     read_var = float(np.mean(k2 - a2 * t * (k1 - base.value)))
     return levels, (slope, intercept), theta, base, read_var
+
+
+def _line_slope(n: np.ndarray, k1: np.ndarray, k2: np.ndarray, k3: np.ndarray) -> float:
+    """The slope of the pixels' variance over their mean, less what sampling puts there: a
+    pixel's sample mean varies by k2 / n and moves with its sample variance by k3 / n, which
+    alone would draw a line of slope k3 / k2 through pixels of one background."""
+    spread = np.var(k1, ddof=1) - np.mean(k2 / n)
+    together = np.cov(k1, k2)[0, 1] - np.mean(k3 / n)
+    return float(together / spread) if spread > 0 else math.nan
 
 
 def _windows(images: np.ndarray, peaks: np.ndarray, radius: int) -> np.ndarray:

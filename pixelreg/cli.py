@@ -930,6 +930,7 @@ def predict(
 
 
 MOVIE_OPTIONS = ("movie", "checkpoint", "epochs", "out", "device", "quiet", "as_json")
+CALIBRATION_OPTIONS = ("calibration", "epochs", "out", "device", "quiet", "as_json")
 
 
 def refuse_overwriting(out: Path, inputs: list[Path]) -> None:
@@ -1043,6 +1044,44 @@ def calibrate(
     if not quiet:
         console.print(calibration_table(result))
     emit({"path": str(path), "figure": str(figure), **result.summary()} if as_json else str(path), as_json)
+
+
+def calibration_bench_table(name: str, result: dict[str, Any]) -> Table:
+    """One foreign movie of `bench --calibration`: each method's scores, and what calibrate
+    estimated against the renderer's truth."""
+    cells = [
+        [
+            method,
+            shown(row["jaccard"], ".2%"),
+            shown(row["recall"], ".2%"),
+            shown(row["precision"], ".2%"),
+            shown(row["rmse_px"], ".4f"),
+            shown(row["frames_per_second"], ".1f"),
+        ]
+        for method, row in result["methods"].items()
+    ]
+    table = fitted_table(
+        f"{name}: {result['frames']} frames of {result['size']}x{result['size']} "
+        f"(scored after the first {result['tuning_frames']})",
+        ["method", "jaccard", "recall", "precision", "rmse px", "frames/s"],
+        cells,
+        [],
+    )
+    truth, estimates = result["truth"], result["calibration"]["estimates"]
+    pairs = [
+        ("sigma", "blur"),
+        ("baseline", "baseline"),
+        ("e_per_adu", "e_per_adu"),
+        ("read_noise", "read_noise"),
+        ("photons_min", "photons"),
+        ("photons_max", "photons_max"),
+        ("background_min", "background_photons"),
+        ("background_max", "background_photons_max"),
+        ("spots_per_frame", "spots_per_frame"),
+    ]
+    compared = ", ".join(f"{key} {truth[key]:.4g} -> {estimates[name]['value']:.4g}" for key, name in pairs)
+    table.caption = f"true -> calibrated: {compared}; goal met: {'yes' if result['goal_met'] else 'no'}"
+    return table
 
 
 def calibration_table(result: Any) -> Table:
@@ -1190,6 +1229,16 @@ def bench(
             "frames/s, Mpx/s, Jaccard index and rmse of each. Writes movie.json.",
         ),
     ] = False,
+    calibration: Annotated[
+        bool,
+        typer.Option(
+            "--calibration",
+            help="The real-data workflow instead: on movies of two other renderers (blinking spots on "
+            "an EMCCD, a star field on an sCMOS), calibrate, train on the estimates (--epochs) and "
+            "localize, against a model trained on the true parameters and trackpy.locate and "
+            "photutils' DAOStarFinder where installed. Writes calibration.json.",
+        ),
+    ] = False,
     checkpoint: Annotated[
         Path | None,
         typer.Option(
@@ -1214,10 +1263,40 @@ def bench(
     """
     from .files import make_folders, remove_folders, write_json
 
-    if perf + precision + density + movie > 1:
-        raise PixelregError("--perf, --precision, --density and --movie are different benches; choose one")
+    if perf + precision + density + movie + calibration > 1:
+        raise PixelregError(
+            "--perf, --precision, --density, --movie and --calibration are different benches; choose one"
+        )
     if checkpoint is not None and not movie:
         raise PixelregError("--checkpoint applies with --movie only")
+    if calibration:
+        foreign = [
+            name
+            for name in ctx.params
+            if name not in CALIBRATION_OPTIONS and given_on_command_line(ctx, name)
+        ]
+        if foreign:
+            raise PixelregError(f"--{foreign[0].replace('_', '-')} does not apply with --calibration")
+        writable_target(out / "calibration.json")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise PixelregError(f"{out} is not an empty folder; choose another --out or remove it")
+        epochs = epochs if epochs is not None else MOVIE_EPOCHS
+        TrainConfig(model="offsets", epochs=epochs, device=device).validate()
+        from .foreign_bench import run_calibration_bench
+
+        created = make_folders(out, f"cannot create {out}")
+        try:
+            say = (lambda message: None) if quiet else console.print
+            results = run_calibration_bench(out, epochs, device, ConsoleReporter(quiet=True), say)
+            path = write_json(out / "calibration.json", results)
+        except BaseException:
+            remove_folders(created)
+            raise
+        if not quiet:
+            for name, result in results.items():
+                console.print(calibration_bench_table(name, result))
+        emit({"path": str(path), **results} if as_json else str(path), as_json)
+        return
     if movie:
         foreign = [
             name for name in ctx.params if name not in MOVIE_OPTIONS and given_on_command_line(ctx, name)

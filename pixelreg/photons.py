@@ -36,24 +36,22 @@ def background_level(flat: torch.Tensor) -> torch.Tensor:
 LEVEL_BLOCK = 32  # px: a large frame's background is mapped from the medians of blocks this size
 
 
-def background_map(frames: torch.Tensor) -> torch.Tensor:
+def background_map(frames: torch.Tensor, block: int = LEVEL_BLOCK) -> torch.Tensor:
     """(N,) each frame's background level (`background_level`) for frames (N, 1, H, W) up to
     4 blocks a side, the size the models train on; for larger ones, whose illumination or sky
-    may vary over the field, a map (N, 1, H, W): the median of each LEVEL_BLOCK block, smoothly
-    interpolated between the blocks' centres."""
+    may vary over the field, a map (N, 1, H, W): the median of each `block` x `block` square,
+    smoothly interpolated between the squares' centres."""
     height, width = frames.shape[-2:]
-    if min(height, width) < 4 * LEVEL_BLOCK:
+    if min(height, width) < 4 * block:
         return background_level(frames.flatten(1))
-    rows, cols = -(-height // LEVEL_BLOCK), -(-width // LEVEL_BLOCK)
+    rows, cols = -(-height // block), -(-width // block)
     padded = torch.nn.functional.pad(
-        frames, (0, cols * LEVEL_BLOCK - width, 0, rows * LEVEL_BLOCK - height), mode="replicate"
+        frames, (0, cols * block - width, 0, rows * block - height), mode="replicate"
     )
-    blocks = padded.unfold(2, LEVEL_BLOCK, LEVEL_BLOCK).unfold(
-        3, LEVEL_BLOCK, LEVEL_BLOCK
-    )  # (N, 1, R, C, B, B)
-    medians = blocks.flatten(-2).median(-1).values  # (N, 1, R, C)
+    squares = padded.unfold(2, block, block).unfold(3, block, block)  # (N, 1, R, C, block, block)
+    medians = squares.flatten(-2).median(-1).values  # (N, 1, R, C)
     level = torch.nn.functional.interpolate(
-        medians, size=(rows * LEVEL_BLOCK, cols * LEVEL_BLOCK), mode="bilinear", align_corners=False
+        medians, size=(rows * block, cols * block), mode="bilinear", align_corners=False
     )
     return level[..., :height, :width].contiguous()
 

@@ -1,0 +1,203 @@
+"""`pixelreg bench --calibration`: the real-data workflow (calibrate, train --spec, predict) on
+movies that other renderers made, against a model trained on their true parameters and against
+trackpy.locate and photutils' DAOStarFinder where they are installed.
+
+Each movie's first TUNING_FRAMES frames are its calibration frames: the peers' thresholds are
+chosen on them (with the truth, their best Jaccard index), and every method is scored on the
+frames after them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .calibrate import TRAIN_N, TRAIN_SIZE, calibrate
+from .checkpoint import load_model
+from .classical import trackpy_available, trackpy_detections
+from .config import MOVIE_CHANNELS, MOVIE_EPOCHS, MOVIE_STRIDE, TrainConfig
+from .data import DataSpec
+from .foreign import ForeignMovie, render_smlm, render_stars
+from .inference import counted_points, set_precision
+from .metrics import best_threshold, keep_above, score_thresholds, summarize, threshold_sweep
+from .train import Reporter, train
+
+TUNING_FRAMES = 20
+TOLERANCE_PX = 1.0  # a detection within this of a true spot finds it (the movie bench's)
+RENDERERS: dict[str, tuple[Callable[..., ForeignMovie], float]] = {
+    "smlm-emccd": (render_smlm, 100.0),  # (renderer, the EM gain a user would give)
+    "stars-scmos": (render_stars, 0.0),
+}
+JI_GOAL_POINTS = 2.0  # calibrated within this many points of the true parameters' model ...
+RMSE_GOAL = 1.10  # ... and within this factor of its rmse
+
+
+def true_spec(movie: ForeignMovie, frame_pixels: int) -> DataSpec:
+    """What a model trained on the renderer's true parameters trains on: crops as `calibrate`
+    writes them, every value from the renderer's truth."""
+    truth = movie.truth
+    most = max(1, round(2 * truth["spots_per_frame"] * TRAIN_SIZE**2 / frame_pixels * 1.2))
+    return DataSpec(
+        n=TRAIN_N,
+        height=TRAIN_SIZE,
+        width=TRAIN_SIZE,
+        points=0,
+        points_max=most,
+        holdout="none",
+        val_fraction=0.1,
+        test_fraction=0.0,
+        seed=0,
+        subpixel=True,
+        blur=truth["sigma"],
+        photons=truth["photons_min"],
+        photons_max=truth["photons_max"],
+        background_photons=truth["background_min"],
+        background_photons_max=truth["background_max"],
+        qe=truth["qe"],
+        em_gain=truth["em_gain"],
+        read_noise=truth["read_noise"],
+        e_per_adu=truth["e_per_adu"],
+        baseline=truth["baseline"],
+    )
+
+
+def _score(found: np.ndarray, truth: np.ndarray, size: int, seconds: float) -> dict[str, Any]:
+    scores = summarize(found, truth, size, size, variable=True, tolerance=TOLERANCE_PX)
+    row = {key: scores[key] for key in ("jaccard", "recall", "precision", "rmse_px", "efficiency")}
+    row["frames_per_second"] = round(len(found) / seconds, 2) if seconds > 0 else None
+    return row
+
+
+def _tuned(
+    detect: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], frames: np.ndarray, truth: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """A peer's detections on the scored frames, its score threshold chosen on the tuning frames
+    for the best Jaccard index; and the seconds it took on the scored frames."""
+    points, scores = detect(frames[:TUNING_FRAMES])
+    level = best_threshold(
+        threshold_sweep(points, scores, truth[:TUNING_FRAMES], score_thresholds(scores), TOLERANCE_PX)
+    )
+    started = time.perf_counter()
+    points, scores = detect(frames[TUNING_FRAMES:])
+    seconds = time.perf_counter() - started
+    return keep_above(points, scores, level), seconds
+
+
+def daofind_available() -> bool:
+    """Whether photutils (DAOStarFinder) is installed."""
+    try:
+        import photutils.detection  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def daofind_detections(frames: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """photutils' DAOStarFinder on each frame less its median, a threshold of 3 robust noise
+    sigmas so that the caller thresholds its `peak`; its FWHM from the PSF's sigma."""
+    import photutils
+    from photutils.detection import DAOStarFinder
+
+    photutils.future_column_names = True  # x_centroid, y_centroid (photutils 3)
+
+    found: list[np.ndarray] = []
+    for frame in frames.astype(np.float64):
+        level = np.median(frame)
+        noise = 1.4826 * np.median(np.abs(frame - level))
+        table = DAOStarFinder(threshold=3 * noise, fwhm=2.3548 * sigma)(frame - level)
+        if table is None or len(table) == 0:
+            found.append(np.zeros((0, 3)))
+            continue
+        found.append(np.stack([table["x_centroid"], table["y_centroid"], table["peak"]], 1))
+    most = max(1, max(len(f) for f in found))
+    points = np.full((len(frames), most, 2), np.nan)
+    scores = np.full((len(frames), most), -np.inf)
+    for i, table in enumerate(found):
+        points[i, : len(table)], scores[i, : len(table)] = table[:, :2], table[:, 2]
+    return points, scores
+
+
+def run_calibration_bench(
+    out: str | Path,
+    epochs: int = MOVIE_EPOCHS,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+    say: Callable[[str], None] = lambda message: None,
+    renderers: dict[str, tuple[Callable[..., ForeignMovie], float]] | None = None,
+    **render_options: Any,
+) -> dict[str, Any]:
+    """For each foreign renderer: render its movie, calibrate on it, train on the calibrated and
+    on the true parameters, localize with both and with the peers; the estimates against the
+    truth and every method's scores."""
+    out = Path(out)
+    results: dict[str, Any] = {}
+    for name, (render, em_gain) in (renderers or RENDERERS).items():
+        say(f"[{name}] rendering")
+        movie = render(**render_options)
+        frames, truth = movie.frames, movie.points
+        size = frames.shape[-1]
+        started = time.perf_counter()
+        calibration = calibrate(frames, em_gain=em_gain)
+        calibrate_seconds = time.perf_counter() - started
+        specs = {"calibrated": calibration.spec, "true": true_spec(movie, frames.shape[1] * frames.shape[2])}
+        rows: dict[str, Any] = {}
+        trained: dict[str, float] = {}
+        for kind, spec in specs.items():
+            say(f"[{name}] training on the {kind} parameters")
+            config = TrainConfig(
+                model="offsets",
+                epochs=epochs,
+                device=device,
+                spec=spec.to_dict(),
+                model_args={"stride": MOVIE_STRIDE, "channels": MOVIE_CHANNELS, "mirror": False},
+            )
+            started = time.perf_counter()
+            checkpoint = train(config, out / name / kind, reporter).best_path
+            trained[kind] = round(time.perf_counter() - started, 1)
+            model, _ = load_model(checkpoint, "cpu")
+            set_precision(model, "auto", "cpu")
+            started = time.perf_counter()
+            found, _ = counted_points(model, frames[TUNING_FRAMES:])
+            rows[f"pixelreg ({kind})"] = _score(
+                found, truth[TUNING_FRAMES:], size, time.perf_counter() - started
+            )
+        sigma = calibration.estimates["blur"].value
+        if trackpy_available():
+            say(f"[{name}] trackpy.locate, minmass tuned on the first {TUNING_FRAMES} frames")
+            photons = (frames.astype(np.float32) - calibration.spec.baseline) * calibration.spec.e_per_adu
+            found, seconds = _tuned(
+                lambda f, spec=calibration.spec: trackpy_detections(f, spec), photons, truth
+            )
+            rows["trackpy"] = _score(found, truth[TUNING_FRAMES:], size, seconds)
+        if daofind_available():
+            say(f"[{name}] DAOStarFinder, threshold tuned on the first {TUNING_FRAMES} frames")
+            found, seconds = _tuned(lambda f, sigma=sigma: daofind_detections(f, sigma), frames, truth)
+            rows["DAOStarFinder"] = _score(found, truth[TUNING_FRAMES:], size, seconds)
+        ours, best = rows["pixelreg (calibrated)"], rows["pixelreg (true)"]
+        peers = [rows[p] for p in ("trackpy", "DAOStarFinder") if p in rows]
+        results[name] = {
+            "frames": int(len(frames)),
+            "tuning_frames": TUNING_FRAMES,
+            "size": int(size),
+            "truth": movie.truth,
+            "calibration": calibration.summary(),
+            "calibrate_seconds": round(calibrate_seconds, 1),
+            "train_seconds": trained,
+            "methods": rows,
+            "goal_met": bool(
+                (ours["jaccard"] or 0) >= (best["jaccard"] or 0) - JI_GOAL_POINTS / 100
+                and ours["rmse_px"] is not None
+                and best["rmse_px"] is not None
+                and ours["rmse_px"] <= RMSE_GOAL * best["rmse_px"]
+                and all((ours["jaccard"] or 0) > (p["jaccard"] or 0) for p in peers)
+                and all(p["rmse_px"] is None or ours["rmse_px"] < p["rmse_px"] for p in peers)
+            ),
+        }
+        if not math.isfinite(ours["rmse_px"] or math.nan):
+            results[name]["goal_met"] = False
+    return results
