@@ -39,7 +39,7 @@ from .errors import PixelregError
 from .imageio import open_frames
 from .photons import background_map, poisson_fit
 
-CALIBRATION_PIXELS = 2**26  # ... and at most this many pixels (frames x height x width)
+CALIBRATION_SIDE = 512  # larger frames are calibrated on their central square of this side
 LEAST_FRAMES = 20  # fewer frames: a pixel's cumulants over time are too noisy for the gain
 DETECTION_SIGMAS = 5.0  # a spot: a local maximum of the smoothed frame this many noise sigmas up
 SPOT_BLOCK = 16  # px: spots are found above the medians of blocks this size, which follow the illumination
@@ -97,21 +97,26 @@ class Calibration:
 
 
 def read_calibration_frames(paths: Sequence[Path], most: int = CALIBRATION_FRAMES) -> np.ndarray:
-    """The first frames of the files (ADU, uint16), up to `most` frames and CALIBRATION_PIXELS
-    pixels; every file's frames of one size."""
+    """The first frames of the files (ADU, uint16), up to `most` frames, each cropped to its
+    central CALIBRATION_SIDE x CALIBRATION_SIDE pixels; every file's frames of one size."""
     taken: list[np.ndarray] = []
     size = None
     for path in paths:
         frames = open_frames(path, counts=True)
         if size is None:
             size = (frames.height, frames.width)
-            most = max(1, min(most, CALIBRATION_PIXELS // (frames.height * frames.width)))
         elif (frames.height, frames.width) != size:
             raise PixelregError(
                 f"{path}: frames of {frames.height}x{frames.width}, but the first file's are {size[0]}x{size[1]}"
             )
+        top, left = ((side - min(side, CALIBRATION_SIDE)) // 2 for side in size)
         for _, chunk in frames.chunks():
-            taken.append(chunk[: most - sum(len(t) for t in taken)])
+            chunk = chunk[
+                : most - sum(len(t) for t in taken),
+                top : top + CALIBRATION_SIDE,
+                left : left + CALIBRATION_SIDE,
+            ]
+            taken.append(np.ascontiguousarray(chunk))
             if sum(len(t) for t in taken) >= most:
                 return np.concatenate(taken)
     return np.concatenate(taken)

@@ -283,7 +283,7 @@ SPEC_FILE = inspect.Parameter(
         Path | None,
         typer.Option(
             "--spec",
-            help="A spec JSON (as `generate --json` prints under spec, or as calibration writes) whose "
+            help="A spec JSON (as `generate --json` prints under spec, or as `calibrate` writes) whose "
             "fields are the data options below; options given beside it override its values.",
             show_default=False,
         ),
@@ -1002,7 +1002,10 @@ def calibrate(
         typer.Option(help="The EM gain of an EMCCD (0: none). It cannot be told from the frames: give it."),
     ] = 0.0,
     frames: Annotated[
-        int, typer.Option(help="Read at most this many frames, the first of the files.")
+        int,
+        typer.Option(
+            help="Read at most this many frames, the first of the files (of larger frames, the central 512x512)."
+        ),
     ] = CALIBRATION_FRAMES,
     figure: Annotated[
         Path | None,
@@ -1056,6 +1059,10 @@ def calibration_bench_table(name: str, result: dict[str, Any]) -> Table:
             shown(row["recall"], ".2%"),
             shown(row["precision"], ".2%"),
             shown(row["rmse_px"], ".4f"),
+            shown(row.get("rmse_over_bound"), ".2f"),
+            ""
+            if "same_spots" not in row
+            else f"{row['same_spots']['theirs_px']} vs {row['same_spots']['ours_px']}",
             shown(row["frames_per_second"], ".1f"),
         ]
         for method, row in result["methods"].items()
@@ -1063,7 +1070,16 @@ def calibration_bench_table(name: str, result: dict[str, Any]) -> Table:
     table = fitted_table(
         f"{name}: {result['frames']} frames of {result['size']}x{result['size']} "
         f"(scored after the first {result['tuning_frames']})",
-        ["method", "jaccard", "recall", "precision", "rmse px", "frames/s"],
+        [
+            "method",
+            "jaccard",
+            "recall",
+            "precision",
+            "rmse px",
+            "rmse/bound",
+            "same spots: theirs vs ours",
+            "frames/s",
+        ],
         cells,
         [],
     )

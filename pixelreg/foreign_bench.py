@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 
 from .calibrate import TRAIN_N, TRAIN_SIZE, calibrate
+from .camera import Camera
 from .checkpoint import load_model
 from .classical import trackpy_available, trackpy_detections
 from .config import MOVIE_CHANNELS, MOVIE_EPOCHS, MOVIE_STRIDE, TrainConfig
 from .data import DataSpec
 from .foreign import ForeignMovie, render_smlm, render_stars
 from .inference import counted_points, set_precision
-from .metrics import best_threshold, keep_above, score_thresholds, summarize, threshold_sweep
+from .metrics import best_threshold, keep_above, pair_greedy, score_thresholds, summarize, threshold_sweep
+from .photons import crlb
 from .train import Reporter, train
 
 TUNING_FRAMES = 20
@@ -66,11 +68,56 @@ def true_spec(movie: ForeignMovie, frame_pixels: int) -> DataSpec:
     )
 
 
-def _score(found: np.ndarray, truth: np.ndarray, size: int, seconds: float) -> dict[str, Any]:
+def _score(
+    found: np.ndarray, truth: np.ndarray, bound: np.ndarray, size: int, seconds: float
+) -> tuple[dict[str, Any], np.ndarray]:
+    """A method's scores on the scored frames, with its rmse against the Cramér-Rao bound of
+    the spots it found; and each true spot's error (N, K), NaN where it found none."""
     scores = summarize(found, truth, size, size, variable=True, tolerance=TOLERANCE_PX)
     row = {key: scores[key] for key in ("jaccard", "recall", "precision", "rmse_px", "efficiency")}
     row["frames_per_second"] = round(len(found) / seconds, 2) if seconds > 0 else None
-    return row
+    paired = pair_greedy(found, truth, TOLERANCE_PX)
+    errors = np.full(paired.shape, np.nan)
+    rows, cols = np.nonzero(paired >= 0)
+    errors[rows, cols] = np.linalg.norm(found[rows, paired[rows, cols]] - truth[rows, cols], axis=-1)
+    hit = np.isfinite(errors)
+    if hit.any() and row["rmse_px"] is not None:
+        row["rmse_over_bound"] = round(float(row["rmse_px"] / np.sqrt(np.mean(bound[hit] ** 2))), 3)
+    return row, errors
+
+
+def spot_bounds(movie: ForeignMovie, frames: slice) -> np.ndarray:
+    """(N, K) the Cramér-Rao bound (px, both axes together) of each true spot of the frames,
+    alone on its background: its true photons, the background at its place, the true camera;
+    photons, background and position unknown to the estimator."""
+    truth = movie.truth
+    points, photons = movie.points[frames], movie.photons[frames]
+    present = np.isfinite(points[..., 0])
+    where = np.where(present[..., None], points, 0.0)
+    size = movie.frames.shape[1:]
+    rows = np.clip(np.rint(where[..., 1]).astype(int), 0, size[0] - 1)
+    cols = np.clip(np.rint(where[..., 0]).astype(int), 0, size[1] - 1)
+    camera = Camera(
+        qe=truth["qe"], em_gain=truth["em_gain"], read_noise=truth["read_noise"],
+        e_per_adu=truth["e_per_adu"], baseline=truth["baseline"],
+    )  # fmt: skip
+    bound = crlb(
+        where, np.where(present, photons, 1.0), movie.background[rows, cols], truth["sigma"], camera, size
+    )
+    return np.where(present, np.hypot(bound[..., 0], bound[..., 1]), np.nan)
+
+
+def _common(ours: np.ndarray, theirs: np.ndarray) -> dict[str, Any]:
+    """Both methods' rmse on the true spots that both found: the same spots, so that one that
+    leaves out the hard ones gains nothing by it."""
+    both = np.isfinite(ours) & np.isfinite(theirs)
+    if not both.any():
+        return {"spots": 0, "ours_px": None, "theirs_px": None}
+    return {
+        "spots": int(both.sum()),
+        "ours_px": round(float(np.sqrt(np.mean(ours[both] ** 2))), 4),
+        "theirs_px": round(float(np.sqrt(np.mean(theirs[both] ** 2))), 4),
+    }
 
 
 def _tuned(
@@ -146,7 +193,10 @@ def run_calibration_bench(
         calibrate_seconds = time.perf_counter() - started
         specs = {"calibrated": calibration.spec, "true": true_spec(movie, frames.shape[1] * frames.shape[2])}
         rows: dict[str, Any] = {}
+        errors: dict[str, np.ndarray] = {}
         trained: dict[str, float] = {}
+        scored = truth[TUNING_FRAMES:]
+        bound = spot_bounds(movie, slice(TUNING_FRAMES, None))
         for kind, spec in specs.items():
             say(f"[{name}] training on the {kind} parameters")
             config = TrainConfig(
@@ -163,9 +213,8 @@ def run_calibration_bench(
             set_precision(model, "auto", "cpu")
             started = time.perf_counter()
             found, _ = counted_points(model, frames[TUNING_FRAMES:])
-            rows[f"pixelreg ({kind})"] = _score(
-                found, truth[TUNING_FRAMES:], size, time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            rows[f"pixelreg ({kind})"], errors[kind] = _score(found, scored, bound, size, seconds)
         sigma = calibration.estimates["blur"].value
         if trackpy_available():
             say(f"[{name}] trackpy.locate, minmass tuned on the first {TUNING_FRAMES} frames")
@@ -173,11 +222,14 @@ def run_calibration_bench(
             found, seconds = _tuned(
                 lambda f, spec=calibration.spec: trackpy_detections(f, spec), photons, truth
             )
-            rows["trackpy"] = _score(found, truth[TUNING_FRAMES:], size, seconds)
+            rows["trackpy"], errors["trackpy"] = _score(found, scored, bound, size, seconds)
         if daofind_available():
             say(f"[{name}] DAOStarFinder, threshold tuned on the first {TUNING_FRAMES} frames")
             found, seconds = _tuned(lambda f, sigma=sigma: daofind_detections(f, sigma), frames, truth)
-            rows["DAOStarFinder"] = _score(found, truth[TUNING_FRAMES:], size, seconds)
+            rows["DAOStarFinder"], errors["DAOStarFinder"] = _score(found, scored, bound, size, seconds)
+        for peer in ("trackpy", "DAOStarFinder"):
+            if peer in rows:
+                rows[peer]["same_spots"] = _common(errors["calibrated"], errors[peer])
         ours, best = rows["pixelreg (calibrated)"], rows["pixelreg (true)"]
         peers = [rows[p] for p in ("trackpy", "DAOStarFinder") if p in rows]
         results[name] = {

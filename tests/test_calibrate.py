@@ -14,6 +14,7 @@ from pixelreg.calibrate import calibrate
 from pixelreg.cli import app
 from pixelreg.data import DataSpec, make_dataset
 from pixelreg.foreign import render_smlm, render_stars
+from pixelreg.foreign_bench import _common, _score, spot_bounds
 
 runner = CliRunner()
 
@@ -118,3 +119,28 @@ def test_bad_stacks_get_an_error_or_a_warning_that_names_the_default(stars, tmp_
         assert result.exit_code == 1 and message in result.stderr, result.stderr
     result = run("calibrate", tmp_path / "missing.tif")
     assert result.exit_code == 1 and result.stderr.startswith("Error: image not found")
+
+
+def test_the_bench_compares_methods_on_the_same_spots_and_against_the_bound():
+    movie = render_stars(frames=4, size=64, n_stars=6, seed=1)
+    truth = movie.points
+    bound = spot_bounds(movie, slice(None))
+    # the bound of each spot: finite, below a tenth of a pixel for these bright stars, and
+    # larger for the dimmer of two (photons matter, as sqrt(1 / N) would say)
+    assert np.isfinite(bound).all() and (bound < 0.2).all()
+    order = np.argsort(movie.photons[0])
+    assert bound[0, order[0]] > bound[0, order[-1]]
+    rng = np.random.default_rng(0)
+    ours = truth + rng.normal(0, 0.1, truth.shape)
+    theirs = truth + rng.normal(0, 0.05, truth.shape)
+    theirs[:, ::2] = np.nan  # a peer that skips every other spot
+    ours_row, ours_errors = _score(ours, truth, bound, 64, 1.0)
+    theirs_row, theirs_errors = _score(theirs, truth, bound, 64, 1.0)
+    assert ours_row["recall"] == 1.0 and theirs_row["recall"] == pytest.approx(0.5)
+    assert ours_row["rmse_over_bound"] == pytest.approx(
+        ours_row["rmse_px"] / np.sqrt(np.mean(bound**2)), rel=1e-3
+    )
+    same = _common(ours_errors, theirs_errors)
+    assert same["spots"] == np.isfinite(theirs[..., 0]).sum()
+    assert same["ours_px"] == pytest.approx(np.sqrt(np.nanmean(ours_errors[:, 1::2] ** 2)), abs=1e-4)
+    assert same["theirs_px"] < same["ours_px"]
