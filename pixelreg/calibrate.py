@@ -88,12 +88,17 @@ class Calibration:
             "frames": self.frames,
             "size": list(self.size),
             "estimates": {
-                name: {"value": e.value, "how": e.how, "spread": e.spread, "note": e.note}
+                name: {"value": _finite(e.value), "how": e.how, "spread": _finite(e.spread), "note": e.note}
                 for name, e in self.estimates.items()
             },
             "warnings": self.warnings,
             "spec": self.spec.to_dict(),
         }
+
+
+def _finite(value: float | None) -> float | None:
+    """A number for JSON: None where there is none, or it is not finite."""
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def read_calibration_frames(paths: Sequence[Path], most: int = CALIBRATION_FRAMES) -> np.ndarray:
@@ -290,6 +295,12 @@ def _k_statistics(frames: np.ndarray, quiet: np.ndarray) -> tuple[np.ndarray, ..
     return n, mean, k2, k3, k4
 
 
+def _binned(k1: np.ndarray, k2: np.ndarray, bins: int = 24) -> np.ndarray:
+    """(bins, 2): the mean level and variance of pixels in equal-count bins of their level."""
+    groups = np.array_split(np.argsort(k1), min(bins, len(k1)))
+    return np.array([[k1[g].mean(), k2[g].mean()] for g in groups if len(g)])
+
+
 def _grouped(
     values: Sequence[np.ndarray], estimator: Callable[..., float], groups: int = 8
 ) -> tuple[float, float]:
@@ -313,6 +324,18 @@ def _camera_estimates(
     theta (ADU per photoelectron), the baseline and the read noise's variance (ADU^2)."""
     a2, a3, a4 = moments
     gain = em_gain if em_gain > 1.0 else 1.0
+    if len(frames) < 4:  # a pixel's fourth cumulant needs 4 values
+        if baseline is None or e_per_adu is None:
+            raise PixelregError(
+                f"{len(frames)} frame(s) are too few to measure the camera; give --baseline and "
+                f"--e-per-adu, or at least {LEAST_FRAMES} frames"
+            )
+        warnings.append(f"read noise: not estimated (only {len(frames)} frames); 0 is used")
+        count = (~mask).sum(0)
+        level = np.where(mask, 0, frames).sum(0, dtype=np.float64)[count > 0] / count[count > 0]
+        levels = _binned(level, np.full(level.shape, math.nan))
+        theta, base = Estimate(gain / e_per_adu, "given"), Estimate(float(baseline), "given")
+        return levels, (math.nan, math.nan), theta, base, 0.0
     n, k1, k2, k3, k4 = _k_statistics(frames, ~mask)
     usable = (n >= max(4, 0.3 * len(frames))) & np.isfinite(k4)
     if usable.sum() < 100:
@@ -321,9 +344,7 @@ def _camera_estimates(
             f"least {LEAST_FRAMES} frames with spots on a part of the field is needed)"
         )
     n, k1, k2, k3, k4 = n[usable], k1[usable], k2[usable] - ROUNDING[0], k3[usable], k4[usable] - ROUNDING[2]
-    order = np.argsort(k1)
-    bins = np.array_split(order, 24)
-    levels = np.array([[k1[b].mean(), k2[b].mean()] for b in bins])
+    levels = _binned(k1, k2)
     slope, slope_error = _grouped((n, k1, k2, k3), _line_slope)
     intercept = float(k2.mean() - slope * k1.mean())
     ratio, ratio_error = _grouped(

@@ -21,7 +21,7 @@ from .calibrate import TRAIN_N, TRAIN_SIZE, calibrate
 from .camera import Camera
 from .checkpoint import load_model
 from .classical import trackpy_available, trackpy_detections
-from .config import MOVIE_CHANNELS, MOVIE_EPOCHS, MOVIE_STRIDE, TrainConfig
+from .config import MOVIE_EPOCHS, TrainConfig
 from .data import DataSpec
 from .foreign import ForeignMovie, render_smlm, render_stars
 from .inference import counted_points, set_precision
@@ -35,6 +35,9 @@ RENDERERS: dict[str, tuple[Callable[..., ForeignMovie], float]] = {
     "smlm-emccd": (render_smlm, 100.0),  # (renderer, the EM gain a user would give)
     "stars-scmos": (render_stars, 0.0),
 }
+# the README's workflow: the offsets model read pixel by pixel and once (`train --no-mirror`); 2 x 2
+# cells (`--stride 2`) train in half the time, at 1.4 points of Jaccard and 6% of rmse (measured)
+MODEL_ARGS = {"mirror": False}
 JI_GOAL_POINTS = 2.0  # calibrated within this many points of the true parameters' model ...
 RMSE_GOAL = 1.10  # ... and within this factor of its rmse
 
@@ -204,7 +207,7 @@ def run_calibration_bench(
                 epochs=epochs,
                 device=device,
                 spec=spec.to_dict(),
-                model_args={"stride": MOVIE_STRIDE, "channels": MOVIE_CHANNELS, "mirror": False},
+                model_args=dict(MODEL_ARGS),
             )
             started = time.perf_counter()
             checkpoint = train(config, out / name / kind, reporter).best_path

@@ -110,6 +110,15 @@ def test_bad_stacks_get_an_error_or_a_warning_that_names_the_default(stars, tmp_
     assert result.exit_code == 0, result.stderr
     assert "Warning: e-per-adu: not estimated (only 5 frames" in result.stderr
     assert "the default 1 electrons per ADU is used" in result.stderr
+    tifffile.imwrite(tmp_path / "three.tif", stars.frames[:3])  # too few for any cumulant of a pixel
+    result = run("calibrate", tmp_path / "three.tif", "--out", tmp_path / "three.json", "--quiet")
+    assert (
+        result.exit_code == 1
+        and "too few to measure the camera; give --baseline and --e-per-adu" in result.stderr
+    )
+    given = ["--baseline", 1000, "--e-per-adu", 2, "--quiet"]
+    result = run("calibrate", tmp_path / "three.tif", "--out", tmp_path / "three.json", *given)
+    assert result.exit_code == 0 and "Warning: read noise: not estimated (only 3 frames)" in result.stderr
     for args, message in (
         (["--frames", 0], "--frames must be at least 1"),
         (["--em-gain", 0.5], "--em-gain must be 0"),
