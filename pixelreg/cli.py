@@ -35,6 +35,7 @@ from .config import (
     AUTO_MODEL,
     BENCH_EPOCHS,
     BENCH_HOLDOUTS,
+    CALIBRATION_EPOCHS,
     CALIBRATION_FRAMES,
     DEFAULT_LR,
     DENSITY_CONDITIONS,
@@ -1033,8 +1034,9 @@ def calibrate(
     figure = figure if figure is not None else out.with_suffix(".png")
     if figure.suffix.lower() != ".png":
         raise PixelregError(f"--figure is drawn as PNG; give a .png path, got {figure}")
-    refuse_overwriting(out, files)
-    refuse_overwriting(figure, files)
+    for target in (out, figure):
+        refuse_overwriting(target, files)
+        writable_target(target)
     for path in files:
         require_file(path, "image")
     say = (lambda message: None) if quiet else (lambda message: console.print(message))
@@ -1042,8 +1044,14 @@ def calibrate(
     result = estimate(pixels, baseline, e_per_adu, em_gain, say)
     for warning in result.warnings:
         sys.stderr.write(f"Warning: {warning}\n")
-    path = write_json(out, result.spec.to_dict())
+    existed = figure.exists()
     plot_calibration(result, figure)
+    try:
+        path = write_json(out, result.spec.to_dict())
+    except BaseException:
+        if not existed:  # the two go together: no figure of a spec that was not written
+            figure.unlink(missing_ok=True)
+        raise
     if not quiet:
         console.print(calibration_table(result))
     emit({"path": str(path), "figure": str(figure), **result.summary()} if as_json else str(path), as_json)
@@ -1296,7 +1304,7 @@ def bench(
         writable_target(out / "calibration.json")
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise PixelregError(f"{out} is not an empty folder; choose another --out or remove it")
-        epochs = epochs if epochs is not None else MOVIE_EPOCHS
+        epochs = epochs if epochs is not None else CALIBRATION_EPOCHS
         TrainConfig(model="offsets", epochs=epochs, device=device).validate()
         from .foreign_bench import run_calibration_bench
 

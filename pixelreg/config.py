@@ -159,3 +159,4 @@ MOVIE_CHANNELS = 24
 MOVIE_TUNING_FRAMES = 10  # trackpy's minmass is chosen on this many frames  # the goal: a Jaccard index 10 points above the best classical detector
 
 CALIBRATION_FRAMES = 200  # `calibrate` reads at most this many frames, the first of the files
+CALIBRATION_EPOCHS = 15  # bench --calibration trains this long (README's workflow too): 4 to 5 min a model

@@ -21,7 +21,7 @@ from .calibrate import TRAIN_N, TRAIN_SIZE, calibrate
 from .camera import Camera
 from .checkpoint import load_model
 from .classical import trackpy_available, trackpy_detections
-from .config import MOVIE_EPOCHS, TrainConfig
+from .config import CALIBRATION_EPOCHS, TrainConfig
 from .data import DataSpec
 from .foreign import ForeignMovie, render_smlm, render_stars
 from .inference import counted_points, set_precision
@@ -174,7 +174,7 @@ def daofind_detections(frames: np.ndarray, sigma: float) -> tuple[np.ndarray, np
 
 def run_calibration_bench(
     out: str | Path,
-    epochs: int = MOVIE_EPOCHS,
+    epochs: int = CALIBRATION_EPOCHS,
     device: str = "auto",
     reporter: Reporter | None = None,
     say: Callable[[str], None] = lambda message: None,
