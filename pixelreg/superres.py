@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from .errors import PixelregError
 from .files import write_atomic
@@ -253,6 +254,7 @@ def _histogram(ax, values: np.ndarray, label: str, unit: str, missing: str) -> N
     if unit == "photons" and positive.size == finite.size and positive.max() > 10 * positive.min():
         bins = np.geomspace(positive.min(), positive.max(), 60)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labels on every minor tick overlap
     else:
         bins = 60
     heights, _, _ = ax.hist(finite, bins=bins, color="#4c72b0", alpha=0.85)
