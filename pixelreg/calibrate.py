@@ -96,6 +96,25 @@ class Calibration:
         }
 
 
+def training_spec(spots_per_frame: float, frame_pixels: int, **conditions: Any) -> DataSpec:
+    """TRAIN_N crops of TRAIN_SIZE of a movie's `conditions` (the camera's, the spots'), each
+    with 0 up to 2.4 times the movie's density of spots: what `calibrate` writes to train on."""
+    most = max(1, round(2 * spots_per_frame * TRAIN_SIZE**2 / frame_pixels * 1.2))
+    return DataSpec(
+        n=TRAIN_N,
+        height=TRAIN_SIZE,
+        width=TRAIN_SIZE,
+        points=0,
+        points_max=most,
+        holdout="none",
+        val_fraction=0.1,
+        test_fraction=0.0,
+        seed=0,
+        subpixel=True,
+        **conditions,
+    )
+
+
 def _finite(value: float | None) -> float | None:
     """A number for JSON: None where there is none, or it is not finite."""
     return None if value is None or not math.isfinite(value) else float(value)
@@ -215,18 +234,9 @@ def calibrate(
     )
     per_frame = len(peaks) / count
     estimates["spots_per_frame"] = Estimate(per_frame, "estimated", note="spots found, not counting overlaps")
-    most = max(1, round(2 * per_frame * TRAIN_SIZE**2 / (height * width) * 1.2))
-    spec = DataSpec(
-        n=TRAIN_N,
-        height=TRAIN_SIZE,
-        width=TRAIN_SIZE,
-        points=0,
-        points_max=most,
-        holdout="none",
-        val_fraction=0.1,
-        test_fraction=0.0,
-        seed=0,
-        subpixel=True,
+    spec = training_spec(
+        per_frame,
+        height * width,
         blur=round(sigma.value, 3),
         photons=round(low, 1),
         photons_max=round(high, 1),

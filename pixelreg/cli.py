@@ -1057,6 +1057,36 @@ def calibrate(
     emit({"path": str(path), "figure": str(figure), **result.summary()} if as_json else str(path), as_json)
 
 
+def refuse_options_beside(ctx: typer.Context, allowed: tuple[str, ...], flag: str) -> None:
+    """Refuse any option given on the command line that a bench mode (`flag`) does not take."""
+    foreign = [name for name in ctx.params if name not in allowed and given_on_command_line(ctx, name)]
+    if foreign:
+        raise PixelregError(f"--{foreign[0].replace('_', '-')} does not apply with {flag}")
+
+
+def require_empty_folder(out: Path, filename: str | None = None) -> None:
+    """Refuse, before any work, a bench's --out that is not an empty (or new) folder, or whose
+    results file `filename` could not be written."""
+    if filename is not None:
+        writable_target(out / filename)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PixelregError(f"{out} is not an empty folder; choose another --out or remove it")
+
+
+def written_bench(out: Path, filename: str, run: Callable[[], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    """`run()`'s results written to out/filename, the folder made for it; a bench that does not
+    finish leaves no half of itself."""
+    from .files import make_folders, remove_folders, write_json
+
+    created = make_folders(out, f"cannot create {out}")
+    try:
+        results = run()
+        return write_json(out / filename, results), results
+    except BaseException:
+        remove_folders(created)
+        raise
+
+
 def calibration_bench_table(name: str, result: dict[str, Any]) -> Table:
     """One foreign movie of `bench --calibration`: each method's scores, and what calibrate
     estimated against the renderer's truth."""
@@ -1293,62 +1323,42 @@ def bench(
         )
     if checkpoint is not None and not movie:
         raise PixelregError("--checkpoint applies with --movie only")
+    say = (lambda message: None) if quiet else console.print
     if calibration:
-        foreign = [
-            name
-            for name in ctx.params
-            if name not in CALIBRATION_OPTIONS and given_on_command_line(ctx, name)
-        ]
-        if foreign:
-            raise PixelregError(f"--{foreign[0].replace('_', '-')} does not apply with --calibration")
-        writable_target(out / "calibration.json")
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise PixelregError(f"{out} is not an empty folder; choose another --out or remove it")
+        refuse_options_beside(ctx, CALIBRATION_OPTIONS, "--calibration")
+        require_empty_folder(out, "calibration.json")
         epochs = epochs if epochs is not None else CALIBRATION_EPOCHS
         TrainConfig(model="offsets", epochs=epochs, device=device).validate()
         from .foreign_bench import run_calibration_bench
 
-        created = make_folders(out, f"cannot create {out}")
-        try:
-            say = (lambda message: None) if quiet else console.print
-            results = run_calibration_bench(out, epochs, device, ConsoleReporter(quiet=True), say)
-            path = write_json(out / "calibration.json", results)
-        except BaseException:
-            remove_folders(created)
-            raise
+        path, results = written_bench(
+            out,
+            "calibration.json",
+            lambda: run_calibration_bench(out, epochs, device, ConsoleReporter(quiet=True), say),
+        )
         if not quiet:
             for name, result in results.items():
                 console.print(calibration_bench_table(name, result))
         emit({"path": str(path), **results} if as_json else str(path), as_json)
         return
     if movie:
-        foreign = [
-            name for name in ctx.params if name not in MOVIE_OPTIONS and given_on_command_line(ctx, name)
-        ]
-        if foreign:
-            raise PixelregError(f"--{foreign[0].replace('_', '-')} does not apply with --movie")
+        refuse_options_beside(ctx, MOVIE_OPTIONS, "--movie")
         if checkpoint is not None:
             if epochs is not None:
                 raise PixelregError("--epochs trains the movie's model; with --checkpoint none is trained")
             checkpoint = require_file(resolve_checkpoint(checkpoint), "checkpoint")
-        writable_target(out / "movie.json")
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise PixelregError(f"{out} is not an empty folder; choose another --out or remove it")
+        require_empty_folder(out, "movie.json")
         epochs = epochs if epochs is not None else MOVIE_EPOCHS
         TrainConfig(model="offsets", epochs=epochs, device=device).validate()
-        from .files import make_folders, remove_folders, write_json
         from .movie import run_movie
 
-        created = make_folders(out, f"cannot create {out}")
-        try:
-            say = (lambda message: None) if quiet else console.print
-            results = run_movie(
+        path, results = written_bench(
+            out,
+            "movie.json",
+            lambda: run_movie(
                 out, epochs, device, checkpoint=checkpoint, reporter=ConsoleReporter(quiet=True), say=say
-            )
-            path = write_json(out / "movie.json", results)
-        except BaseException:
-            remove_folders(created)
-            raise
+            ),
+        )
         if not quiet:
             console.print(movie_table(results))
         emit({"path": str(path), **results} if as_json else str(path), as_json)
@@ -1404,8 +1414,7 @@ def bench(
             if name not in HOLDOUTS:
                 raise PixelregError(f"--holdouts takes {', '.join(HOLDOUTS)}; got {name!r}")
     spec = make_spec(spec_options)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PixelregError(f"{out} is not an empty folder; choose another --out or remove it")
+    require_empty_folder(out)
 
     def reporter_for(label: str) -> ConsoleReporter:
         if not quiet:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .calibrate import TRAIN_N, TRAIN_SIZE, calibrate
+from .calibrate import calibrate, training_spec
 from .camera import Camera
 from .checkpoint import load_model
 from .classical import trackpy_available, trackpy_detections
@@ -46,18 +46,9 @@ def true_spec(movie: ForeignMovie, frame_pixels: int) -> DataSpec:
     """What a model trained on the renderer's true parameters trains on: crops as `calibrate`
     writes them, every value from the renderer's truth."""
     truth = movie.truth
-    most = max(1, round(2 * truth["spots_per_frame"] * TRAIN_SIZE**2 / frame_pixels * 1.2))
-    return DataSpec(
-        n=TRAIN_N,
-        height=TRAIN_SIZE,
-        width=TRAIN_SIZE,
-        points=0,
-        points_max=most,
-        holdout="none",
-        val_fraction=0.1,
-        test_fraction=0.0,
-        seed=0,
-        subpixel=True,
+    return training_spec(
+        truth["spots_per_frame"],
+        frame_pixels,
         blur=truth["sigma"],
         photons=truth["photons_min"],
         photons_max=truth["photons_max"],
