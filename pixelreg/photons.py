@@ -205,17 +205,20 @@ def poisson_fit(
 
 def _photometry_fit(data, inside, shape, photons, background, camera: Camera, iterations: int):
     """Fisher scoring of (photons, background) alone for spots of a fixed `shape` (..., R, C): the
-    2x2 system of `poisson_fit` solved in closed form, on sums over each window's pixels."""
+    2x2 system of `poisson_fit` solved in closed form, on sums over each window's pixels. The
+    pixels are worked in the dtype of `data`, each spot's sums and step in float64."""
     shift, qe = camera.read_variance, camera.qe
     g = qe * shape
+    g_squared = g * g
     for _ in range(iterations):
-        model = (qe * background[..., None, None] + photons[..., None, None] * g).clamp(min=1e-9) + shift
+        spot = photons.to(data.dtype)[..., None, None] * g
+        model = (spot + qe * background.to(data.dtype)[..., None, None]).clamp_(min=1e-9).add_(shift)
         weight = inside / model
-        residual = inside * (data / model - 1.0)
-        grad_n, grad_b = (residual * g).sum((-2, -1)), qe * residual.sum((-2, -1))
-        i_nn = (weight * g * g).sum((-2, -1))
-        i_nb = qe * (weight * g).sum((-2, -1))
-        i_bb = qe * qe * weight.sum((-2, -1))
+        residual = (data * weight).sub_(inside)  # inside * (data / model - 1)
+        grad_n, grad_b = (residual * g).sum((-2, -1)).double(), qe * residual.sum((-2, -1)).double()
+        i_nn = (weight * g_squared).sum((-2, -1)).double()
+        i_nb = qe * (weight * g).sum((-2, -1)).double()
+        i_bb = qe * qe * weight.sum((-2, -1)).double()
         det = (i_nn * i_bb - i_nb * i_nb).clamp(min=1e-12)
         photons = (photons + (i_bb * grad_n - i_nb * grad_b) / det).clamp(min=1.0)
         background = (background + (i_nn * grad_b - i_nb * grad_n) / det).clamp(min=-shift / qe + 1e-6)
@@ -257,17 +260,70 @@ def measure_spots(
     values, every parameter unknown. NaN where a point is NaN (N, K) arrays."""
     present = np.isfinite(points).all(-1)
     where = np.where(present[..., None], points, 0.0).astype(np.float64)
-    start_photons, start_background = photometry_start(images, where, sigma)
-    free = (False, False, True, True, fit_sigma)
-    fitted = poisson_fit(
-        images, where, start_photons, start_background, sigma, camera, free, PHOTOMETRY_ITERATIONS
-    )
-    everything = (True, True, True, True, fit_sigma)
-    bound = crlb(where, fitted[..., 2], fitted[..., 3], fitted[..., 4], camera, images.shape[1:], everything)
-    uncertainty = np.sqrt((bound[..., 0] ** 2 + bound[..., 1] ** 2) / 2)
-    values = {"photons": fitted[..., 2], "background": fitted[..., 3], "sigma": fitted[..., 4]}
-    values["uncertainty"] = uncertainty
+    if fit_sigma:
+        start_photons, start_background = photometry_start(images, where, sigma)
+        free = (False, False, True, True, True)
+        fitted = poisson_fit(
+            images, where, start_photons, start_background, sigma, camera, free, PHOTOMETRY_ITERATIONS
+        )
+        bound = crlb(
+            where, fitted[..., 2], fitted[..., 3], fitted[..., 4], camera, images.shape[1:], (True,) * 5
+        )
+        photons, background, spot_sigma = fitted[..., 2], fitted[..., 3], fitted[..., 4]
+        variance = bound[..., 0] ** 2 + bound[..., 1] ** 2
+    else:
+        photons, background, variance = _known_sigma_photometry(images, where, sigma, camera)
+        spot_sigma = np.full(photons.shape, sigma, dtype=np.float64)
+    values = {"photons": photons, "background": background, "sigma": spot_sigma}
+    values["uncertainty"] = np.sqrt(variance / 2)
     return {key: np.where(present, value, np.nan) for key, value in values.items()}
+
+
+def _known_sigma_photometry(
+    images: np.ndarray, points: np.ndarray, sigma: float, camera: Camera
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`measure_spots` where sigma is known (the usual case: every spot of every frame of a
+    movie): photons, background and the bound's variance of x plus that of y, (N, K) each.
+
+    The same fit and bound as `poisson_fit` and `crlb`, at a quarter of their time: each window
+    is gathered once, the spot's shape is separable and computed once for both, and the pixels
+    are worked in float32 (sums of about a hundred of them), each spot's small systems in float64.
+    """
+    n, height, width = images.shape
+    xs, ys, inside = _windows_around(points, height, width, window_radius(sigma))
+    rows = np.arange(n)[:, None, None, None]
+    values = images[rows, np.clip(ys, 0, height - 1).astype(int), np.clip(xs, 0, width - 1).astype(int)]
+    values = torch.from_numpy(values.astype(np.float32, copy=False))
+    mask = torch.from_numpy(inside).float()
+    along_x = integrated_gaussian(torch.from_numpy(points[..., 0, None, None]), torch.from_numpy(xs), sigma)
+    along_y = integrated_gaussian(torch.from_numpy(points[..., 1, None, None]), torch.from_numpy(ys), sigma)
+    (gx, dgx), (gy, dgy) = ((a.float(), b.float()) for a, b, _ in (along_x, along_y))
+    shape = gx * gy  # (N, K, R, C): the spot's share of its light in each pixel
+    # the start of `photometry_start`: the light above the frame's median, and the median
+    level = background_level(torch.from_numpy(images.reshape(n, -1)).float())[:, None]
+    light = ((values - level[..., None, None].float()) * mask).sum((-2, -1)).clamp(min=10.0)
+    photons, background = _photometry_fit(
+        camera.qe * values + camera.read_variance,
+        mask,
+        shape,
+        light.double(),
+        level.double().expand_as(light),
+        camera,
+        PHOTOMETRY_ITERATIONS,
+    )
+    # the Fisher information of (x, y, photons, background) at the fitted values, as `crlb`'s
+    brightness = photons.float()[..., None, None]
+    expected = camera.qe * (background.float()[..., None, None] + brightness * shape)
+    weight = mask / (expected + camera.read_variance).clamp(min=1e-12) / camera.excess_noise
+    jacobian = camera.qe * torch.stack(
+        [brightness * dgx * gy, brightness * gx * dgy, shape, torch.ones_like(shape)], -1
+    ).flatten(-3, -2)  # (N, K, pixels, 4)
+    information = ((jacobian * weight.flatten(-2)[..., None]).transpose(-1, -2) @ jacobian).double()
+    inverse, singular = torch.linalg.inv_ex(information)
+    if bool(singular.any()):  # no light: the pseudo-inverse's bound
+        inverse[singular != 0] = torch.linalg.pinv(information[singular != 0])
+    variance = torch.diagonal(inverse, dim1=-2, dim2=-1)[..., :2].clamp(min=0).sum(-1)
+    return photons.numpy(), background.numpy(), variance.numpy()
 
 
 def photometry_start(images: np.ndarray, points: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:

@@ -14,8 +14,10 @@ from pixelreg.data import DataSpec, load_dataset, make_dataset, save_dataset
 from pixelreg.errors import PixelregError
 from pixelreg.photons import (
     crlb,
+    measure_spots,
     mortensen_ls_variance,
     mortensen_mle_variance,
+    photometry_start,
     poisson_fit,
     thompson_variance,
 )
@@ -102,6 +104,40 @@ def test_the_poisson_fit_reaches_the_bound_unbiased():
     photon_error = fitted[..., 2] - 800
     assert np.sqrt((photon_error**2).mean()) == pytest.approx(np.sqrt((bound[..., 2] ** 2).mean()), rel=0.15)
     assert fitted[..., 3].mean() == pytest.approx(10, rel=0.03)
+
+
+def test_measured_photometry_is_the_general_fit_and_bound():
+    # measure_spots with sigma known (float32 pixels, the spot's shape computed once) against the
+    # general float64 path: photometry_start, poisson_fit of photons and background, crlb
+    camera = Camera(read_noise=1.5, e_per_adu=0.5, baseline=100, em_gain=20)
+    spec = DataSpec(
+        n=3, height=40, width=40, points=6, photons=300, photons_max=3000, background_photons=10,
+        blur=1.1, seed=5, holdout="none", read_noise=1.5, e_per_adu=0.5, baseline=100, em_gain=20,
+        val_fraction=0.0, test_fraction=0.0,
+    )  # fmt: skip
+    dataset = make_dataset(spec)
+    images = camera.photons(dataset.images)
+    points = dataset.points.astype(np.float64) + np.random.default_rng(6).uniform(-0.3, 0.3, (3, 6, 2))
+    points[0, 0] = (0.2, 39.4)  # a window cut by two edges
+    points[1, 5] = np.nan  # padding
+    found = measure_spots(images, points, 1.1, camera)
+    where = np.nan_to_num(points)
+    photons, background = photometry_start(images, where, 1.1)
+    fitted = poisson_fit(
+        images, where, photons, background, 1.1, camera, (False, False, True, True, False), 8
+    )
+    bound = crlb(
+        where, fitted[..., 2], fitted[..., 3], 1.1, camera, (40, 40), (True, True, True, True, False)
+    )
+    present = np.isfinite(points[..., 0])
+    assert (np.isfinite(found["uncertainty"]) == present).all()
+    for measured, general in (
+        (found["photons"], fitted[..., 2]),
+        (found["background"], fitted[..., 3]),
+        (found["uncertainty"], np.sqrt((bound[..., 0] ** 2 + bound[..., 1] ** 2) / 2)),
+    ):
+        np.testing.assert_allclose(measured[present], general[present], rtol=1e-4)
+    assert (found["sigma"][present] == 1.1).all()
 
 
 # --- the camera model from the command line ---------------------------------------------------
