@@ -23,7 +23,7 @@ from .formats import COLUMNS
 from .imageio import Frames
 from .limits import require_memory
 from .metrics import keep_above
-from .models import PointModel, read_detections
+from .models import PointModel
 from .photons import background_map
 
 PHOTON_SCALE = 250.0  # photons a model sees as 1: the brightest pixel of a 3,000-photon spot is about 1.5
@@ -182,22 +182,20 @@ def detect_at_radii(
     """`detect_images` at each merge radius, the network run once: one (points, confidence)
     per radius.
 
-    Frames of any size: the network runs on windows of up to NETWORK_TILE pixels a side, and
-    the readout on windows of READOUT_TILE, each with a margin of context around the part it
-    owns; a spot belongs to the window whose own part holds its pixel, so a spot on a border
-    is found once, where the whole frame would have found it. Every window of a frame sees
-    the frame's background level (`background_map`: of a large frame, a map that follows an
-    uneven illumination or sky).
+    Frames of any size: the network and the readout run on windows of up to NETWORK_TILE
+    pixels a side, each with a margin of context around the part it owns; a spot belongs to
+    the window whose own part holds its pixel, so a spot on a border is found once, where the
+    whole frame would have found it. Every window of a frame sees the frame's background level
+    (`background_map`: of a large frame, a map that follows an uneven illumination or sky).
     """
     model.eval()
     n, height, width = images.shape
-    # a readout window's votes come from its margin too: the network's windows reach past that
+    # a window's spots take votes from its margin, whose pixels the network must see around them;
     # a network reading s x s cells must meet them where the whole frame's lie: windows start at
     # multiples of s
     cell = getattr(model, "stride", 1)
     margin = -(-(network_reach(model) + READOUT_MARGIN + 1) // cell) * cell
     network_tiles = [tiles(length, NETWORK_TILE, margin, cell) for length in (height, width)]
-    tiled = len(network_tiles[0]) * len(network_tiles[1]) > 1
     window = max(stop - start for start, stop, _, _ in network_tiles[0]) * max(
         stop - start for start, stop, _, _ in network_tiles[1]
     )
@@ -206,53 +204,27 @@ def detect_at_radii(
     for start in range(0, n, batch_size):
         frames = images_to_tensor(images[start : start + batch_size], device, model.camera)
         level = background_map(frames)  # the background, as training takes it: one level or a map
-        if (
-            not tiled
-            and height <= READOUT_TILE + 2 * READOUT_MARGIN
-            and width <= READOUT_TILE + 2 * READOUT_MARGIN
-        ):
+        if len(network_tiles[0]) == len(network_tiles[1]) == 1:
             batches.append(model.detect_at_radii(frames, radii, level))  # one window: as it always was
             continue
         parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in radii]
-        pieces: dict[tuple[int, int], list[Any]] = {}  # readout windows by size: (maps, corner, owned)
         for y0, y1, own_y0, own_y1 in network_tiles[0]:
             for x0, x1, own_x0, own_x1 in network_tiles[1]:
-                model.check_input(frames[..., y0:y1, x0:x1])
                 tile_level = level[..., y0:y1, x0:x1] if level.dim() == 4 else level
-                out = model.output_maps(frames[..., y0:y1, x0:x1], tile_level)
-                for ry0, ry1, rown_y0, rown_y1 in tiles(y1 - y0, READOUT_TILE, READOUT_MARGIN):
-                    for rx0, rx1, rown_x0, rown_x1 in tiles(x1 - x0, READOUT_TILE, READOUT_MARGIN):
-                        owned = (  # in frame coordinates: this readout window's own part
-                            (y0 + rown_y0, y0 + rown_y1, y0 == 0 and ry0 == 0, y0 + ry1 == y1 == height),
-                            (x0 + rown_x0, x0 + rown_x1, x0 == 0 and rx0 == 0, x0 + rx1 == x1 == width),
-                        )
-                        owned = (  # and within the network window's own part
-                            (max(owned[0][0], own_y0), min(owned[0][1], own_y1), *owned[0][2:]),
-                            (max(owned[1][0], own_x0), min(owned[1][1], own_x1), *owned[1][2:]),
-                        )
-                        if owned[0][0] >= owned[0][1] or owned[1][0] >= owned[1][1]:
-                            continue
-                        pieces.setdefault((ry1 - ry0, rx1 - rx0), []).append(
-                            (out[..., ry0:ry1, rx0:rx1], (x0 + rx0, y0 + ry0), owned)
-                        )
-        for same_size in pieces.values():  # windows of one size are read together, as one batch
-            stacked = torch.cat([piece for piece, _, _ in same_size])  # (windows x frames, 5, h, w)
-            count = len(same_size)
-            corners = stacked.new_tensor([corner for _, corner, _ in same_size])[:, None, None]
-            owned = stacked.new_tensor([[*owned[0], *owned[1]] for _, _, owned in same_size])[:, None, None]
-            for i, radius in enumerate(radii):
-                points, confidence = read_detections(stacked, model.CANDIDATE_FLOOR, radius)
-                placed = points.view(count, len(frames), -1, 2) + corners  # in frame coordinates
-                confidence = torch.where(_owns(placed, owned), confidence.view(count, len(frames), -1), 0.0)
-                # each frame's detections from all these windows, side by side
-                parts[i].append((placed.transpose(0, 1).flatten(1, 2), confidence.transpose(0, 1).flatten(1)))
+                found = model.detect_at_radii(frames[..., y0:y1, x0:x1], radii, tile_level)
+                # in frame coordinates: this window's own part, and whether it meets the frame's edges
+                owned = frames.new_tensor(
+                    [own_y0, own_y1, y0 == 0, y1 == height, own_x0, own_x1, x0 == 0, x1 == width]
+                )
+                for i, (points, confidence) in enumerate(found):
+                    placed = points + points.new_tensor([x0, y0])
+                    parts[i].append((placed, torch.where(_owns(placed, owned), confidence, 0.0)))
         batches.append([_joined(found) for found in parts])
     return [_padded([batch[i] for batch in batches], len(images)) for i in range(len(radii))]
 
 
-NETWORK_TILE = 1024  # px: larger frames go through the network in windows of this side ...
-READOUT_TILE = 128  # ... and through the readout in windows of this side (its votes grow as the square)
-READOUT_MARGIN = 6  # px of context around a readout window's own part: a spot's votes and their reach
+NETWORK_TILE = 1024  # px: larger frames are read in windows of this side
+READOUT_MARGIN = 6  # px of context around a window's own part: a spot's votes and their reach
 
 
 def tiles(length: int, tile: int, margin: int, step: int = 1) -> list[tuple[int, int, int, int]]:

@@ -435,10 +435,10 @@ VOTE_KERNEL = 0.35  # px: the width of each vote when the density of votes is me
 SPOT_RADIUS = 1.0  # px: a vote joins the nearest densest vote (a spot) within this distance
 DOMINANCE = 4.0  # a pixel this many times surer, voting within SPOT_RADIUS, leaves no spot beside it
 MERGE_RADII = (1.0, 0.7, 0.5, 0.4, 0.3)  # the radii that training tries on validation, surest first
-VOTE_PAIRS = 2**22  # votes x votes x images compared at once, to bound memory
-MOST_VOTES = 3000  # the most probable pixels of an image that vote (a few hundred spots' worth) ...
-VOTES_PER_PIXEL = 0.25  # ... and at most this share of its pixels: no frame holds a spot in every 4
-# pixels that could be told apart, and an untrained model, whose every pixel votes, stays cheap
+VOTES_PER_PIXEL = 0.25  # the most probable pixels vote, at most this share of an image's: no frame
+# holds a spot in every 4 pixels that could be told apart, and an untrained model stays cheap
+VOTE_PAIRS = 2**24  # the most pairs of votes compared at once (about 1 GB): beyond, the least sure go
+PAIR_BINS = 2  # votes are compared with those in the bins this many bins away, bins of the largest radius
 
 
 def cells_to_pixels(cells: Tensor, stride: int) -> Tensor:
@@ -461,71 +461,121 @@ def read_detections(out: Tensor, floor: float, radius: float = SPOT_RADIUS) -> t
     run into one ridge of pixels are still told apart, by where the pixels point. `radius`
     (SPOT_RADIUS by default): a model that points sharply tells spots apart at smaller ones,
     so training chooses it on validation, from MERGE_RADII.
+
+    Votes are compared only with the votes near them (`_vote_pairs`), so that the work grows
+    with the number of votes, not with its square: a frame is read whole, however large.
     Returns points (N, M, 2), padded with NaN, and confidence (N, M), most confident first.
     """
     n, _, height, width = out.shape
     prob = torch.sigmoid(out[:, 0].float()).reshape(n, -1)
-    xs = torch.arange(width, device=out.device, dtype=prob.dtype).repeat(height)
-    ys = torch.arange(height, device=out.device, dtype=prob.dtype).repeat_interleave(width)
-    aim = torch.stack([xs + out[:, 1].float().reshape(n, -1), ys + out[:, 2].float().reshape(n, -1)], -1)
-    most = min(MOST_VOTES, max(1, int(VOTES_PER_PIXEL * height * width)))
-    votes = max(1, min(most, int((prob >= VOTE_FLOOR).sum(1).max())))
-    weight, index = prob.topk(votes, dim=1)  # (N, V)
-    weight = weight * (weight >= VOTE_FLOOR)
-    aim = aim.gather(1, index[..., None].expand(-1, -1, 2))  # (N, V, 2)
-    where = torch.stack([xs, ys], -1)[index]  # (N, V, 2): the voting pixels
-    chunk = max(1, VOTE_PAIRS // (votes * votes))
-    parts = [
-        _spots_of_votes(aim[i : i + chunk], weight[i : i + chunk], where[i : i + chunk], radius)
-        for i in range(0, n, chunk)
-    ]
-    points = torch.cat([p for p, _ in parts])
-    confidence = torch.cat([c for _, c in parts])
-    confidence = torch.where(confidence >= floor, confidence, torch.zeros_like(confidence))
-    most = max(1, int((confidence > 0).sum(1).max()))
-    confidence, order = confidence.topk(most, dim=1)
-    points = points.gather(1, order[..., None].expand(-1, -1, 2))
-    points = points.masked_fill((confidence <= 0)[..., None], math.nan)
-    return points.to(out.dtype), confidence.to(out.dtype)
+    image, pixel = torch.nonzero(prob >= VOTE_FLOOR, as_tuple=True)
+    weight = prob[image, pixel]
+    # each image's votes together, the surest first: a vote's rank breaks ties of density
+    order = torch.argsort(image.double() * 2 - weight.double(), stable=True)
+    image, pixel, weight = image[order], pixel[order], weight[order]
+    rank = torch.arange(len(image), device=out.device) - _first_of_each(image, n)[image]
+    kept = rank < max(1, int(VOTES_PER_PIXEL * height * width))
+    image, pixel, weight = image[kept], pixel[kept], weight[kept]
+    where = torch.stack([pixel % width, pixel // width], -1).to(prob.dtype)  # (V, 2): the voting pixels
+    offsets = out[:, 1:3].float().flatten(2)[image, :, pixel]  # (V, 2)
+    aim = where + offsets
+    pointing = torch.isfinite(aim).all(-1)  # a broken network's NaN offsets point nowhere
+    image, where, weight, aim = image[pointing], where[pointing], weight[pointing], aim[pointing]
+    reach = max(radius, SPOT_RADIUS)
+    pairs = _vote_pairs(aim, image, reach, n, height, width)
+    while pairs[0].numel() > VOTE_PAIRS:  # a model whose votes crowd together: the least sure go
+        surest = torch.topk(weight, len(weight) // 2).indices.sort().values  # in their order
+        image, where, weight, aim = image[surest], where[surest], weight[surest], aim[surest]
+        pairs = _vote_pairs(aim, image, reach, n, height, width)
+    points, confidence = _spots_of_votes(aim, weight, where, pairs, radius)
+    spot = confidence >= max(floor, 1e-12)
+    image, points, confidence = image[spot], points[spot], confidence[spot]
+    order = torch.argsort(image.double() * 2 - confidence.double(), stable=True)  # most confident first
+    image, points, confidence = image[order], points[order], confidence[order]
+    slot = torch.arange(len(image), device=out.device) - _first_of_each(image, n)[image]
+    most = max(1, int(slot.max()) + 1 if len(slot) else 1)
+    found = torch.full((n, most, 2), math.nan, dtype=out.dtype, device=out.device)
+    sure = torch.zeros((n, most), dtype=out.dtype, device=out.device)
+    found[image, slot] = points.to(out.dtype)
+    sure[image, slot] = confidence.to(out.dtype)
+    return found, sure
 
 
-def _spots_of_votes(aim: Tensor, weight: Tensor, where: Tensor, radius: float) -> tuple[Tensor, Tensor]:
-    """(N, V, 2) spot positions and (N, V) confidences (0: no spot) from votes at `aim` of
-    `weight`, cast by the pixels at `where`: the modes of the votes' density, each gathering
+def _first_of_each(image: Tensor, n: int) -> Tensor:
+    """(n,) where each image's run starts in `image`, a sorted index of images."""
+    counts = torch.bincount(image, minlength=n)
+    return torch.cumsum(counts, 0) - counts
+
+
+def _vote_pairs(
+    aim: Tensor, image: Tensor, reach: float, n: int, height: int, width: int
+) -> tuple[Tensor, Tensor]:
+    """(v, u): every pair of votes of one image whose aims lie within `reach` of each other, and
+    more (each vote with itself too), found through bins of side `reach`: each vote meets the
+    votes in the bins up to PAIR_BINS away, all those nearer than PAIR_BINS x reach. The density
+    of votes misses only farther ones, whose kernel is below 1e-7 of their weight."""
+    # aims off the image fall in its outermost bins: the bins of two aims come no farther apart
+    cols, rows = (math.ceil(side / reach) + 2 + 2 * PAIR_BINS for side in (width, height))
+    x, y = (
+        torch.floor(aim[:, axis] / reach).clamp(-1, limit - 2 * PAIR_BINS - 2).long() + PAIR_BINS + 1
+        for axis, limit in ((0, cols), (1, rows))
+    )
+    key = (image * rows + y) * cols + x
+    sorter = torch.argsort(key)
+    in_bin = torch.bincount(key, minlength=n * rows * cols)
+    first_in_bin = torch.cumsum(in_bin, 0) - in_bin
+    step = torch.arange(-PAIR_BINS, PAIR_BINS + 1, device=aim.device)
+    around = (key[:, None] + (step[:, None] * cols + step[None, :]).flatten()).flatten()  # (V x bins)
+    count = in_bin[around]
+    v = torch.arange(len(aim), device=aim.device).repeat_interleave((2 * PAIR_BINS + 1) ** 2)
+    v = torch.repeat_interleave(v, count)
+    first = torch.repeat_interleave(first_in_bin[around], count)
+    within = torch.arange(len(v), device=aim.device) - torch.repeat_interleave(
+        torch.cumsum(count, 0) - count, count
+    )
+    return v, sorter[first + within]
+
+
+def _spots_of_votes(
+    aim: Tensor, weight: Tensor, where: Tensor, pairs: tuple[Tensor, Tensor], radius: float
+) -> tuple[Tensor, Tensor]:
+    """(V, 2) spot positions and (V,) confidences (0: no spot) from votes at `aim` of `weight`,
+    cast by the pixels at `where`, compared in `pairs` (`_vote_pairs`; a vote ranks before
+    another of its image if it comes first): the modes of the votes' density, each gathering
     the votes nearest to it within SPOT_RADIUS (or `radius`, when larger). Only the pixels
     around the mode's own pixel, whose offsets training taught, place it; farther pixels that
     point at it add to its confidence only."""
-    n, votes, _ = aim.shape
-    valid = weight > 0
-    gap = torch.cdist(aim, aim)  # (N, V, V)
-    # far votes add nothing: exp of an argument below -87 takes a slow path (subnormal results),
-    # ten times slower than the whole readout's other work, so they are set to 0 without it
+    v, u = pairs
+    count = len(aim)
+    gap = (aim[v] - aim[u]).norm(dim=-1)
+    # far votes add nothing: exp of an argument below -87 takes a slow path (subnormal results)
     exponent = -(gap**2) / (2 * VOTE_KERNEL**2)
     kernel = torch.exp(exponent.clamp(min=-80.0)).masked_fill_(exponent < -80.0, 0.0)
-    density = (weight[:, None, :] * kernel).sum(-1)  # (N, V)
-    near = (gap < radius) & valid[:, None, :] & valid[:, :, None]
-    rank = torch.arange(votes, device=aim.device)
+    density = torch.zeros_like(weight).index_add_(0, v, weight[u] * kernel)
     # vote v is beaten by u when u is denser (or as dense and ranked before it, to break ties)
-    beaten = (density[:, None, :] > density[:, :, None]) | (
-        (density[:, None, :] == density[:, :, None]) & (rank[None, None, :] < rank[None, :, None])
-    )
+    beaten = (density[u] > density[v]) | ((density[u] == density[v]) & (u < v))
     # within SPOT_RADIUS a denser vote of a far surer pixel beats it too: the stray votes of a
     # spot's rim, farther than a small radius from its centre, make no spots of their own
-    surer = weight[:, None, :] > DOMINANCE * weight[:, :, None]
-    overshadowed = (gap < SPOT_RADIUS) & beaten & surer
-    mode = valid & ~((near & beaten) | (overshadowed & valid[:, None, :])).any(-1)  # (N, V)
-    to_mode = gap.masked_fill(~mode[:, None, :], math.inf)  # distance of each vote to each mode
-    nearest, owner = to_mode.min(-1)  # (N, V)
-    joins = valid & (nearest < max(radius, SPOT_RADIUS))
-    mass = torch.zeros_like(weight).scatter_add_(1, owner, weight * joins)
-    home = torch.floor(aim.gather(1, owner[..., None].expand(-1, -1, 2)) + 0.5)  # its mode's pixel
+    surer = weight[u] > DOMINANCE * weight[v]
+    loses = beaten & ((gap < radius) | ((gap < SPOT_RADIUS) & surer))
+    mode = (
+        torch.zeros(count, dtype=torch.bool, device=aim.device).index_fill_(0, v[loses], True).logical_not_()
+    )
+    to_mode = gap.masked_fill(~mode[u], math.inf)  # distance of each vote to each mode
+    nearest = torch.full_like(weight, math.inf).scatter_reduce_(0, v, to_mode, "amin")
+    closest = mode[u] & (to_mode == nearest[v])  # of modes as near, the first in rank
+    owner = torch.full((count,), count, device=aim.device).scatter_reduce_(0, v[closest], u[closest], "amin")
+    joins = nearest < max(radius, SPOT_RADIUS)
+    owner = torch.where(joins, owner, torch.arange(count, device=aim.device))
+    mass = torch.zeros_like(weight).index_add_(0, owner, weight * joins)
+    home = torch.floor(aim[owner] + 0.5)  # its mode's pixel
     taught = joins & ((where - home).abs().amax(-1) <= 1)
     # placed by the odds p / (1 - p), as the softmax of the logits places a lone spot: the surest
     # pixels count most (3% nearer the bound than weighing by p, measured at blur 1)
     odds = weight / (1 - weight).clamp(min=1e-6) * taught
-    placed = torch.zeros_like(weight).scatter_add_(1, owner, odds)
-    total = torch.zeros_like(aim).scatter_add_(1, owner[..., None].expand(-1, -1, 2), odds[..., None] * aim)
-    points = torch.where((placed > 0)[..., None], total / placed.clamp(min=1e-12)[..., None], aim)
+    placed = torch.zeros_like(weight).index_add_(0, owner, odds)
+    total = torch.zeros_like(aim).index_add_(0, owner, odds[:, None] * aim)
+    points = torch.where((placed > 0)[:, None], total / placed.clamp(min=1e-12)[:, None], aim)
     confidence = torch.where(mode, mass.clamp(max=1.0), torch.zeros_like(mass))
     return points, confidence
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from pixelreg import models
 from pixelreg.classical import baseline_detections
 from pixelreg.cli import app
 from pixelreg.data import DataSpec, load_dataset, make_dataset, render
@@ -172,6 +173,26 @@ def test_detections_are_read_at_the_offsets_with_the_summed_confidence():
     np.testing.assert_allclose(confidence[0].numpy(), [1.0, 1.0], atol=1e-4)
     found = sorted(map(tuple, points[0].numpy().round(4)))
     assert found == [(2.5, 2.0), (5.2, 6.7)]
+
+
+def test_votes_that_point_nowhere_or_crowd_together_leave_the_spots_as_they_are(monkeypatch):
+    out = torch.full((2, 5, 20, 20), -12.0)
+    out[:, 1:3] = 0.0
+    out[:, 0, 6, 4] = out[:, 0, 14, 15] = 12.0  # two sure spots in each image
+    out[0, 0, 0:3, 10:13] = -2.0  # p = 0.12 votes: one points far off the image, one at NaN
+    out[0, 1, 0, 10], out[0, 2, 0, 11] = 1e7, float("nan")
+    points, confidence = read_detections(out, floor=0.05)
+    found = sorted(map(tuple, points[1][confidence[1] > 0.5].numpy().round(4)))
+    assert found == [(4.0, 6.0), (15.0, 14.0)]
+    assert sorted(map(tuple, points[0][confidence[0] > 0.5].numpy().round(4))) == found
+    # a broken network: every pixel sure and aiming at one place; compared in parts, not all at once
+    crowded = torch.zeros(1, 5, 40, 40)
+    crowded[0, 0] = 12.0
+    crowded[0, 1] = 20.0 - torch.arange(40.0)[None, :]
+    crowded[0, 2] = 20.0 - torch.arange(40.0)[:, None]
+    monkeypatch.setattr(models, "VOTE_PAIRS", 10_000)
+    points, confidence = read_detections(crowded, floor=0.05)
+    assert torch.isfinite(points[0, 0]).all() and (points[0, 0] - 20.0).abs().max() < 1e-3
 
 
 def test_a_random_window_keeps_its_points_on_their_pixels_and_trains_away_from_its_cuts():

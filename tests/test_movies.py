@@ -74,8 +74,7 @@ def test_tiles_find_what_the_whole_frame_finds(counting_run, monkeypatch):
                     val_fraction=0.0, test_fraction=0.0)  # fmt: skip
     images = make_dataset(spec).images
     whole = inference.detect_images(model, images)
-    monkeypatch.setattr(inference, "READOUT_TILE", 16)
-    monkeypatch.setattr(inference, "NETWORK_TILE", 32)
+    monkeypatch.setattr(inference, "NETWORK_TILE", 16)
     tiled = inference.detect_images(model, images)
     for n in range(len(images)):
         a = whole[0][n][whole[1][n] > 0.3]
