@@ -306,7 +306,7 @@ def localize_frames(
 ) -> Iterator[dict[str, Any]]:
     """One row per found point of a file's frames, read a chunk at a time: path, index of the
     frame in its file, (point,) x, y, confidence, photons, background, uncertainty (None where
-    the model has no such output). `done(count)` is told of each chunk of frames finished.
+    the model has no such output). `done(count)` is told of each batch of frames finished.
 
     The `point` column appears only for models that find a fixed number of several points per
     image; `confidence` is a counting model's (detections below `model.threshold` go); the
@@ -315,7 +315,7 @@ def localize_frames(
     counting = can_count(model)
     check_frames(model, frames)
     camera_spec = replace(spec, **asdict(model.camera)) if model.camera is not None and spec else None
-    for first, images in frames.chunks():
+    for first, images in _batches_of(frames):
         if counting:
             found, confidence = counted_points(model, images, device)
         else:
@@ -339,6 +339,19 @@ def localize_frames(
         for values in zip(*columns.values(), strict=True):
             yield {"path": path, **dict(zip(columns, values, strict=True))}
         done(len(images))
+
+
+LOCALIZE_PIXELS = 2**20  # frames localized at once (4 of 512x512): their spots' windows stay in the
+# CPU's caches, 15% faster than the 32 frames read at once
+
+
+def _batches_of(frames: Frames) -> Iterator[tuple[int, np.ndarray]]:
+    """(index of the first frame, frames) in batches of about LOCALIZE_PIXELS, from the chunks
+    read at once."""
+    step = max(1, LOCALIZE_PIXELS // (frames.height * frames.width))
+    for first, chunk in frames.chunks():
+        for start in range(0, len(chunk), step):
+            yield first + start, chunk[start : start + step]
 
 
 def _rounded(values: np.ndarray) -> list[float]:

@@ -30,7 +30,16 @@ def background_level(flat: torch.Tensor) -> torch.Tensor:
     an even sample of LEVEL_SAMPLES of them in larger images (as exact, a tenth of the time)."""
     if flat.shape[1] >= 2 * LEVEL_SAMPLES:
         flat = flat[:, :: flat.shape[1] // LEVEL_SAMPLES]
-    return flat.median(1).values
+    return lower_median(flat)
+
+
+def lower_median(values: torch.Tensor) -> torch.Tensor:
+    """`values.median(-1).values` (of an even count, the lower middle value), on the CPU by
+    numpy's partition: in two thirds of the time, and the background of every frame takes it."""
+    if values.device.type != "cpu" or values.dtype not in (torch.float32, torch.float64):
+        return values.median(-1).values
+    middle = (values.shape[-1] - 1) // 2
+    return torch.from_numpy(np.partition(values.detach().numpy(), middle, axis=-1)[..., middle])
 
 
 LEVEL_BLOCK = 32  # px: a large frame's background is mapped from the medians of blocks this size
@@ -49,7 +58,7 @@ def background_map(frames: torch.Tensor, block: int = LEVEL_BLOCK) -> torch.Tens
         frames, (0, cols * block - width, 0, rows * block - height), mode="replicate"
     )
     squares = padded.unfold(2, block, block).unfold(3, block, block)  # (N, 1, R, C, block, block)
-    medians = squares.flatten(-2).median(-1).values  # (N, 1, R, C)
+    medians = lower_median(squares.flatten(-2))  # (N, 1, R, C)
     level = torch.nn.functional.interpolate(
         medians, size=(rows * block, cols * block), mode="bilinear", align_corners=False
     )

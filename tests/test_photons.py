@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from pixelreg.camera import Camera
@@ -14,6 +15,7 @@ from pixelreg.data import DataSpec, load_dataset, make_dataset, save_dataset
 from pixelreg.errors import PixelregError
 from pixelreg.photons import (
     crlb,
+    lower_median,
     measure_spots,
     mortensen_ls_variance,
     mortensen_mle_variance,
@@ -104,6 +106,13 @@ def test_the_poisson_fit_reaches_the_bound_unbiased():
     photon_error = fitted[..., 2] - 800
     assert np.sqrt((photon_error**2).mean()) == pytest.approx(np.sqrt((bound[..., 2] ** 2).mean()), rel=0.15)
     assert fitted[..., 3].mean() == pytest.approx(10, rel=0.03)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(3, 1000), (2, 5, 7), (4, 1)])
+def test_the_background_median_is_torchs(shape, dtype):
+    values = torch.poisson(torch.full(shape, 6.0)).to(dtype) / 2  # ties, as in counts
+    assert torch.equal(lower_median(values), values.median(-1).values)
 
 
 def test_measured_photometry_is_the_general_fit_and_bound():
