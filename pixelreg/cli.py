@@ -1663,6 +1663,9 @@ def movie_table(results: dict[str, Any]) -> Table:
         )
     if "speedup_over_numba" in results:
         legend += f", {results['speedup_over_numba']:.2f}x trackpy with numba's"
+    stages = results.get("stages_ms_per_frame")
+    if stages:
+        legend += "\npixelreg's time per frame: " + ", ".join(f"{k} {v:.1f} ms" for k, v in stages.items())
     table.caption = legend
     return table
 

@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,14 @@ from .data import DataSpec, make_dataset
 from .errors import PixelregError
 from .files import write_atomic
 from .imageio import open_frames
-from .inference import can_count, localize_frames, resolve_device, set_precision
+from .inference import (
+    can_count,
+    images_to_tensor,
+    kept_detections,
+    localize_frames,
+    resolve_device,
+    set_precision,
+)
 from .metrics import (
     PIXEL_SIZE_NM,
     TOLERANCE_PX,
@@ -48,8 +56,10 @@ from .metrics import (
     summarize,
     threshold_sweep,
 )
-from .models import PointModel
+from .models import PointModel, read_detections
+from .photons import background_map
 from .train import Reporter, train
+from .worth import measured
 
 MOVIE_SPEEDUP = 5.0  # the goal: this many times trackpy's frames per second, scoring better ...
 # ... trackpy as `pip install trackpy` runs it: its pure-Python engine (issue 14 measured 4.5 frames/s
@@ -140,6 +150,7 @@ def run_movie(
     precision = set_precision(model, "auto", torch_device)
     say(f"Localizing with pixelreg (as `pixelreg predict` does: convolutions in {precision})")
     rows["pixelreg"] = _localized(model, path, torch_device, model_spec, truth)
+    stages = stage_times(model, movie.images[:PROFILE_FRAMES], torch_device, model_spec)
     if precision != "float32":  # what the faster arithmetic costs, if anything
         say("Localizing with pixelreg again, in float32 (predict --precision float32)")
         set_precision(model, "float32", torch_device)
@@ -175,6 +186,7 @@ def run_movie(
         "model": {"path": str(checkpoint), "args": payload["model_args"], "train_seconds": train_seconds},
         "movie_bytes": path.stat().st_size,
         "precision": precision,
+        "stages_ms_per_frame": stages,
         "methods": rows,
         "speedup_goal": MOVIE_SPEEDUP,
     }
@@ -193,6 +205,43 @@ def run_movie(
         )
     path.unlink()  # 100 MB of noise that anyone can make again with the same command
     return results
+
+
+PROFILE_FRAMES = 20  # `predict`'s stages are timed apart on this many frames
+
+
+def stage_times(
+    model: PointModel, images: np.ndarray, device: torch.device, spec: DataSpec
+) -> dict[str, float]:
+    """Milliseconds per frame of each stage of `predict` on frames `images`, one at a time, as
+    it reads them: the profile behind its frames per second."""
+    spent = dict.fromkeys(("background map", "network", "readout", "photometry"), 0.0)
+    camera_spec = replace(spec, **asdict(model.camera))
+    with torch.inference_mode():
+        for frame in images:
+            started = time.perf_counter()
+            frames = images_to_tensor(frame[None], device, model.camera)
+            level = background_map(frames)
+            _synchronized(device)
+            spent["background map"] += time.perf_counter() - started
+            started = time.perf_counter()
+            maps = model.output_maps(frames, level)
+            _synchronized(device)
+            spent["network"] += time.perf_counter() - started
+            started = time.perf_counter()
+            found, confidence = read_detections(maps, model.CANDIDATE_FLOOR, model.merge_radius)
+            found, _ = kept_detections(model, frame[None], found.cpu().numpy(), confidence.cpu().numpy())
+            spent["readout"] += time.perf_counter() - started
+            started = time.perf_counter()
+            measured(model.camera.photons(frame[None]), found, camera_spec)
+            spent["photometry"] += time.perf_counter() - started
+    return {stage: round(1000 * seconds / len(images), 2) for stage, seconds in spent.items()}
+
+
+def _synchronized(device: torch.device) -> None:
+    """Wait for a GPU's queued work, so that it is timed where it is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _localized(

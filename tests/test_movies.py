@@ -203,6 +203,8 @@ def test_bench_movie_times_and_scores_predict(tmp_path):
     ours = results["methods"]["pixelreg"]
     assert ours["frames_per_second"] > 0 and ours["mpx_per_second"] > 0
     assert ours["recall"] > 0.3 and results["spots_per_frame"] == pytest.approx(12, abs=2)
+    stages = results["stages_ms_per_frame"]  # the profile behind the frames per second
+    assert list(stages) == ["background map", "network", "readout", "photometry"] and min(stages.values()) > 0
     assert not (tmp_path / "movie" / "movie.tif").exists()  # the movie is made again on demand
     missing = run(*args[:3], tmp_path / "nothing.pt", *args[4:])
     assert missing.exit_code == 1 and missing.stderr.startswith("Error: checkpoint not found")
