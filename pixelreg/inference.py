@@ -87,9 +87,9 @@ def images_to_tensor(
     """What a model sees, float32 (N, 1, H, W) on `device`: uint8 grey levels (N, H, W) over 255,
     or with a `camera`, ADU read back as photons, over PHOTON_SCALE."""
     tensor = torch.as_tensor(images).to(device, non_blocking=True).unsqueeze(1).float()
-    if camera is None:
-        return tensor.div_(255.0)
-    return tensor.sub_(camera.baseline).mul_(camera.e_per_adu / camera.gain / camera.qe / PHOTON_SCALE)
+    if camera is None:  # a new tensor: float32 images given are shared, not to be changed
+        return tensor / 255.0
+    return (tensor - camera.baseline).mul_(camera.e_per_adu / camera.gain / camera.qe / PHOTON_SCALE)
 
 
 def camera_of(spec: DataSpec | None) -> Camera | None:

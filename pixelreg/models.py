@@ -467,38 +467,50 @@ def read_detections(out: Tensor, floor: float, radius: float = SPOT_RADIUS) -> t
     Returns points (N, M, 2), padded with NaN, and confidence (N, M), most confident first.
     """
     n, _, height, width = out.shape
-    prob = torch.sigmoid(out[:, 0].float()).reshape(n, -1)
-    image, pixel = torch.nonzero(prob >= VOTE_FLOOR, as_tuple=True)
-    weight = prob[image, pixel]
-    # each image's votes together, the surest first: a vote's rank breaks ties of density
-    order = torch.argsort(image.double() * 2 - weight.double(), stable=True)
-    image, pixel, weight = image[order], pixel[order], weight[order]
-    rank = torch.arange(len(image), device=out.device) - _first_of_each(image, n)[image]
-    kept = rank < max(1, int(VOTES_PER_PIXEL * height * width))
-    image, pixel, weight = image[kept], pixel[kept], weight[kept]
-    where = torch.stack([pixel % width, pixel // width], -1).to(prob.dtype)  # (V, 2): the voting pixels
-    offsets = out[:, 1:3].float().flatten(2)[image, :, pixel]  # (V, 2)
-    aim = where + offsets
-    pointing = torch.isfinite(aim).all(-1)  # a broken network's NaN offsets point nowhere
-    image, where, weight, aim = image[pointing], where[pointing], weight[pointing], aim[pointing]
+    image, where, weight, aim = _votes(out)
     reach = max(radius, SPOT_RADIUS)
-    pairs = _vote_pairs(aim, image, reach, n, height, width)
-    while pairs[0].numel() > VOTE_PAIRS:  # a model whose votes crowd together: the least sure go
-        surest = torch.topk(weight, len(weight) // 2).indices.sort().values  # in their order
-        image, where, weight, aim = image[surest], where[surest], weight[surest], aim[surest]
-        pairs = _vote_pairs(aim, image, reach, n, height, width)
-    points, confidence = _spots_of_votes(aim, weight, where, pairs, radius)
+    found = _vote_pairs(aim, image, reach, n, height, width)
+    if found is not None:  # the usual case: every image's votes compared at once
+        points, confidence = _spots_of_votes(aim, weight, where, found, radius)
+    else:  # too many pairs at once: a few images at a time, each as it would be alone
+        image, points, confidence = _spots_in_groups(
+            image, where, weight, aim, reach, radius, (n, height, width)
+        )
     spot = confidence >= max(floor, 1e-12)
     image, points, confidence = image[spot], points[spot], confidence[spot]
     order = torch.argsort(image.double() * 2 - confidence.double(), stable=True)  # most confident first
     image, points, confidence = image[order], points[order], confidence[order]
     slot = torch.arange(len(image), device=out.device) - _first_of_each(image, n)[image]
     most = max(1, int(slot.max()) + 1 if len(slot) else 1)
-    found = torch.full((n, most, 2), math.nan, dtype=out.dtype, device=out.device)
-    sure = torch.zeros((n, most), dtype=out.dtype, device=out.device)
-    found[image, slot] = points.to(out.dtype)
-    sure[image, slot] = confidence.to(out.dtype)
-    return found, sure
+    points_out = torch.full((n, most, 2), math.nan, dtype=out.dtype, device=out.device)
+    confidence_out = torch.zeros((n, most), dtype=out.dtype, device=out.device)
+    points_out[image, slot] = points.to(out.dtype)
+    confidence_out[image, slot] = confidence.to(out.dtype)
+    return points_out, confidence_out
+
+
+OFF_IMAGE = 2.0  # px: a vote aimed farther than this outside its image points at no spot to find
+
+
+def _votes(out: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The votes of output maps (N, 5, H, W): image (V,), voting pixel (V, 2), weight (V,) and
+    aim (V, 2), each image's together, the surest first (a vote's rank breaks ties of density),
+    at most VOTES_PER_PIXEL of an image's pixels. A broken network's NaN offsets, or offsets
+    that point well off the image, cast none."""
+    n, _, height, width = out.shape
+    prob = torch.sigmoid(out[:, 0].float()).reshape(n, height * width)
+    image, pixel = torch.nonzero(prob >= VOTE_FLOOR, as_tuple=True)
+    weight = prob[image, pixel]
+    order = torch.argsort(image.double() * 2 - weight.double(), stable=True)
+    image, pixel, weight = image[order], pixel[order], weight[order]
+    rank = torch.arange(len(image), device=out.device) - _first_of_each(image, n)[image]
+    kept = rank < max(1, int(VOTES_PER_PIXEL * height * width))
+    image, pixel, weight = image[kept], pixel[kept], weight[kept]
+    where = torch.stack([pixel % width, pixel // width], -1).to(prob.dtype)
+    aim = where + out[:, 1:3].float().flatten(2)[image, :, pixel]
+    far = aim.new_tensor([width, height]) - 0.5 + OFF_IMAGE  # pixel centres lie at 0 .. width - 1
+    pointing = ((aim >= -0.5 - OFF_IMAGE) & (aim <= far)).all(-1)  # and not NaN
+    return image[pointing], where[pointing], weight[pointing], aim[pointing]
 
 
 def _first_of_each(image: Tensor, n: int) -> Tensor:
@@ -507,33 +519,74 @@ def _first_of_each(image: Tensor, n: int) -> Tensor:
     return torch.cumsum(counts, 0) - counts
 
 
-def _vote_pairs(
-    aim: Tensor, image: Tensor, reach: float, n: int, height: int, width: int
-) -> tuple[Tensor, Tensor]:
-    """(v, u): every pair of votes of one image whose aims lie within `reach` of each other, and
-    more (each vote with itself too), found through bins of side `reach`: each vote meets the
-    votes in the bins up to PAIR_BINS away, all those nearer than PAIR_BINS x reach. The density
-    of votes misses only farther ones, whose kernel is below 1e-7 of their weight."""
-    # aims off the image fall in its outermost bins: the bins of two aims come no farther apart
+def _bins(aim: Tensor, image: Tensor, reach: float, n: int, height: int, width: int) -> tuple[Tensor, ...]:
+    """The votes sorted into bins of side `reach`, each image's apart: the order that sorts them
+    by bin, and for each vote and each bin up to PAIR_BINS away (V x bins,), where that bin's
+    votes start in that order and how many there are."""
+    # aims just off the image fall in its outermost bins: the bins of two aims come no farther apart
     cols, rows = (math.ceil(side / reach) + 2 + 2 * PAIR_BINS for side in (width, height))
     x, y = (
         torch.floor(aim[:, axis] / reach).clamp(-1, limit - 2 * PAIR_BINS - 2).long() + PAIR_BINS + 1
         for axis, limit in ((0, cols), (1, rows))
     )
     key = (image * rows + y) * cols + x
-    sorter = torch.argsort(key)
     in_bin = torch.bincount(key, minlength=n * rows * cols)
-    first_in_bin = torch.cumsum(in_bin, 0) - in_bin
     step = torch.arange(-PAIR_BINS, PAIR_BINS + 1, device=aim.device)
-    around = (key[:, None] + (step[:, None] * cols + step[None, :]).flatten()).flatten()  # (V x bins)
-    count = in_bin[around]
+    around = (key[:, None] + (step[:, None] * cols + step[None, :]).flatten()).flatten()
+    return torch.argsort(key), (torch.cumsum(in_bin, 0) - in_bin)[around], in_bin[around]
+
+
+def _vote_pairs(
+    aim: Tensor, image: Tensor, reach: float, n: int, height: int, width: int
+) -> tuple[Tensor, Tensor] | None:
+    """(v, u): every pair of votes of one image whose aims lie within `reach` of each other, and
+    more (each vote with itself too): each vote meets the votes in the bins up to PAIR_BINS
+    away (`_bins`), all those nearer than PAIR_BINS x reach. The density of votes misses only
+    farther ones, whose kernel is below 1e-7 of their weight. None where there would be more
+    than VOTE_PAIRS pairs."""
+    sorter, first, count = _bins(aim, image, reach, n, height, width)
+    if int(count.sum()) > VOTE_PAIRS:
+        return None
     v = torch.arange(len(aim), device=aim.device).repeat_interleave((2 * PAIR_BINS + 1) ** 2)
     v = torch.repeat_interleave(v, count)
-    first = torch.repeat_interleave(first_in_bin[around], count)
+    first = torch.repeat_interleave(first, count)
     within = torch.arange(len(v), device=aim.device) - torch.repeat_interleave(
         torch.cumsum(count, 0) - count, count
     )
     return v, sorter[first + within]
+
+
+def _spots_in_groups(
+    image: Tensor,
+    where: Tensor,
+    weight: Tensor,
+    aim: Tensor,
+    reach: float,
+    radius: float,
+    size: tuple[int, ...],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`_spots_of_votes` for votes of too many pairs to compare at once: images in groups of at
+    most VOTE_PAIRS pairs, and an image of more alone (a model whose votes crowd together) read
+    from its surest votes, halved until they fit. Returns each vote's image, spot and confidence."""
+    n, height, width = size
+    per_vote = _bins(aim, image, reach, n, height, width)[2].view(len(aim), -1).sum(1)
+    per_image = torch.zeros(n, dtype=torch.long, device=aim.device).index_add_(0, image, per_vote).tolist()
+    groups, start, total = [], 0, 0
+    for i, pairs in enumerate(per_image):
+        if i > start and total + pairs > VOTE_PAIRS:
+            groups.append((start, i))
+            start, total = i, 0
+        total += pairs
+    groups.append((start, n))
+    parts = []
+    for first, stop in groups:
+        mine = (image >= first) & (image < stop)
+        votes = [image[mine], where[mine], weight[mine], aim[mine]]
+        while (pairs := _vote_pairs(votes[3], votes[0], reach, n, height, width)) is None:
+            surest = torch.topk(votes[2], len(votes[2]) // 2).indices.sort().values  # in their order
+            votes = [part[surest] for part in votes]
+        parts.append((votes[0], *_spots_of_votes(votes[3], votes[2], votes[1], pairs, radius)))
+    return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
 
 def _spots_of_votes(

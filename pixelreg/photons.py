@@ -39,7 +39,11 @@ def lower_median(values: torch.Tensor) -> torch.Tensor:
     if values.device.type != "cpu" or values.dtype not in (torch.float32, torch.float64):
         return values.median(-1).values
     middle = (values.shape[-1] - 1) // 2
-    return torch.from_numpy(np.partition(values.detach().numpy(), middle, axis=-1)[..., middle])
+    array = values.detach().numpy()
+    median = np.partition(array, middle, axis=-1)[..., middle]
+    return torch.from_numpy(
+        np.where(np.isnan(array).any(-1), np.nan, median).astype(array.dtype)
+    )  # NaN as torch's
 
 
 LEVEL_BLOCK = 32  # px: a large frame's background is mapped from the medians of blocks this size

@@ -185,14 +185,21 @@ def test_votes_that_point_nowhere_or_crowd_together_leave_the_spots_as_they_are(
     found = sorted(map(tuple, points[1][confidence[1] > 0.5].numpy().round(4)))
     assert found == [(4.0, 6.0), (15.0, 14.0)]
     assert sorted(map(tuple, points[0][confidence[0] > 0.5].numpy().round(4))) == found
-    # a broken network: every pixel sure and aiming at one place; compared in parts, not all at once
+    # a broken network: every pixel sure and aiming at one place; compared in parts, not all at once,
+    # and the other images of its batch read as they would be alone
     crowded = torch.zeros(1, 5, 40, 40)
     crowded[0, 0] = 12.0
     crowded[0, 1] = 20.0 - torch.arange(40.0)[None, :]
     crowded[0, 2] = 20.0 - torch.arange(40.0)[:, None]
+    faint = torch.full((1, 5, 40, 40), -12.0)
+    faint[:, 1:3] = 0.0
+    faint[0, 0, 30, 8] = -1.0  # one faint spot, p = 0.27
+    alone = read_detections(faint, floor=0.05)
     monkeypatch.setattr(models, "VOTE_PAIRS", 10_000)
-    points, confidence = read_detections(crowded, floor=0.05)
+    points, confidence = read_detections(torch.cat([crowded, faint]), floor=0.05)
     assert torch.isfinite(points[0, 0]).all() and (points[0, 0] - 20.0).abs().max() < 1e-3
+    assert torch.equal(points[1, :1], alone[0][0, :1]) and torch.equal(confidence[1, :1], alone[1][0, :1])
+    assert confidence[1, 0] == pytest.approx(0.2689, abs=1e-4)
 
 
 def test_a_random_window_keeps_its_points_on_their_pixels_and_trains_away_from_its_cuts():

@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import pixelreg.inference as inference
+from pixelreg.camera import Camera
 from pixelreg.checkpoint import load_model
 from pixelreg.cli import app
 from pixelreg.data import DataSpec, make_dataset
@@ -63,6 +64,15 @@ def test_frames_stream_in_chunks_that_make_the_whole_movie(tmp_path):
     tifffile.imwrite(tmp_path / "floats.tif", floats)
     grey = np.concatenate([c for _, c in open_frames(tmp_path / "floats.tif").chunks(most_pixels=64)])
     assert grey[5, 2, 3] == 255 and grey[0, 4, 4] == 128
+
+
+def test_float32_frames_given_are_left_as_they_are():
+    frames = np.full((2, 8, 8), 51.0, dtype=np.float32)
+    grey = inference.images_to_tensor(frames)
+    photons = inference.images_to_tensor(frames, camera=Camera(baseline=1.0, e_per_adu=5.0))
+    assert (frames == 51.0).all()  # the model's input is a new tensor, not the caller's array changed
+    assert torch.allclose(grey, torch.full((2, 1, 8, 8), 0.2))
+    assert torch.allclose(photons, torch.full((2, 1, 8, 8), 250.0 / inference.PHOTON_SCALE))
 
 
 def test_tiles_find_what_the_whole_frame_finds(counting_run, monkeypatch):

@@ -113,6 +113,8 @@ def test_the_poisson_fit_reaches_the_bound_unbiased():
 def test_the_background_median_is_torchs(shape, dtype):
     values = torch.poisson(torch.full(shape, 6.0)).to(dtype) / 2  # ties, as in counts
     assert torch.equal(lower_median(values), values.median(-1).values)
+    values[0, ..., 0] = math.nan
+    torch.testing.assert_close(lower_median(values), values.median(-1).values, rtol=0, atol=0, equal_nan=True)
 
 
 def test_measured_photometry_is_the_general_fit_and_bound():
