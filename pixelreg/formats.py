@@ -65,8 +65,8 @@ class TableWriter:
             stream.write(",".join(f'"{name}"' for name in THUNDERSTORM_COLUMNS) + "\n")
             self.writer = csv.writer(stream, lineterminator="\n")
         else:
-            self.writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
-            self.writer.writeheader()
+            self.writer = csv.writer(stream, lineterminator="\n")
+            self.writer.writerow(columns)
 
     def start_file(self, path: str, frames: int) -> None:
         """Rows of the next file follow; it holds `frames` frames."""
@@ -77,8 +77,10 @@ class TableWriter:
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
             self.count += 1
-            if self.form == "csv":
-                self.writer.writerow({key: "" if row.get(key) is None else row[key] for key in self.columns})
+            if self.form == "csv":  # lists, not a DictWriter's dicts: a third of the time a row
+                self.writer.writerow(
+                    ["" if (value := row.get(key)) is None else value for key in self.columns]
+                )
             else:
                 self.writer.writerow(self._thunderstorm(row))
 
