@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .config import MIN_BOUND_BLUR
 from .data import DataSpec, expected_image
-from .photons import integrated_gaussian, photometry_start, poisson_fit
+from .photons import integrated_gaussian, photometry_start, poisson_fit, window_pixels
 
 
 def peak_radius(spec: DataSpec) -> int:
@@ -67,15 +67,14 @@ def argmax_points(images: np.ndarray, k: int = 1, suppress: int = 1) -> np.ndarr
 
 def _windows(images: np.ndarray, peaks: np.ndarray, radius: int):
     """Pixel values and coordinates in a (2r+1)^2 window around each peak; outside: masked."""
-    n, height, width = images.shape
+    height, width = images.shape[1:]
     py, px = np.divmod(peaks, width)  # (N, K)
     offsets = np.arange(-radius, radius + 1)
     ys = py[..., None, None] + offsets[:, None]  # (N, K, 2r+1, 1)
     xs = px[..., None, None] + offsets[None, :]  # (N, K, 1, 2r+1)
     ys, xs = np.broadcast_arrays(ys, xs)
     inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
-    rows = np.arange(n)[:, None, None, None]
-    values = images[rows, np.clip(ys, 0, height - 1), np.clip(xs, 0, width - 1)].astype(np.float64)
+    values = window_pixels(images, xs, ys).astype(np.float64)
     return values, xs.astype(np.float64), ys.astype(np.float64), inside
 
 

@@ -297,6 +297,12 @@ def check_image_size(model: PointModel, size: tuple[int, int], source: str) -> N
         )
 
 
+def photometry_spec(model: PointModel, spec: DataSpec | None) -> DataSpec | None:
+    """What a camera model's photometry measures with: its training data's spec, with the model's
+    own camera; None for a grey-level model, or without the spec."""
+    return replace(spec, **asdict(model.camera)) if model.camera is not None and spec else None
+
+
 def localize_frames(
     model: PointModel,
     frames: Frames,
@@ -314,7 +320,7 @@ def localize_frames(
     """
     counting = can_count(model)
     check_frames(model, frames)
-    camera_spec = replace(spec, **asdict(model.camera)) if model.camera is not None and spec else None
+    camera_spec = photometry_spec(model, spec)
     for first, images in _batches_of(frames):
         if counting:
             found, confidence = counted_points(model, images, device)

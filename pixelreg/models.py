@@ -478,9 +478,8 @@ def read_detections(out: Tensor, floor: float, radius: float = SPOT_RADIUS) -> t
         )
     spot = confidence >= max(floor, 1e-12)
     image, points, confidence = image[spot], points[spot], confidence[spot]
-    order = torch.argsort(image.double() * 2 - confidence.double(), stable=True)  # most confident first
+    order, slot = _ranked(image, confidence, n)  # most confident first
     image, points, confidence = image[order], points[order], confidence[order]
-    slot = torch.arange(len(image), device=out.device) - _first_of_each(image, n)[image]
     most = max(1, int(slot.max()) + 1 if len(slot) else 1)
     points_out = torch.full((n, most, 2), math.nan, dtype=out.dtype, device=out.device)
     confidence_out = torch.zeros((n, most), dtype=out.dtype, device=out.device)
@@ -501,9 +500,8 @@ def _votes(out: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     prob = torch.sigmoid(out[:, 0].float()).reshape(n, height * width)
     image, pixel = torch.nonzero(prob >= VOTE_FLOOR, as_tuple=True)
     weight = prob[image, pixel]
-    order = torch.argsort(image.double() * 2 - weight.double(), stable=True)
+    order, rank = _ranked(image, weight, n)
     image, pixel, weight = image[order], pixel[order], weight[order]
-    rank = torch.arange(len(image), device=out.device) - _first_of_each(image, n)[image]
     kept = rank < max(1, int(VOTES_PER_PIXEL * height * width))
     image, pixel, weight = image[kept], pixel[kept], weight[kept]
     where = torch.stack([pixel % width, pixel // width], -1).to(prob.dtype)
@@ -513,10 +511,15 @@ def _votes(out: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return image[pointing], where[pointing], weight[pointing], aim[pointing]
 
 
-def _first_of_each(image: Tensor, n: int) -> Tensor:
-    """(n,) where each image's run starts in `image`, a sorted index of images."""
+def _ranked(image: Tensor, score: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """The order that puts items of images `image` (of n) together, image by image, the highest
+    `score` (in [0, 1]) first, ties as they come; and each item's rank within its image, in
+    that order."""
+    order = torch.argsort(image.double() * 2 - score.double(), stable=True)
+    image = image[order]
     counts = torch.bincount(image, minlength=n)
-    return torch.cumsum(counts, 0) - counts
+    first_of_each = torch.cumsum(counts, 0) - counts
+    return order, torch.arange(len(image), device=image.device) - first_of_each[image]
 
 
 def _bins(aim: Tensor, image: Tensor, reach: float, n: int, height: int, width: int) -> tuple[Tensor, ...]:

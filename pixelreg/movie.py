@@ -13,7 +13,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from .inference import (
     images_to_tensor,
     kept_detections,
     localize_frames,
+    photometry_spec,
     resolve_device,
     set_precision,
 )
@@ -216,7 +216,7 @@ def stage_times(
     """Milliseconds per frame of each stage of `predict` on frames `images`, one at a time, as
     it reads them: the profile behind its frames per second."""
     spent = dict.fromkeys(("background map", "network", "readout", "photometry"), 0.0)
-    camera_spec = replace(spec, **asdict(model.camera))
+    camera_spec = photometry_spec(model, spec)
     with torch.inference_mode():
         for frame in images:
             started = time.perf_counter()

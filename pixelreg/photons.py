@@ -109,6 +109,16 @@ def _windows_around(points: np.ndarray, height: int, width: int, radius: int):
     return xs, ys, inside
 
 
+def window_pixels(images: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """The pixels (..., R, C) of images (N, H, W) at coordinates xs (N, ..., 1 or R, C) and ys
+    (N, ..., R, 1 or C), those off the image read at its nearest edge (mask them): one `take`
+    of their places in the frames, half a fancy index's time."""
+    n, height, width = images.shape
+    frame = np.arange(n).reshape((n,) + (1,) * (np.ndim(ys) - 1))
+    row = np.clip(ys, 0, height - 1).astype(np.int64) + frame * height
+    return images.reshape(-1).take(row * width + np.clip(xs, 0, width - 1).astype(np.int64))
+
+
 def fisher_information(
     theta: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, inside: torch.Tensor, camera: Camera
 ) -> torch.Tensor:
@@ -174,13 +184,12 @@ def poisson_fit(
     Fisher scoring on the Poisson likelihood of photoelectrons, with the read noise's variance
     added to data and model alike (Huang et al. 2013), so that it also holds for sCMOS pixels.
     """
-    n, height, width = images.shape
+    height, width = images.shape[1:]
     theta = _theta(points, photons, background, sigma)
     start = theta.clone()
     radius = window_radius(float(np.max(sigma)) if np.size(sigma) else 1.0)
     xs_np, ys_np, inside_np = _windows_around(points, height, width, radius)
-    rows = np.arange(n)[:, None, None, None]
-    values = images[rows, np.clip(ys_np, 0, height - 1).astype(int), np.clip(xs_np, 0, width - 1).astype(int)]
+    values = window_pixels(images, xs_np, ys_np)
     xs, ys, inside = (torch.from_numpy(a) for a in (xs_np, ys_np, inside_np))
     inside = inside.double()
     shift = camera.read_variance
@@ -302,26 +311,21 @@ def _known_sigma_photometry(
     is gathered once, the spot's shape is separable and computed once for both, and the pixels
     are worked in float32 (sums of about a hundred of them), each spot's small systems in float64.
     """
-    n, height, width = images.shape
+    height, width = images.shape[1:]
     xs, ys, inside = _windows_around(points, height, width, window_radius(sigma))
-    # each window's pixels by their place in the frames: one `take`, half a fancy index's time
-    row = np.clip(ys, 0, height - 1).astype(np.int64) + (np.arange(n) * height)[:, None, None, None]
-    pixel = row * width + np.clip(xs, 0, width - 1).astype(np.int64)
-    values = torch.from_numpy(images.reshape(-1).take(pixel).astype(np.float32, copy=False))
-    mask = torch.from_numpy(inside).float()
+    pixels = window_pixels(images, xs, ys).astype(np.float32, copy=False)
+    light, level = _start(images, pixels, inside)
+    values, mask = torch.from_numpy(pixels), torch.from_numpy(inside).float()
     along_x = integrated_gaussian(torch.from_numpy(points[..., 0, None, None]), torch.from_numpy(xs), sigma)
     along_y = integrated_gaussian(torch.from_numpy(points[..., 1, None, None]), torch.from_numpy(ys), sigma)
     (gx, dgx), (gy, dgy) = ((a.float(), b.float()) for a, b, _ in (along_x, along_y))
     shape = gx * gy  # (N, K, R, C): the spot's share of its light in each pixel
-    # the start of `photometry_start`: the light above the frame's median, and the median
-    level = background_level(torch.from_numpy(images.reshape(n, -1)).float())[:, None]
-    light = ((values - level[..., None, None].float()) * mask).sum((-2, -1)).clamp(min=10.0)
     photons, background = _photometry_fit(
         camera.qe * values + camera.read_variance,
         mask,
         shape,
-        light.double(),
-        level.double().expand_as(light),
+        torch.from_numpy(light.astype(np.float64)),
+        torch.from_numpy(level.astype(np.float64)),
         camera,
         PHOTOMETRY_ITERATIONS,
     )
@@ -343,11 +347,12 @@ def _known_sigma_photometry(
 def photometry_start(images: np.ndarray, points: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """A first guess of each spot's photons (the light in its window above the image's median)
     and background (the median)."""
-    n, height, width = images.shape
-    radius = window_radius(sigma)
-    xs, ys, inside = _windows_around(points, height, width, radius)
-    rows = np.arange(n)[:, None, None, None]
-    values = images[rows, np.clip(ys, 0, height - 1).astype(int), np.clip(xs, 0, width - 1).astype(int)]
-    background = background_level(torch.as_tensor(images.reshape(n, -1))).numpy()[:, None]
+    xs, ys, inside = _windows_around(points, *images.shape[1:], window_radius(sigma))
+    return _start(images, window_pixels(images, xs, ys), inside)
+
+
+def _start(images: np.ndarray, values: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`photometry_start` from the pixels `values` (N, K, R, C) of the spots' windows."""
+    background = background_level(torch.as_tensor(images.reshape(len(images), -1))).numpy()[:, None]
     light = ((values - background[..., None, None]) * inside).sum((-2, -1))
-    return np.clip(light, 10.0, None), np.broadcast_to(background, points.shape[:2])
+    return np.clip(light, 10.0, None), np.broadcast_to(background, values.shape[:2])
