@@ -6,12 +6,13 @@ __version__ = "0.1.0"
 
 # Imported on first use, so that `pixelreg --version` and every refusal start in a blink.
 _EXPORTS = {
-    "DataSpec": "data",
-    "Dataset": "data",
-    "from_normalized": "data",
-    "load_dataset": "data",
-    "make_dataset": "data",
-    "to_normalized": "data",
+    "DataSpec": "simulate.spec",
+    "Dataset": "simulate.dataset",
+    "from_normalized": "simulate.coords",
+    "load_dataset": "io.datasets",
+    "make_dataset": "simulate.dataset",
+    "save_dataset": "io.datasets",
+    "to_normalized": "simulate.coords",
     "PixelregError": "errors",
 }
 __all__ = ["__version__", *_EXPORTS]

@@ -16,7 +16,7 @@ def main() -> None:
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _interrupted)
     try:
-        from .cli import main as run
+        from pixelreg.cli import main as run
     except KeyboardInterrupt:
         sys.stderr.write("Error: interrupted\n")
         sys.exit(130)

@@ -30,23 +30,17 @@ from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__
-from .config import (
-    AUTO_MODEL,
+from pixelreg import __version__
+from pixelreg.bench.defaults import (
     BENCH_EPOCHS,
     BENCH_HOLDOUTS,
     CALIBRATION_EPOCHS,
-    CALIBRATION_FRAMES,
-    DEFAULT_LR,
     DENSITY_CONDITIONS,
     DENSITY_EPOCHS,
     DENSITY_N,
     DENSITY_RANGES,
     DENSITY_SIZE,
     DENSITY_TRAINING_MOST,
-    MIN_BOUND_BLUR,
-    MODEL_NAMES,
-    MODEL_SIZES,
     MOVIE_EPOCHS,
     MOVIE_FRAMES,
     MOVIE_SIZE,
@@ -56,16 +50,18 @@ from .config import (
     PRECISION_EPOCHS,
     PRECISION_MODELS,
     PRECISION_N,
-    SIZE_LIMITS,
-    TrainConfig,
 )
-from .data import HOLDOUTS, SPLITS, DataSpec, make_dataset, parse_count, parse_range, save_dataset
-from .errors import PixelregError
-from .files import require_file, writable_target
-from .formats import FORMATS, TableWriter
-from .imageio import IMAGE_FORMATS
-from .metrics import PIXEL_SIZE_NM, TOLERANCE_PX, Scoring
-from .runs import RunDir, last_checkpoint_of, next_run_dir, resolve_checkpoint
+from pixelreg.errors import PixelregError
+from pixelreg.evaluate.matching import PIXEL_SIZE_NM, TOLERANCE_PX, Scoring
+from pixelreg.fit.defaults import CALIBRATION_FRAMES, MIN_BOUND_BLUR
+from pixelreg.io.datasets import save_dataset
+from pixelreg.io.files import require_file, writable_target
+from pixelreg.io.frames import IMAGE_FORMATS
+from pixelreg.io.runs import RunDir, last_checkpoint_of, next_run_dir, resolve_checkpoint
+from pixelreg.io.tables import FORMATS, TableWriter
+from pixelreg.nn.config import AUTO_MODEL, DEFAULT_LR, MODEL_NAMES, MODEL_SIZES, SIZE_LIMITS, TrainConfig
+from pixelreg.simulate.dataset import make_dataset
+from pixelreg.simulate.spec import HOLDOUTS, SPLITS, DataSpec, parse_count, parse_range
 
 try:  # typer vendors click from 0.2x on; older releases use click itself
     from typer._click.exceptions import ClickException
@@ -572,9 +568,9 @@ def train(
         # under torchrun only rank 0 picks the run directory; train() hands it to the others
         run_dir = next_run_dir(out, name, exist_ok) if is_main else out
 
-    from .train import TrainingInterrupted, leave_torchrun
-    from .train import resume as resume_training
-    from .train import train as run_training
+    from pixelreg.nn.train import TrainingInterrupted, leave_torchrun
+    from pixelreg.nn.train import resume as resume_training
+    from pixelreg.nn.train import train as run_training
 
     reporter = ConsoleReporter(quiet)
     try:
@@ -761,8 +757,8 @@ def evaluate(
     if out is not None and out.exists() and not out.is_dir():
         raise PixelregError(f"--out {out} is not a folder; give one for metrics.json and predictions.npz")
 
-    from .evaluate import evaluate as run_evaluation
-    from .evaluate import save_evaluation
+    from pixelreg.evaluate.report import evaluate as run_evaluation
+    from pixelreg.evaluate.report import save_evaluation
 
     evaluation = run_evaluation(checkpoint, data, split, device, scoring=scoring)
     metrics_path, _ = save_evaluation(evaluation, out if out is not None else checkpoint.parent)
@@ -853,10 +849,10 @@ def predict(
     for path in images:
         require_file(path, "image")
 
-    from .checkpoint import load_model
-    from .files import atomic_path
-    from .imageio import open_frames
-    from .inference import (
+    from pixelreg.io.checkpoints import load_model
+    from pixelreg.io.files import atomic_path
+    from pixelreg.io.frames import open_frames
+    from pixelreg.nn.inference import (
         can_count,
         check_frames,
         localize_frames,
@@ -1017,10 +1013,10 @@ def calibrate(
 ) -> None:
     """Estimate a movie's camera (baseline, gain, read noise), PSF, photons, background and spots
     per frame from its raw frames, and write them as a spec to train a model for it."""
-    from .calibrate import calibrate as estimate
-    from .calibrate import read_calibration_frames
-    from .files import write_json
-    from .plots import plot_calibration
+    from pixelreg.fit.calibrate import calibrate as estimate
+    from pixelreg.fit.calibrate import read_calibration_frames
+    from pixelreg.io.files import write_json
+    from pixelreg.plots.calibration import plot_calibration
 
     if frames < 1:
         raise PixelregError(f"--frames must be at least 1, got {frames}")
@@ -1076,7 +1072,7 @@ def require_empty_folder(out: Path, filename: str | None = None) -> None:
 def written_bench(out: Path, filename: str, run: Callable[[], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
     """`run()`'s results written to out/filename, the folder made for it; a bench that does not
     finish leaves no half of itself."""
-    from .files import make_folders, remove_folders, write_json
+    from pixelreg.io.files import make_folders, remove_folders, write_json
 
     created = make_folders(out, f"cannot create {out}")
     try:
@@ -1182,8 +1178,8 @@ def plot(
     localization table's super-resolution rendering (each localization a Gaussian of its
     uncertainty on a grid --zoom times finer) beside histograms of photons and uncertainties."""
     if run_dir.suffix.lower() == ".csv" and not run_dir.is_dir():
-        from .formats import read_table
-        from .superres import plot_localizations
+        from pixelreg.io.tables import read_table
+        from pixelreg.plots.localizations import plot_localizations
 
         if not (math.isfinite(pixel_size) and 0 < pixel_size <= 1e6):
             raise PixelregError(f"--pixel-size must be a positive number of nm up to 1e6, got {pixel_size:g}")
@@ -1203,7 +1199,7 @@ def plot(
             raise PixelregError(f"--{name.replace('_', '-')} applies to a localization table (.csv) only")
     RunDir(run_dir).require_trained()
 
-    from .plots import plot_run
+    from pixelreg.plots.run import plot_run
 
     say = (lambda message: None) if quiet else console.print
     for path in plot_run(run_dir, device, say):
@@ -1315,7 +1311,7 @@ def bench(
     large training run, and the time the default `train` takes to be exact on unseen
     positions; writes perf.json.
     """
-    from .files import make_folders, remove_folders, write_json
+    from pixelreg.io.files import make_folders, remove_folders, write_json
 
     if perf + precision + density + movie + calibration > 1:
         raise PixelregError(
@@ -1329,7 +1325,7 @@ def bench(
         require_empty_folder(out, "calibration.json")
         epochs = epochs if epochs is not None else CALIBRATION_EPOCHS
         TrainConfig(model="offsets", epochs=epochs, device=device).validate()
-        from .foreign_bench import run_calibration_bench
+        from pixelreg.bench.calibration import run_calibration_bench
 
         path, results = written_bench(
             out,
@@ -1350,7 +1346,7 @@ def bench(
         require_empty_folder(out, "movie.json")
         epochs = epochs if epochs is not None else MOVIE_EPOCHS
         TrainConfig(model="offsets", epochs=epochs, device=device).validate()
-        from .movie import run_movie
+        from pixelreg.bench.movie import run_movie
 
         path, results = written_bench(
             out,
@@ -1374,7 +1370,7 @@ def bench(
         if rss_n < 10:
             raise PixelregError(f"--rss-n must be at least 10, got {rss_n}")
         writable_target(out / "perf.json")
-        from .perf import run_perf
+        from pixelreg.bench.perf import run_perf
 
         if not quiet:
             console.print("Measuring speed and memory (a few minutes)")
@@ -1394,7 +1390,7 @@ def bench(
         if not given_on_command_line(ctx, "size"):
             spec_options["size"] = str(DENSITY_SIZE)
         ranges = comma_list(densities, "--densities")
-        from .density import density_spec
+        from pixelreg.bench.density import density_spec
 
         for counts in ranges:
             density_spec(make_spec(spec_options), counts)  # a bad range: refused before any work
@@ -1424,15 +1420,15 @@ def bench(
     created = make_folders(out, f"cannot create {out}")
     try:
         if density:
-            from .density import run_density
-            from .plots import plot_density
+            from pixelreg.bench.density import run_density
+            from pixelreg.plots.detections import plot_density
 
             results = run_density(out, spec, epochs, device, ranges, reporter_for)
             path = write_json(out / "density.json", results)
             plot_density(results, out / "density.png")
         elif precision:
-            from .plots import plot_precision_grid
-            from .precision import run_precision
+            from pixelreg.bench.precision import run_precision
+            from pixelreg.plots.precision import plot_precision_grid
 
             results = run_precision(
                 out, spec, epochs, model_names, device, blur_values, brightness_values, reporter_for
@@ -1440,7 +1436,7 @@ def bench(
             path = write_json(out / "precision.json", results)
             plot_precision_grid(results, out / "precision.png")
         else:
-            from .bench import run_bench
+            from pixelreg.bench.holdouts import run_bench
 
             rows = run_bench(out, spec, epochs, model_names, holdout_names, device, spec.seed, reporter_for)
             results = {"spec": spec.to_dict(), "epochs": epochs, "rows": rows}

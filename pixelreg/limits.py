@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import PixelregError
+from pixelreg.errors import PixelregError
 
 HEADROOM = 0.8  # refuse a job that would take more than this share of the memory available
 

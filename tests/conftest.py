@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pixelreg.train import TrainConfig, train
+from pixelreg.nn.train import TrainConfig, train
 
 SMALL_SPEC = {"n": 800, "height": 16, "width": 16, "holdout": "quadrant", "seed": 3}
 SMALL_EPOCHS = 4  # enough for every training seed we tried to be within 0.01 px on the unseen quadrant

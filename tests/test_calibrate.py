@@ -10,11 +10,12 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from pixelreg.calibrate import calibrate
+from pixelreg.bench.calibration import _common, _score, spot_bounds
 from pixelreg.cli import app
-from pixelreg.data import DataSpec, make_dataset
-from pixelreg.foreign import render_smlm, render_stars
-from pixelreg.foreign_bench import _common, _score, spot_bounds
+from pixelreg.fit.calibrate import calibrate
+from pixelreg.simulate.dataset import make_dataset
+from pixelreg.simulate.foreign import render_smlm, render_stars
+from pixelreg.simulate.spec import DataSpec
 
 runner = CliRunner()
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from pixelreg.checkpoint import FORMAT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
 from pixelreg.errors import PixelregError
-from pixelreg.models import build_model
+from pixelreg.io.checkpoints import FORMAT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
+from pixelreg.nn.registry import build_model
 
 
 class WritesAFile:

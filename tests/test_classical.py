@@ -3,8 +3,11 @@ import math
 import numpy as np
 import pytest
 
-from pixelreg.classical import argmax_points, centroid_points, crlb_px, gaussian_fit_points
-from pixelreg.data import DataSpec, expected_image, make_dataset
+from pixelreg.fit.bounds import crlb_px
+from pixelreg.fit.classical import argmax_points, centroid_points, gaussian_fit_points
+from pixelreg.simulate.dataset import make_dataset
+from pixelreg.simulate.render import expected_image
+from pixelreg.simulate.spec import DataSpec
 
 
 def test_argmax_is_exact_on_clean_images():

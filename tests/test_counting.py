@@ -10,21 +10,25 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pixelreg import models
-from pixelreg.classical import baseline_detections
 from pixelreg.cli import app
-from pixelreg.data import DataSpec, load_dataset, make_dataset, render
-from pixelreg.metrics import (
+from pixelreg.evaluate.matching import pair_greedy
+from pixelreg.evaluate.metrics import (
     best_threshold,
     detection_scores,
     keep_above,
-    pair_greedy,
     recall_by_separation,
     score_thresholds,
     summarize,
     threshold_sweep,
 )
-from pixelreg.models import crop_at_random, read_detections
+from pixelreg.fit.classical import baseline_detections
+from pixelreg.io.datasets import load_dataset
+from pixelreg.nn import readout as models
+from pixelreg.nn.augment import crop_at_random
+from pixelreg.nn.readout import read_detections
+from pixelreg.simulate.dataset import make_dataset
+from pixelreg.simulate.render import render
+from pixelreg.simulate.spec import DataSpec
 
 runner = CliRunner()
 
@@ -352,7 +356,7 @@ def test_trackpy_finding_nothing_is_no_detection(tmp_path):
 
 
 def test_the_bound_ratio_is_null_for_a_method_without_pairs():
-    from pixelreg.evaluate import precision_against_bound
+    from pixelreg.evaluate.report import precision_against_bound
 
     spec = DataSpec(n=4, height=16, width=16, points=0, points_max=2, blur=1.0, noise=5, background=20)
     true = np.array([[[5.0, 6.0], [np.nan, np.nan]], [[9.2, 3.1], [11.0, 12.5]]])

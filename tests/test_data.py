@@ -2,18 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from pixelreg.data import (
-    DataSpec,
-    expected_image,
-    from_normalized,
-    load_dataset,
-    make_dataset,
-    position_mask,
-    render,
-    save_dataset,
-    to_normalized,
-)
 from pixelreg.errors import PixelregError
+from pixelreg.io.datasets import load_dataset, save_dataset
+from pixelreg.simulate.coords import from_normalized, position_mask, to_normalized
+from pixelreg.simulate.dataset import make_dataset
+from pixelreg.simulate.render import expected_image, render
+from pixelreg.simulate.spec import DataSpec
 
 
 def test_render_lights_exactly_the_pixel_at_column_x_row_y():

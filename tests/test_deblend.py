@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 
-from pixelreg.classical import crlb_px
-from pixelreg.data import DataSpec, render
-from pixelreg.deblend import SpotShape, refine_detections, spot_shape
+from pixelreg.fit.bounds import crlb_px
+from pixelreg.fit.deblend import SpotShape, refine_detections, spot_shape
+from pixelreg.simulate.render import render
+from pixelreg.simulate.spec import DataSpec
 
 SPEC = DataSpec(
     n=1, height=32, width=32, points=0, points_max=4, blur=1.0, noise=10.0, background=50.0, brightness=1000.0

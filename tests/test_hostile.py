@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from pixelreg import cli
 from pixelreg.cli import app
-from pixelreg.train import SilentReporter, TrainConfig, TrainingInterrupted, train
+from pixelreg.nn.train import SilentReporter, TrainConfig, TrainingInterrupted, train
 
 runner = CliRunner()
 PIXELREG = [sys.executable, "-m", "pixelreg"]
@@ -348,7 +348,7 @@ def test_a_closed_stdout_is_one_error_line_and_nothing_is_written(tmp_path):
 
 
 def test_numbers_are_never_cut_short_on_a_narrow_terminal(small_run, monkeypatch):
-    from pixelreg.evaluate import evaluate
+    from pixelreg.evaluate.report import evaluate
 
     report = evaluate(small_run, device="cpu").report
     for width in (40, 60, 80, 100):
@@ -484,8 +484,8 @@ def test_history_files_are_checked(small_run, tmp_path, content, words):
 
 
 def test_a_write_failing_in_the_first_epoch_leaves_nothing(tmp_path, monkeypatch):
-    from pixelreg import train as train_module
     from pixelreg.errors import PixelregError
+    from pixelreg.nn import train as train_module
 
     def full_disk(path, payload):
         raise PixelregError(f"cannot write {path}: No space left on device")
@@ -498,14 +498,14 @@ def test_a_write_failing_in_the_first_epoch_leaves_nothing(tmp_path, monkeypatch
 
 
 def test_a_narrow_two_dimensional_array_is_one_grey_image(tmp_path):
-    from pixelreg.imageio import read_images
+    from pixelreg.io.frames import read_images
 
     np.save(tmp_path / "thin.npy", np.zeros((16, 3), np.uint8))
     assert read_images(tmp_path / "thin.npy").shape == (1, 16, 3)
 
 
 def test_inference_memory_is_estimated_for_huge_images():
-    from pixelreg.inference import inference_bytes
-    from pixelreg.models import build_model
+    from pixelreg.nn.inference import inference_bytes
+    from pixelreg.nn.registry import build_model
 
     assert inference_bytes(build_model("heatmap"), 30000, 30000) > 50 * 2**30

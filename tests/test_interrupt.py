@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pixelreg.checkpoint import load_checkpoint
+from pixelreg.io.checkpoints import load_checkpoint
 
 
 def start_training(out: Path, *extra: str) -> subprocess.Popen:

@@ -1,6 +1,7 @@
 import numpy as np
 
-from pixelreg.metrics import match_points, summarize
+from pixelreg.evaluate.matching import match_points
+from pixelreg.evaluate.metrics import summarize
 
 
 def test_summary_against_hand_computed_values():
@@ -40,7 +41,7 @@ def test_recall_and_rmse_of_hits_count_only_points_within_one_pixel():
 
 
 def test_a_constant_offset_is_that_offset_in_every_phase_bin():
-    from pixelreg.metrics import PHASE_BINS, phase_bias
+    from pixelreg.evaluate.metrics import PHASE_BINS, phase_bias
 
     true = np.random.default_rng(0).uniform(5, 40, size=(3000, 1, 2))
     offset = np.array([0.03, -0.02])
@@ -51,7 +52,7 @@ def test_a_constant_offset_is_that_offset_in_every_phase_bin():
 
 
 def test_pixel_locking_shows_as_a_bias_against_the_phase():
-    from pixelreg.metrics import phase_bias, phase_centres, phase_of
+    from pixelreg.evaluate.metrics import phase_bias, phase_centres, phase_of
 
     true = np.random.default_rng(1).uniform(5, 40, size=(5000, 1, 2))
     locked = true - phase_of(true)  # every estimate snapped to its pixel centre

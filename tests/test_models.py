@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from pixelreg.errors import PixelregError
-from pixelreg.models import MODELS, build_model, peaks_to_points, splat
+from pixelreg.nn.architectures import peaks_to_points, splat
+from pixelreg.nn.registry import MODELS, build_model
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -66,14 +67,14 @@ def test_unknown_model_is_a_clear_error():
 
 
 def test_the_registry_and_the_torch_free_names_agree():
-    from pixelreg.config import DEFAULT_MODEL, MODEL_NAMES
+    from pixelreg.nn.config import DEFAULT_MODEL, MODEL_NAMES
 
     assert tuple(MODELS) == MODEL_NAMES and DEFAULT_MODEL == "auto"
 
 
 def test_auto_picks_the_heatmap_for_the_clean_task_and_offsets_otherwise():
-    from pixelreg.config import choose_model
-    from pixelreg.data import DataSpec
+    from pixelreg.nn.config import choose_model
+    from pixelreg.simulate.spec import DataSpec
 
     assert choose_model("auto", DataSpec()) == "heatmap"
     for changes in ({"blur": 1.0}, {"noise": 5.0}, {"subpixel": True}):

@@ -13,15 +13,16 @@ import tifffile
 import torch
 from typer.testing import CliRunner
 
-import pixelreg.inference as inference
-from pixelreg.camera import Camera
-from pixelreg.checkpoint import load_model
+import pixelreg.nn.inference as inference
 from pixelreg.cli import app
-from pixelreg.data import DataSpec, make_dataset
-from pixelreg.formats import COLUMNS, THUNDERSTORM_COLUMNS, TableWriter, read_table
-from pixelreg.imageio import open_frames
-from pixelreg.models import build_model
-from pixelreg.photons import background_level
+from pixelreg.fit.background import background_level
+from pixelreg.io.checkpoints import load_model
+from pixelreg.io.frames import open_frames
+from pixelreg.io.tables import COLUMNS, THUNDERSTORM_COLUMNS, TableWriter, read_table
+from pixelreg.nn.registry import build_model
+from pixelreg.simulate.camera import Camera
+from pixelreg.simulate.dataset import make_dataset
+from pixelreg.simulate.spec import DataSpec
 
 runner = CliRunner()
 
@@ -207,7 +208,7 @@ def test_bench_movie_times_and_scores_predict(tmp_path):
     assert trained.exit_code == 0, trained.stderr
     args = ["bench", "--movie", "--checkpoint", tmp_path / "train", "--out", tmp_path / "movie", "--json"]
     assert "applies with --movie only" in run("bench", "--checkpoint", tmp_path / "train").stderr
-    from pixelreg.movie import run_movie
+    from pixelreg.bench.movie import run_movie
 
     results = run_movie(tmp_path / "movie", frames=3, size=48, spots=12, checkpoint=tmp_path / "train")
     ours = results["methods"]["pixelreg"]

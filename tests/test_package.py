@@ -10,7 +10,7 @@ import pytest
 import typer
 
 from pixelreg.cli import app
-from pixelreg.data import DataSpec
+from pixelreg.simulate.spec import DataSpec
 
 
 def modules_loaded_by(statement: str) -> set[str]:
@@ -22,9 +22,10 @@ def modules_loaded_by(statement: str) -> set[str]:
 
 def test_running_a_trained_model_never_imports_the_training_loop():
     loaded = modules_loaded_by(
-        "import pixelreg.evaluate, pixelreg.inference, pixelreg.plots, pixelreg.checkpoint, pixelreg.cli"
+        "import pixelreg.evaluate.report, pixelreg.nn.inference, pixelreg.plots.run, "
+        "pixelreg.io.checkpoints, pixelreg.cli"
     )
-    assert "pixelreg.evaluate" in loaded and "pixelreg.train" not in loaded
+    assert "pixelreg.evaluate.report" in loaded and "pixelreg.nn.train" not in loaded
 
 
 def test_the_command_line_starts_without_torch():
@@ -58,7 +59,7 @@ def test_every_data_option_comes_from_the_spec_with_its_default(command):
 
 
 def test_training_defaults_come_from_the_config():
-    from pixelreg.config import TrainConfig
+    from pixelreg.nn.config import TrainConfig
 
     options, defaults = _options("train"), TrainConfig()
     for name in ("model", "epochs", "batch_size", "device", "amp"):

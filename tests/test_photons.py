@@ -9,20 +9,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pixelreg.camera import Camera
 from pixelreg.cli import app
-from pixelreg.data import DataSpec, load_dataset, make_dataset, save_dataset
 from pixelreg.errors import PixelregError
-from pixelreg.photons import (
-    crlb,
-    lower_median,
-    measure_spots,
-    mortensen_ls_variance,
-    mortensen_mle_variance,
-    photometry_start,
-    poisson_fit,
-    thompson_variance,
-)
+from pixelreg.fit.background import lower_median
+from pixelreg.fit.bounds import crlb, mortensen_ls_variance, mortensen_mle_variance, thompson_variance
+from pixelreg.fit.photometry import measure_spots, photometry_start, poisson_fit
+from pixelreg.io.datasets import load_dataset, save_dataset
+from pixelreg.simulate.camera import Camera
+from pixelreg.simulate.dataset import make_dataset
+from pixelreg.simulate.spec import DataSpec
 
 CENTRE = np.array([[30.2, 30.3]])  # far from every edge of a 61x61 image
 FREE_ALL = (True, True, True, True, False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pixelreg.precision import verdicts
+from pixelreg.bench.precision import verdicts
 
 
 def row(method: str, brightness: float, rmse: float, hits: float, recall: float = 1.0) -> dict:

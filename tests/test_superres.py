@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pixelreg import superres
 from pixelreg.errors import PixelregError
-from pixelreg.superres import plot_localizations, render_localizations
+from pixelreg.plots import localizations as superres
+from pixelreg.plots.localizations import plot_localizations, render_localizations
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

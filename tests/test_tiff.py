@@ -6,7 +6,7 @@ import tifffile
 from typer.testing import CliRunner
 
 from pixelreg.cli import app
-from pixelreg.imageio import open_frames, read_images
+from pixelreg.io.frames import open_frames, read_images
 
 runner = CliRunner()
 

@@ -8,9 +8,16 @@ import torch
 from conftest import SMALL_EPOCHS
 
 from pixelreg.errors import PixelregError
-from pixelreg.evaluate import evaluate
-from pixelreg.runs import next_run_dir
-from pixelreg.train import CheckpointPolicy, SilentReporter, TrainConfig, TrainingInterrupted, resume, train
+from pixelreg.evaluate.report import evaluate
+from pixelreg.io.runs import next_run_dir
+from pixelreg.nn.train import (
+    CheckpointPolicy,
+    SilentReporter,
+    TrainConfig,
+    TrainingInterrupted,
+    resume,
+    train,
+)
 
 TINY = {"n": 400, "height": 16, "width": 16, "seed": 1}
 
@@ -88,9 +95,10 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path):
 
 def test_cnn_baseline_learns_on_a_small_image():
     torch.manual_seed(0)
-    from pixelreg.data import DataSpec, make_dataset
-    from pixelreg.inference import predict_images
-    from pixelreg.models import build_model
+    from pixelreg.nn.inference import predict_images
+    from pixelreg.nn.registry import build_model
+    from pixelreg.simulate.dataset import make_dataset
+    from pixelreg.simulate.spec import DataSpec
 
     dataset = make_dataset(DataSpec(n=1500, height=16, width=16, holdout="none"))
     model = build_model("cnn", height=16, width=16)
@@ -117,7 +125,7 @@ def test_run_names_count_up_and_an_explicit_taken_name_is_refused(tmp_path):
 
 
 def test_the_best_epoch_is_the_last_of_equals_and_is_the_one_best_pt_holds(tmp_path):
-    from pixelreg.runs import RunDir
+    from pixelreg.io.runs import RunDir
 
     policy = CheckpointPolicy(RunDir(tmp_path), writes=False)
     rows = [(1, 0.5, 0.2), (2, 0.0, 0.1), (3, 0.0, 0.3), (4, 0.0, 0.1), (5, 0.2, 0.0)]
@@ -132,8 +140,9 @@ def test_the_best_epoch_is_the_last_of_equals_and_is_the_one_best_pt_holds(tmp_p
 
 
 def test_validation_images_in_training_are_the_generated_val_split():
-    from pixelreg.data import DataSpec, make_dataset
-    from pixelreg.train import load_training_data
+    from pixelreg.nn.train import load_training_data
+    from pixelreg.simulate.dataset import make_dataset
+    from pixelreg.simulate.spec import DataSpec
 
     spec = {**TINY, "noise": 6.0, "blur": 1.0, "background": 30.0, "subpixel": True}
     data = load_training_data(_config(spec=spec))

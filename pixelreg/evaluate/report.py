@@ -1,0 +1,517 @@
+"""Evaluate a checkpoint honestly: on positions never seen in training, and on every position."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pixelreg.errors import PixelregError
+from pixelreg.evaluate.matching import MATCH_RADIUS_PX, Scoring, match_points, pair_greedy
+from pixelreg.evaluate.metrics import (
+    CONFIDENCE_THRESHOLDS,
+    SEPARATION_EDGES,
+    as_json_float,
+    best_threshold,
+    keep_above,
+    phase_bias,
+    phase_bias_error,
+    phase_centres,
+    points_by_method,
+    recall_by_separation,
+    score_thresholds,
+    summarize,
+    threshold_sweep,
+)
+from pixelreg.evaluate.photometry import photometry_report
+from pixelreg.fit.bounds import crlb_px
+from pixelreg.fit.classical import BASELINES, baseline_detections, baseline_points, baselines_for
+from pixelreg.fit.defaults import MIN_BOUND_BLUR
+from pixelreg.fit.peers import trackpy_available
+from pixelreg.io.checkpoints import load_model
+from pixelreg.io.datasets import load_dataset
+from pixelreg.io.files import writable_target, write_atomic, write_text
+from pixelreg.io.runs import RunDir, resolve_checkpoint
+from pixelreg.nn.architectures import PointModel
+from pixelreg.nn.inference import (
+    can_count,
+    check_image_size,
+    detect_images,
+    kept_detections,
+    predict_images,
+    resolve_device,
+)
+from pixelreg.simulate.coords import pixel_of, present_points
+from pixelreg.simulate.dataset import Dataset, make_dataset
+from pixelreg.simulate.render import every_position
+from pixelreg.simulate.spec import SPLITS, DataSpec
+
+SWEEP_MAX_PIXELS = 128 * 128  # evaluate every position only for images up to this size
+BOUND_SPOTS = 5000  # spots whose isolated-spot bound is averaged, with a variable count
+
+
+@dataclass
+class Evaluation:
+    report: dict[str, Any]  # the contents of metrics.json
+    predictions: dict[str, np.ndarray]  # the contents of predictions.npz
+
+
+def dataset_for(
+    payload: dict[str, Any], data: str | Path | Dataset | None, split: str = "all"
+) -> tuple[Dataset, str]:
+    """The evaluation data: `data` if given (a file, or images made in memory), else the
+    checkpoint's data rebuilt from its spec."""
+    if isinstance(data, Dataset):
+        return data, "images made for this evaluation"
+    if data is not None:
+        return load_dataset(data), str(data)
+    if payload.get("data_spec"):
+        spec = DataSpec.from_dict(payload["data_spec"])
+        splits = SPLITS if split == "all" else (split,)
+        if spec.variable_count and "val" not in splits:
+            splits = tuple(name for name in SPLITS if name in (split, "val"))  # baselines' thresholds
+        return make_dataset(spec, splits), "rebuilt from the checkpoint's data spec"
+    if payload.get("data_path"):
+        return load_dataset(payload["data_path"]), str(payload["data_path"])
+    raise PixelregError("the checkpoint records no data to evaluate on; pass --data dataset.npz")
+
+
+def seen_in_training(points: np.ndarray, train_mask: np.ndarray) -> np.ndarray:
+    """(N,) bool: whether every point of an image lies on a pixel the training split used."""
+    height, width = train_mask.shape
+    absent = np.isnan(points[..., 0])  # the padding of a variable count: nothing to have seen
+    cells = pixel_of(np.where(absent[..., None], 0.0, points))
+    inside = (cells[..., 0] >= 0) & (cells[..., 0] < width) & (cells[..., 1] >= 0) & (cells[..., 1] < height)
+    xs, ys = np.clip(cells[..., 0], 0, width - 1), np.clip(cells[..., 1], 0, height - 1)
+    # an image without points has no position to have seen: it counts as unseen
+    return (absent | (inside & train_mask[ys, xs])).all(axis=1) & ~absent.all(axis=1)
+
+
+def position_sweep(
+    model: PointModel, spec: DataSpec, train_mask: np.ndarray, device: torch.device
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics over one image per pixel position, and the (H, W) error at each position."""
+    height, width = spec.size
+    images, points = every_position(spec)
+    pred = predict_images(model, images, device)
+    errors = np.linalg.norm(pred[:, 0] - points[:, 0], axis=-1).reshape(height, width)
+    unseen = ~train_mask.reshape(-1)
+    metrics = {
+        "all": summarize(pred, points, height, width),
+        "unseen": summarize(pred[unseen], points[unseen], height, width),
+    }
+    return metrics, errors
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path | None = None,
+    split: str = "test",
+    device: str = "auto",
+    sweep: bool = True,
+    scoring: Scoring | None = None,
+) -> Evaluation:
+    """Predict `split` with a checkpoint and summarise errors for all, seen and unseen positions."""
+    checkpoint = resolve_checkpoint(checkpoint)
+    torch_device = resolve_device(device)
+    model, payload = load_model(checkpoint, torch_device)
+    return evaluate_model(model, payload, str(checkpoint), data, split, torch_device, sweep, scoring)
+
+
+def evaluate_model(
+    model: PointModel,
+    payload: dict[str, Any],
+    checkpoint: str,
+    data: str | Path | Dataset | None = None,
+    split: str = "test",
+    device: torch.device | str = "cpu",
+    sweep: bool = True,
+    scoring: Scoring | None = None,
+) -> Evaluation:
+    """`evaluate` for a model already loaded from the checkpoint `payload`."""
+    scoring = scoring or Scoring()
+    if split not in (*SPLITS, "all"):
+        raise PixelregError(f"--split must be one of {', '.join(SPLITS)}, all; got {split!r}")
+    dataset, source = dataset_for(payload, data, split)
+    height, width = dataset.size
+    check_image_size(model, (height, width), "the data")
+    variable = dataset.spec.variable_count if dataset.spec else bool(np.isnan(dataset.points).any())
+    if variable and not can_count(model):
+        raise PixelregError(
+            f"the data has a number of points that varies per image, but this {model.name} model "
+            f"returns {model.points} per image; evaluate a model trained with --points LO:HI"
+        )
+    if scoring.threshold is not None and not can_count(model):
+        raise PixelregError(
+            f"--threshold applies to a model that counts (trained with --points LO:HI); this {model.name} "
+            f"model returns {model.points} point(s) per image"
+        )
+    if can_count(model):
+        return evaluate_counting(model, payload, checkpoint, dataset, source, split, device, scoring)
+    if dataset.points.shape[1] != model.points:
+        raise PixelregError(
+            f"the model predicts {model.points} point(s) per image, the data has "
+            f"{dataset.points.shape[1]}; evaluate on data like its training data"
+        )
+    index = dataset.select(split)
+    if index.size == 0:
+        raise PixelregError(f"the data has no images in split {split!r}; choose another --split")
+    train_mask = _train_mask(payload, (height, width))
+    true = dataset.points[index]
+    pred = predict_images(model, dataset.images[index], device)
+    if not np.isfinite(pred).all():
+        bad = int((~np.isfinite(pred)).any(axis=(1, 2)).sum())
+        raise PixelregError(f"the model predicts NaN or infinity for {bad} image(s); its weights are broken")
+    pred = match_points(pred, true)
+    seen = seen_in_training(true, train_mask)
+    scored = {"tolerance": scoring.tolerance, "pixel_size": scoring.pixel_size}
+    report = report_head(checkpoint, source, split, payload, scoring)
+    report["metrics"] = grouped_metrics(pred, true, seen, (height, width), scored)
+    predictions = {
+        "index": index,
+        "images": dataset.images[index],
+        "true": true,
+        "pred": pred,
+        "error_px": np.linalg.norm(pred - true, axis=-1).mean(1),
+        "seen": seen,
+        "train_mask": train_mask,
+    }
+    spec = dataset.spec or DataSpec(n=len(dataset), height=height, width=width, points=model.points)
+    report["baselines"] = {}
+    classical_images = classical_view(dataset.images[index], spec)
+    for name in baselines_for(spec):
+        found = match_points(baseline_points(name, classical_images, model.points, spec), true)
+        report["baselines"][name] = summarize(found, true, height, width, **scored)
+        predictions[f"baseline_{name}"] = found
+    report["bias"] = bias_report(predictions)
+    photon_bound = None
+    if spec.camera_model and dataset.photometry is not None:
+        methods = {"model": pred, "poisson_mle": predictions["baseline_poisson_mle"]}
+        photometry = dataset.photometry[index]
+        report["photometry"], arrays = photometry_report(methods, true, photometry, classical_images, spec)
+        predictions.update({f"photometry_{key}": value for key, value in arrays.items()})
+        photon_bound = report["photometry"]["bound_px"]
+    report["crlb"] = precision_against_bound(report, true, spec, photon_bound)
+    if sweep and height * width <= SWEEP_MAX_PIXELS and spec.points == 1:
+        report["positions"], predictions["position_error"] = position_sweep(model, spec, train_mask, device)
+    return Evaluation(report, predictions)
+
+
+def classical_view(images: np.ndarray, spec: DataSpec) -> np.ndarray:
+    """The images as classical methods read them: grey levels, or photons under the camera model."""
+    return spec.camera.photons(images) if spec.camera_model else images
+
+
+def report_head(
+    checkpoint: str, source: str, split: str, payload: dict[str, Any], scoring: Scoring
+) -> dict[str, Any]:
+    """The fields that open every metrics.json: what was evaluated, on what, scored how."""
+    return {
+        "checkpoint": checkpoint,
+        "data": source,
+        "split": split,
+        "model": payload["model"],
+        "epoch": int(payload.get("epoch", 0)),
+        "tolerance_px": scoring.tolerance,
+        "pixel_size_nm": scoring.pixel_size,
+    }
+
+
+def grouped_metrics(
+    pred: np.ndarray, true: np.ndarray, seen: np.ndarray, size: tuple[int, int], scored: dict[str, Any]
+) -> dict[str, Any]:
+    """The metrics of all images, of those whose positions training saw, and of the rest."""
+    return {
+        "all": summarize(pred, true, *size, **scored),
+        "seen": summarize(pred[seen], true[seen], *size, **scored),
+        "unseen": summarize(pred[~seen], true[~seen], *size, **scored),
+    }
+
+
+def evaluate_counting(
+    model: PointModel,
+    payload: dict[str, Any],
+    checkpoint: str,
+    dataset: Dataset,
+    source: str,
+    split: str,
+    device: torch.device | str,
+    scoring: Scoring,
+) -> Evaluation:
+    """A counting model on `split`, scored as the SMLM challenge scores: detections paired
+    with truths within the tolerance, then Jaccard index, recall, precision, rmse over the
+    pairs and efficiency; beside the classical detectors (and trackpy, when installed), each
+    thresholded at the score that maximises its Jaccard index on the validation split."""
+    height, width = dataset.size
+    index = dataset.select(split)
+    if index.size == 0:
+        raise PixelregError(f"the data has no images in split {split!r}; choose another --split")
+    images, true = dataset.images[index], dataset.points[index]
+    found, confidence = detect_images(model, images, device)
+    threshold = scoring.threshold if scoring.threshold is not None else model.threshold
+    pred, pred_confidence = kept_detections(model, images, found, confidence, threshold)
+    train_mask = _train_mask(payload, (height, width))
+    seen = seen_in_training(true, train_mask)
+    scored = {"variable": True, "tolerance": scoring.tolerance, "pixel_size": scoring.pixel_size}
+    curves = {"model": threshold_sweep(found, confidence, true, CONFIDENCE_THRESHOLDS, scoring.tolerance)}
+    report = report_head(checkpoint, source, split, payload, scoring)
+    report["thresholds"] = {"model": as_json_float(threshold)}
+    report["merge_radius_px"] = as_json_float(model.merge_radius)
+    every_position_trained = bool(train_mask.all())
+    if every_position_trained:
+        # independent images (holdout none) put spots on every pixel in training: no image is
+        # of unseen positions, and "unseen" would only gather the images without spots
+        report["metrics"] = {"all": summarize(pred, true, height, width, **scored)}
+    else:
+        report["metrics"] = grouped_metrics(pred, true, seen, (height, width), scored)
+    report["every_position_trained"] = every_position_trained
+    # the network's detections before the joint fits (deblend.py), where the model makes them
+    report["refined"] = model.spot is not None
+    report["network_only"] = (
+        summarize(keep_above(found, confidence, threshold), true, height, width, **scored)
+        if model.spot is not None
+        else None
+    )
+    report["baselines"] = {}
+    predictions = {
+        "index": index,
+        "images": images,
+        "true": true,
+        "pred": pred,
+        "confidence": pred_confidence,
+        "error_px": paired_error(pred, true, scoring.tolerance),
+        "seen": seen,
+        "train_mask": train_mask,
+    }
+    spec = dataset.spec or DataSpec(
+        n=len(dataset), height=height, width=width, points=0, points_max=dataset.points.shape[1]
+    )
+    val = dataset.select("val")
+    report["baseline_thresholds_from"] = "val" if val.size else split  # no val split: the only choice
+    images = classical_view(images, spec)
+    tuning = (classical_view(dataset.images[val], spec), dataset.points[val]) if val.size else (images, true)
+    names = [*baselines_for(spec), *(["trackpy"] if trackpy_available() else [])]
+    for name in names:
+        tune_points, tune_scores = baseline_detections(name, tuning[0], spec)
+        levels = score_thresholds(tune_scores)
+        chosen = best_threshold(
+            threshold_sweep(tune_points, tune_scores, tuning[1], levels, scoring.tolerance)
+        )
+        points, scores = baseline_detections(name, images, spec)
+        kept = keep_above(points, scores, chosen)
+        report["baselines"][name] = summarize(kept, true, height, width, **scored)
+        report["thresholds"][name] = as_json_float(chosen)
+        curves[name] = threshold_sweep(points, scores, true, levels, scoring.tolerance)
+        predictions[f"baseline_{name}"] = kept.astype(np.float32)
+    report["detection_curves"] = curves
+    report["recall_by_separation"] = {
+        "edges_px": list(SEPARATION_EDGES),  # bins [edge, next edge), the last one open-ended
+        "methods": {
+            name: recall_by_separation(
+                predictions["pred" if name == "model" else f"baseline_{name}"], true, scoring.tolerance
+            )
+            for name in ("model", *names)
+        },
+    }
+    report["bias"] = None  # by phase: for fixed counts, where every spot has its prediction
+    report["crlb"] = precision_against_bound(report, true, spec)
+    return Evaluation(report, predictions)
+
+
+def paired_error(pred: np.ndarray, true: np.ndarray, tolerance: float) -> np.ndarray:
+    """(N,) the mean distance of each image's pairs (NaN where it has none)."""
+    paired = pair_greedy(pred, true, tolerance)
+    distances = np.full(paired.shape, np.nan)
+    rows, cols = np.nonzero(paired >= 0)
+    distances[rows, cols] = np.linalg.norm(pred[rows, paired[rows, cols]] - true[rows, cols], axis=-1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an image without pairs: NaN, as meant
+        return np.nanmean(distances, axis=1)
+
+
+def bias_report(predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Mean x and y error in each bin of the true sub-pixel phase (and its standard error,
+    `x_se`, `y_se`), for the model and each baseline, over the spots each found within 1 px:
+    the shape of any pixel locking."""
+    true = predictions["true"]
+    table: dict[str, Any] = {"phase": phase_centres(), "methods": {}}
+    for name, pred in points_by_method(predictions).items():
+        hits = np.linalg.norm(pred - true, axis=-1) <= MATCH_RADIUS_PX
+        bias = phase_bias(true[hits], (pred - true)[hits])
+        error = phase_bias_error(true[hits], (pred - true)[hits])
+        table["methods"][name] = {
+            key: [None if not np.isfinite(v) else as_json_float(v) for v in values[i]]
+            for values, suffix in ((bias, ""), (error, "_se"))
+            for i, axis in enumerate("xy")
+            for key in [axis + suffix]
+        }
+    return table
+
+
+def precision_against_bound(
+    report: dict[str, Any], true: np.ndarray, spec: DataSpec, bound: float | None = None
+) -> dict[str, Any] | None:
+    """The Cramér-Rao bound for these spots and each method's RMSE as a multiple of it.
+
+    With a variable count the bound is that of each spot alone in its image (the
+    isolated-spot bound), over the pairs' rmse: neighbours can only raise the true bound.
+    Under the camera model the caller gives the Poisson bound of these spots.
+    """
+    if bound is not None:
+        return _over_bound(report, bound)
+    if spec.variable_count:
+        alone = present_points(true)[:, None, :]
+        rng = np.random.default_rng(0)  # the bound of a few thousand spots is the bound to 1%
+        alone = alone[rng.permutation(len(alone))[:BOUND_SPOTS]]
+        true, spec = alone, spec.with_(points=1, points_max=None)
+    if spec.noise <= 0 or true.shape[1] != 1 or len(true) == 0:
+        return None  # noise-free or several spots: no bound computed
+    bound = crlb_px(true, spec)
+    if not math.isfinite(bound):
+        return None  # too little blur for a meaningful bound
+    return _over_bound(report, bound)
+
+
+def _over_bound(report: dict[str, Any], bound: float) -> dict[str, Any]:
+    methods = {"model": report["metrics"]["all"], **report["baselines"]}
+    return {
+        "crlb_px": as_json_float(bound),
+        "rmse_over_crlb": {
+            name: as_json_float(m["rmse_px"] / bound) if m["rmse_px"] is not None else None
+            for name, m in methods.items()
+        },
+        "rmse_hits_over_crlb": {
+            name: as_json_float(m["rmse_hits_px"] / bound) if m["rmse_hits_px"] is not None else None
+            for name, m in methods.items()
+        },
+    }
+
+
+def wants_precision_curve(spec: DataSpec | None) -> bool:
+    """Whether a model trained on `spec` gets the precision-against-noise figure."""
+    return spec is not None and spec.noise > 0 and spec.blur >= MIN_BOUND_BLUR
+
+
+def precision_curve(
+    model: PointModel,
+    spec: DataSpec,
+    device: torch.device | str = "cpu",
+    n: int = 500,
+    factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 3.0),
+) -> dict[str, Any]:
+    """Model, baselines and the Cramér-Rao bound over noise levels around the spec's own.
+
+    Fresh single-spot test images at each level, from a seed apart from the training data.
+    The model is the one trained at `spec.noise`: it is not retrained per level.
+    """
+    curve: dict[str, Any] = {"trained_noise": spec.noise, "noise": [], "crlb_px": [], "methods": {}}
+    for factor in factors:
+        level_spec = spec.with_(
+            noise=spec.noise * factor, points=1, n=n, holdout="none", seed=spec.seed + 7919
+        )
+        dataset = make_dataset(level_spec)
+        true = dataset.points
+        predictions = {"model": match_points(predict_images(model, dataset.images, device), true)}
+        for name in BASELINES:
+            predictions[name] = baseline_points(name, dataset.images, 1, level_spec)
+        curve["noise"].append(level_spec.noise)
+        curve["crlb_px"].append(crlb_px(true, level_spec))
+        for name, pred in predictions.items():
+            m = summarize(pred, true, *level_spec.size)
+            entry = curve["methods"].setdefault(name, {"rmse_px": [], "rmse_hits_px": [], "recall_1px": []})
+            for key in entry:
+                entry[key].append(m[key])
+    return curve
+
+
+def _train_mask(payload: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
+    mask = payload.get("train_mask")
+    if mask is None or tuple(mask.shape) != size:
+        return np.zeros(size, dtype=bool)  # another image size: every position is unseen
+    return mask.numpy().astype(bool)
+
+
+def save_evaluation(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write predictions.npz, then metrics.json, into `out_dir` (each atomically).
+
+    The report is serialised first, so that a report that cannot be written (NaN in it)
+    leaves neither file; metrics.json comes last, so it only exists beside its predictions.
+    """
+    out = RunDir(out_dir)
+    if out.root.exists() and not out.root.is_dir():
+        raise PixelregError(
+            f"--out {out.root} is not a folder; give one for metrics.json and predictions.npz"
+        )
+    writable_target(out.metrics)  # both refused before either is written
+    writable_target(out.predictions)
+    try:
+        text = json.dumps(evaluation.report, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        raise PixelregError("the evaluation holds NaN or infinity, so nothing was written") from None
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **evaluation.predictions)
+
+    predictions_path = write_atomic(out.predictions, write)
+    return write_text(out.metrics, text), predictions_path
+
+
+PREDICTION_KEYS = ("index", "images", "true", "pred", "error_px", "seen", "train_mask")
+
+
+def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a predictions.npz written by `save_evaluation`; anything else is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise PixelregError(f"{path} not found; run `pixelreg evaluate` first")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same answer
+        raise PixelregError(
+            f"{path} is not a readable predictions file; run `pixelreg evaluate` again"
+        ) from exc
+    missing = [key for key in PREDICTION_KEYS if key not in arrays]
+    n = len(arrays.get("true", ()))
+    shapes_fit = not missing and arrays["images"].ndim == 3 and arrays["true"].ndim == 3
+    shapes_fit = shapes_fit and all(
+        len(arrays[key]) == n for key in ("index", "images", "pred", "error_px", "seen")
+    )
+    counting = "confidence" in arrays  # any number of detections per image, padded with NaN
+    pred_fits = (
+        arrays["pred"].ndim == 3 and arrays["confidence"].shape == arrays["pred"].shape[:2]
+        if counting and not missing
+        else not missing and arrays["pred"].shape == arrays["true"].shape
+    )
+    if missing or not shapes_fit or arrays["train_mask"].ndim != 2 or not pred_fits:
+        raise PixelregError(f"{path} is not a predictions file of pixelreg; run `pixelreg evaluate` again")
+    return arrays
+
+
+def evaluate_run_for_plots(
+    run_dir: str | Path, device: str = "auto", say: Callable[[str], None] = lambda message: None
+) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """What a run's figures need: its predictions (evaluating best.pt first when there are
+    none yet) and, for noisy blurred data, the precision-against-noise curve.
+    """
+    run = RunDir(run_dir).require_trained()
+    torch_device = resolve_device(device)
+    checkpoint = resolve_checkpoint(run.root)
+    model, payload = load_model(checkpoint, torch_device)
+    if not (run.predictions.is_file() and run.metrics.is_file()):
+        say(f"No {run.predictions.name} in {run.root}: evaluating {checkpoint.name} first")
+        save_evaluation(evaluate_model(model, payload, str(checkpoint), device=torch_device), run.root)
+    curve = None
+    spec = DataSpec.from_dict(payload["data_spec"]) if payload.get("data_spec") else None
+    if wants_precision_curve(spec) and not can_count(model):  # counting: precision_recall.png
+        say("Measuring model, baselines and the Cramér-Rao bound over noise levels")
+        curve = precision_curve(model, spec, torch_device)
+    return load_predictions(run.predictions), curve

@@ -1,0 +1,527 @@
+"""`pixelreg calibrate`: a movie's imaging parameters from its own frames, so that a model can
+be trained for it without ground truth (DECODE's workflow: estimate, simulate, train).
+
+The camera. A pixel reads ADU = baseline + theta * (photoelectrons, through the EM register if
+there is one) + Gaussian read noise, theta ADU per photoelectron. Over the frames in which no
+spot touches it, a background pixel's values have the cumulants
+
+    k1 = baseline + theta * lam,   k2 = a2 theta^2 lam + s^2,   k3 = a3 theta^3 lam,   k4 = a4 theta^4 lam
+
+for its background of lam photoelectrons, with (a2, a3, a4) = (1, 1, 1) for Poisson light
+(sCMOS, CCD) and (2, 6, 24) behind an EM register (a Poisson number of exponential bursts).
+Read noise is Gaussian: it adds to k2 alone. So the slope of k2 over k1 across pixels of
+different backgrounds is a2 * theta (the mean-variance line), or where the background is even,
+theta = (a3 / a4) * k4 / k3; then lam = k3 / (a3 theta^3) gives the baseline and the read
+noise. The EM gain itself cannot be told from read noise this way: it is the user's to give.
+
+The spots. Bright isolated spots are fitted (Poisson maximum likelihood, the PSF's sigma free)
+for the PSF; every detected spot, sigma fixed, for the range of photons; the background is the
+pixels' k1 less the baseline; the spots per frame are counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pixelreg.errors import PixelregError
+from pixelreg.fit.background import background_map
+from pixelreg.fit.classical import gaussian_smooth
+from pixelreg.fit.defaults import CALIBRATION_FRAMES
+from pixelreg.fit.photometry import poisson_fit
+from pixelreg.io.frames import open_frames
+from pixelreg.simulate.camera import ADU_MAX, Camera
+from pixelreg.simulate.spec import DataSpec
+
+CALIBRATION_SIDE = 512  # larger frames are calibrated on their central square of this side
+LEAST_FRAMES = 20  # fewer frames: a pixel's cumulants over time are too noisy for the gain
+DETECTION_SIGMAS = 5.0  # a spot: a local maximum of the smoothed frame this many noise sigmas up
+SPOT_BLOCK = 16  # px: spots are found above the medians of blocks this size, which follow the illumination
+MASK_RADIUS = 6  # px around a detected spot left out of the camera's statistics
+FIT_RADIUS = 7  # px: spots are fitted in windows of 2 * FIT_RADIUS + 1
+ISOLATION = 12.0  # px: a spot fitted for the PSF has no other spot this near
+PSF_SPOTS = 1500  # the brightest isolated spots fitted for the PSF, at most
+PHOTON_SPOTS = 20_000  # spots fitted for their photons, at most
+SLOPE_PRECISION = 0.03  # the mean-variance line gives the gain when its slope is this precise
+GAIN_PRECISION = 0.10  # otherwise k4 / k3 must be this precise, or the default gain is used
+PHOTON_MARGIN = 1.25  # the training range reaches this factor beyond the 1st and 99th percentiles
+TRAIN_SIZE = 64  # the training crops' side ...
+TRAIN_N = 10_000  # ... and number
+EM_MOMENTS = (2.0, 6.0, 24.0)  # n! : the cumulants of a Poisson sum of exponential bursts
+POISSON_MOMENTS = (1.0, 1.0, 1.0)
+ROUNDING = (1 / 12, 0.0, -1 / 120)  # what rounding to integer ADU adds to k2, k3, k4
+
+
+@dataclass
+class Estimate:
+    """One estimated parameter: its value, how it was found, and its spread where known."""
+
+    value: float
+    how: str  # "estimated", "given" or "default"
+    spread: float | None = None  # a standard error or the spread of the fits
+    note: str = ""
+
+
+@dataclass
+class Calibration:
+    """What `calibrate` found: the training spec, each estimate, warnings, and what the figure draws."""
+
+    spec: DataSpec
+    estimates: dict[str, Estimate]
+    warnings: list[str]
+    frames: int
+    size: tuple[int, int]
+    levels: np.ndarray = field(repr=False)  # (bins, 2): mean ADU and variance of background pixels
+    line: tuple[float, float] = (0.0, 0.0)  # variance = slope * mean + intercept
+    profile: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 2)))  # r px, mean light
+    photons: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # every fitted spot's
+
+    def summary(self) -> dict[str, Any]:
+        """The estimates as plain data (the JSON of `calibrate --json`)."""
+        return {
+            "frames": self.frames,
+            "size": list(self.size),
+            "estimates": {
+                name: {"value": _finite(e.value), "how": e.how, "spread": _finite(e.spread), "note": e.note}
+                for name, e in self.estimates.items()
+            },
+            "warnings": self.warnings,
+            "spec": self.spec.to_dict(),
+        }
+
+
+def training_spec(spots_per_frame: float, frame_pixels: int, **conditions: Any) -> DataSpec:
+    """TRAIN_N crops of TRAIN_SIZE of a movie's `conditions` (the camera's, the spots'), each
+    with 0 up to 2.4 times the movie's density of spots: what `calibrate` writes to train on."""
+    most = max(1, round(2 * spots_per_frame * TRAIN_SIZE**2 / frame_pixels * 1.2))
+    return DataSpec(
+        n=TRAIN_N,
+        height=TRAIN_SIZE,
+        width=TRAIN_SIZE,
+        points=0,
+        points_max=most,
+        holdout="none",
+        val_fraction=0.1,
+        test_fraction=0.0,
+        seed=0,
+        subpixel=True,
+        **conditions,
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    """A number for JSON: None where there is none, or it is not finite."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def read_calibration_frames(paths: Sequence[Path], most: int = CALIBRATION_FRAMES) -> np.ndarray:
+    """The first frames of the files (ADU, uint16), up to `most` frames, each cropped to its
+    central CALIBRATION_SIDE x CALIBRATION_SIDE pixels; every file's frames of one size."""
+    taken: list[np.ndarray] = []
+    size = None
+    for path in paths:
+        frames = open_frames(path, counts=True)
+        if size is None:
+            size = (frames.height, frames.width)
+        elif (frames.height, frames.width) != size:
+            raise PixelregError(
+                f"{path}: frames of {frames.height}x{frames.width}, but the first file's are {size[0]}x{size[1]}"
+            )
+        top, left = ((side - min(side, CALIBRATION_SIDE)) // 2 for side in size)
+        for _, chunk in frames.chunks():
+            chunk = chunk[
+                : most - sum(len(t) for t in taken),
+                top : top + CALIBRATION_SIDE,
+                left : left + CALIBRATION_SIDE,
+            ]
+            taken.append(np.ascontiguousarray(chunk))
+            if sum(len(t) for t in taken) >= most:
+                return np.concatenate(taken)
+    return np.concatenate(taken)
+
+
+def calibrate(
+    frames: np.ndarray,
+    baseline: float | None = None,
+    e_per_adu: float | None = None,
+    em_gain: float = 0.0,
+    say: Callable[[str], None] = lambda message: None,
+) -> Calibration:
+    """Estimate the camera, PSF, photons, background and density of raw frames (T, H, W) in ADU;
+    `baseline` and `e_per_adu`, where given, are used as they are; `em_gain` is the EM register's
+    (0: none). Warnings say which estimate was not possible and which default was used."""
+    count, height, width = frames.shape
+    if min(height, width) < 2 * FIT_RADIUS + 1:
+        raise PixelregError(f"frames of {height}x{width} are too small to calibrate; at least 15x15")
+    warnings: list[str] = []
+    saturated = _saturation(frames)
+    if saturated is not None:
+        share = float((frames >= saturated).mean())
+        if share > 0.05:
+            raise PixelregError(
+                f"{share:.0%} of the pixels are saturated (at {saturated} ADU): nothing can be measured; "
+                "record with less light or a shorter exposure"
+            )
+        warnings.append(
+            f"{share:.2%} of the pixels read {saturated} ADU (saturated): spots touching them are left out"
+        )
+    pixels = torch.from_numpy(frames.astype(np.float32))[:, None]
+    say(f"Finding spots in {count} frames of {height}x{width}")
+    peaks, mask = _find_spots(pixels)  # (S, 3) frame, row, column; (T, H, W) bool near a spot
+    if len(peaks) == 0:
+        raise PixelregError(
+            "no spots found in the frames (nothing stands 5 noise sigmas above the background); "
+            "are these the right files?"
+        )
+    moments = EM_MOMENTS if em_gain > 1.0 else POISSON_MOMENTS
+    levels, line, theta, baseline_est, read_var = _camera_estimates(
+        frames, mask, moments, baseline, e_per_adu, em_gain, warnings
+    )
+    gain = em_gain if em_gain > 1.0 else 1.0
+    estimates: dict[str, Estimate] = {}
+    estimates["baseline"] = baseline_est
+    estimates["e_per_adu"] = (
+        Estimate(float(e_per_adu), "given")
+        if e_per_adu is not None
+        else Estimate(
+            gain / theta.value,
+            theta.how,
+            None if theta.spread is None else gain / theta.value * theta.spread / theta.value,
+            theta.note,
+        )
+    )
+    estimates["em_gain"] = Estimate(
+        float(em_gain),
+        "given" if em_gain else "default",
+        note="" if em_gain else "no EM register (give --em-gain for an EMCCD)",
+    )
+    e_adu = estimates["e_per_adu"].value
+    estimates["read_noise"] = Estimate(
+        math.sqrt(max(read_var, 0.0)) * e_adu, "estimated", note="electrons rms"
+    )
+    camera = Camera(
+        qe=1.0,
+        em_gain=float(em_gain),
+        read_noise=min(estimates["read_noise"].value, 1e3),
+        e_per_adu=e_adu,
+        baseline=float(np.clip(estimates["baseline"].value, 0.0, ADU_MAX)),
+    )
+    photons = (frames.astype(np.float32) - camera.baseline) * (e_adu / gain)  # photoelectrons
+    say(f"Fitting {min(len(peaks), PSF_SPOTS)} bright isolated spots for the PSF")
+    sigma, profile = _psf(photons, peaks, frames, saturated, camera, warnings)
+    estimates["blur"] = sigma
+    say("Fitting every spot's photons")
+    spot_photons = _spot_photons(photons, peaks, frames, saturated, camera, sigma.value)
+    low, high = _photon_range(spot_photons, warnings)
+    estimates["photons"] = Estimate(
+        low, "estimated", note=f"1st percentile {np.percentile(spot_photons, 1):.0f} / {PHOTON_MARGIN}"
+    )
+    estimates["photons_max"] = Estimate(
+        high, "estimated", note=f"99th percentile {np.percentile(spot_photons, 99):.0f} x {PHOTON_MARGIN}"
+    )
+    quiet_level = levels[:, 0]
+    background = (quiet_level - camera.baseline) * (e_adu / gain)
+    bg_low, bg_high = (float(max(0.0, v)) for v in np.percentile(background, [2, 98]))
+    estimates["background_photons"] = Estimate(bg_low, "estimated", note="2nd percentile over the field")
+    estimates["background_photons_max"] = Estimate(
+        bg_high, "estimated", note="98th percentile over the field"
+    )
+    per_frame = len(peaks) / count
+    estimates["spots_per_frame"] = Estimate(per_frame, "estimated", note="spots found, not counting overlaps")
+    spec = training_spec(
+        per_frame,
+        height * width,
+        blur=round(sigma.value, 3),
+        photons=round(low, 1),
+        photons_max=round(high, 1),
+        background_photons=round(bg_low, 2),
+        background_photons_max=round(bg_high, 2) if bg_high > bg_low * 1.05 + 0.01 else None,
+        qe=1.0,
+        em_gain=float(em_gain),
+        read_noise=round(camera.read_noise, 3),
+        e_per_adu=round(e_adu, 5),
+        baseline=round(camera.baseline, 2),
+    )
+    return Calibration(spec, estimates, warnings, count, (height, width), levels, line, profile, spot_photons)
+
+
+def _saturation(frames: np.ndarray) -> int | None:
+    """The ADU at which the camera saturates, if some pixels reach it: 65535, or a lower top
+    value that many pixels share (a 12- or 14-bit camera's clipping)."""
+    top = int(frames.max())
+    if top >= ADU_MAX or int((frames == top).sum()) >= 20:
+        return top
+    return None
+
+
+def _find_spots(pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Spots in frames (T, 1, H, W) of ADU: local maxima of the smoothed frame DETECTION_SIGMAS
+    noise sigmas above its background (S, 4: frame, row, column, height above it), and which
+    pixels lie within MASK_RADIUS of one (T, H, W)."""
+    found, masks = [], []
+    for start in range(0, len(pixels), 16):
+        chunk = pixels[start : start + 16]
+        smooth = gaussian_smooth(chunk, 1.0)
+        level = background_map(smooth, SPOT_BLOCK)
+        residual = smooth - (level if level.dim() == 4 else level[:, None, None, None])
+        flat = residual.flatten(1)[:, :: max(1, residual[0].numel() // 2**16)]
+        noise = 1.4826 * (flat - flat.median(1, keepdim=True).values).abs().median(1).values
+        peak = (residual == F.max_pool2d(residual, 5, 1, 2)) & (
+            residual > DETECTION_SIGMAS * noise.clamp(min=1e-6)[:, None, None, None]
+        )
+        where = peak[:, 0].nonzero()
+        height = residual[where[:, 0], 0, where[:, 1], where[:, 2]]
+        where[:, 0] += start
+        found.append(torch.cat([where.double(), height.double()[:, None]], 1))
+        size = 2 * MASK_RADIUS + 1
+        masks.append(F.max_pool2d(peak.float(), size, 1, MASK_RADIUS)[:, 0] > 0)
+    return torch.cat(found).numpy(), torch.cat(masks).numpy()
+
+
+def _k_statistics(frames: np.ndarray, quiet: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per pixel, over its `quiet` frames: the sample count, and unbiased estimates of the first
+    four cumulants (k-statistics) of its values, float64 (H, W) each."""
+    n = quiet.sum(0).astype(np.float64)
+    total = np.zeros(n.shape)
+    for start in range(0, len(frames), 16):
+        total += np.where(quiet[start : start + 16], frames[start : start + 16], 0).sum(0, dtype=np.float64)
+    mean = total / np.maximum(n, 1)
+    central = [np.zeros(n.shape) for _ in range(3)]
+    for start in range(0, len(frames), 16):
+        deviation = np.where(quiet[start : start + 16], frames[start : start + 16] - mean, 0.0)
+        for power, sums in zip((2, 3, 4), central, strict=True):
+            sums += (deviation**power).sum(0)
+    m2, m3, m4 = (sums / np.maximum(n, 1) for sums in central)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k2 = n / (n - 1) * m2
+        k3 = n**2 / ((n - 1) * (n - 2)) * m3
+        k4 = n**2 * ((n + 1) * m4 - 3 * (n - 1) * m2**2) / ((n - 1) * (n - 2) * (n - 3))
+    return n, mean, k2, k3, k4
+
+
+def _binned(k1: np.ndarray, k2: np.ndarray, bins: int = 24) -> np.ndarray:
+    """(bins, 2): the mean level and variance of pixels in equal-count bins of their level."""
+    groups = np.array_split(np.argsort(k1), min(bins, len(k1)))
+    return np.array([[k1[g].mean(), k2[g].mean()] for g in groups if len(g)])
+
+
+def _grouped(
+    values: Sequence[np.ndarray], estimator: Callable[..., float], groups: int = 8
+) -> tuple[float, float]:
+    """An estimate over all pixels and its standard error, from `groups` random groups of them."""
+    whole = estimator(*values)
+    order = np.random.default_rng(0).permutation(len(values[0]))
+    parts = [estimator(*(v[part] for v in values)) for part in np.array_split(order, groups)]
+    return whole, float(np.std(parts, ddof=1) / math.sqrt(groups))
+
+
+def _camera_estimates(
+    frames: np.ndarray,
+    mask: np.ndarray,
+    moments: tuple[float, float, float],
+    baseline: float | None,
+    e_per_adu: float | None,
+    em_gain: float,
+    warnings: list[str],
+) -> tuple[np.ndarray, tuple[float, float], Estimate, Estimate, float]:
+    """The mean-variance points of the background pixels (bins, 2), the line through them,
+    theta (ADU per photoelectron), the baseline and the read noise's variance (ADU^2)."""
+    a2, a3, a4 = moments
+    gain = em_gain if em_gain > 1.0 else 1.0
+    if len(frames) < 4:  # a pixel's fourth cumulant needs 4 values
+        if baseline is None or e_per_adu is None:
+            raise PixelregError(
+                f"{len(frames)} frame(s) are too few to measure the camera; give --baseline and "
+                f"--e-per-adu, or at least {LEAST_FRAMES} frames"
+            )
+        warnings.append(f"read noise: not estimated (only {len(frames)} frames); 0 is used")
+        count = (~mask).sum(0)
+        level = np.where(mask, 0, frames).sum(0, dtype=np.float64)[count > 0] / count[count > 0]
+        levels = _binned(level, np.full(level.shape, math.nan))
+        theta, base = Estimate(gain / e_per_adu, "given"), Estimate(float(baseline), "given")
+        return levels, (math.nan, math.nan), theta, base, 0.0
+    n, k1, k2, k3, k4 = _k_statistics(frames, ~mask)
+    usable = (n >= max(4, 0.3 * len(frames))) & np.isfinite(k4)
+    if usable.sum() < 100:
+        raise PixelregError(
+            f"too few background pixels to measure the camera ({int(usable.sum())}; a stack of at "
+            f"least {LEAST_FRAMES} frames with spots on a part of the field is needed)"
+        )
+    n, k1, k2, k3, k4 = n[usable], k1[usable], k2[usable] - ROUNDING[0], k3[usable], k4[usable] - ROUNDING[2]
+    levels = _binned(k1, k2)
+    slope, slope_error = _grouped((n, k1, k2, k3), _line_slope)
+    intercept = float(k2.mean() - slope * k1.mean())
+    ratio, ratio_error = _grouped(
+        (k3, k4), lambda x, y: float(a3 / a4 * y.mean() / x.mean()) if x.mean() > 0 else math.nan
+    )
+    short = len(frames) < LEAST_FRAMES
+    if e_per_adu is not None:
+        theta = Estimate(gain / e_per_adu, "given")
+    elif not short and slope > 0 and slope_error < SLOPE_PRECISION * slope:
+        theta = Estimate(
+            slope / a2, "estimated", slope_error / a2, "the mean-variance line of background pixels"
+        )
+    elif not short and ratio > 0 and ratio_error < GAIN_PRECISION * ratio:
+        theta = Estimate(
+            ratio,
+            "estimated",
+            ratio_error,
+            "k4 / k3 of background pixels (their levels are too even for a line)",
+        )
+    else:
+        why = (
+            f"only {len(frames)} frames (at least {LEAST_FRAMES} are needed)"
+            if short
+            else "the background pixels' statistics are too noisy"
+        )
+        warnings.append(
+            f"e-per-adu: not estimated ({why}); the default {gain:g} electrons per ADU is used: give --e-per-adu"
+        )
+        theta = Estimate(1.0, "default", note=why)
+    t = theta.value
+    if baseline is not None:
+        base = Estimate(float(baseline), "given")
+    else:
+        value, error = _grouped((k1, k3), lambda x, y: float(np.mean(x - y / (a3 * t * t))))
+        how = "estimated" if theta.how != "default" else "default"
+        base = Estimate(value, how, error, "k1 - k3 / (a3 theta^2) of background pixels")
+        if theta.how == "default":
+            warnings.append("baseline: found with the default gain, so as uncertain as it; give --baseline")
+    read_var = float(np.mean(k2 - a2 * t * (k1 - base.value)))
+    return levels, (slope, intercept), theta, base, read_var
+
+
+def _line_slope(n: np.ndarray, k1: np.ndarray, k2: np.ndarray, k3: np.ndarray) -> float:
+    """The slope of the pixels' variance over their mean, less what sampling puts there: a
+    pixel's sample mean varies by k2 / n and moves with its sample variance by k3 / n, which
+    alone would draw a line of slope k3 / k2 through pixels of one background."""
+    spread = np.var(k1, ddof=1) - np.mean(k2 / n)
+    together = np.cov(k1, k2)[0, 1] - np.mean(k3 / n)
+    return float(together / spread) if spread > 0 else math.nan
+
+
+def _windows(images: np.ndarray, peaks: np.ndarray, radius: int) -> np.ndarray:
+    """(S, 2r+1, 2r+1) windows of `images` (T, H, W) around each peak (frame, row, column)."""
+    f, r, c = (peaks[:, i].astype(int) for i in range(3))
+    steps = np.arange(-radius, radius + 1)
+    return images[f[:, None, None], (r[:, None] + steps)[:, :, None], (c[:, None] + steps)[:, None, :]]
+
+
+def _fittable(peaks: np.ndarray, frames: np.ndarray, saturated: int | None) -> np.ndarray:
+    """Which peaks have a whole fitting window inside the frame, with no saturated pixel."""
+    _, height, width = frames.shape
+    r, c = peaks[:, 1], peaks[:, 2]
+    inside = (r >= FIT_RADIUS) & (r < height - FIT_RADIUS) & (c >= FIT_RADIUS) & (c < width - FIT_RADIUS)
+    if saturated is None or not inside.any():
+        return inside
+    clipped = np.zeros(len(peaks), dtype=bool)
+    clipped[inside] = (_windows(frames, peaks[inside], FIT_RADIUS) >= saturated).any((-2, -1))
+    return inside & ~clipped
+
+
+def _fit_windows(windows: np.ndarray, camera: Camera, sigma: float, free_sigma: bool) -> np.ndarray:
+    """(S, 5) Poisson ML fits of one spot in each window, started at the window's centre."""
+    border = np.concatenate([windows[:, 0], windows[:, -1], windows[:, 1:-1, 0], windows[:, 1:-1, -1]], 1)
+    background = np.median(border, 1)
+    light = np.clip((windows - background[:, None, None]).sum((-2, -1)), 10.0, None)
+    centre = np.full((len(windows), 1, 2), float(FIT_RADIUS))
+    fitted = poisson_fit(
+        windows.astype(np.float64),
+        centre,
+        light[:, None],
+        np.maximum(background, 0.1)[:, None],
+        np.full((len(windows), 1), sigma),
+        camera,
+        (True, True, True, True, free_sigma),
+    )[:, 0]
+    moved = np.abs(fitted[:, :2] - FIT_RADIUS).max(1)
+    good = np.isfinite(fitted).all(1) & (moved < 1.5) & (fitted[:, 2] > 1.0)
+    return np.where(good[:, None], fitted, np.nan)
+
+
+def _isolated(peaks: np.ndarray) -> np.ndarray:
+    """Which peaks have no other in their frame within ISOLATION pixels."""
+    alone = np.ones(len(peaks), dtype=bool)
+    for frame in np.unique(peaks[:, 0]):
+        index = np.nonzero(peaks[:, 0] == frame)[0]
+        where = peaks[index, 1:3]
+        gap = np.linalg.norm(where[:, None] - where[None], axis=-1)
+        np.fill_diagonal(gap, np.inf)
+        alone[index] = gap.min(1) > ISOLATION
+    return alone
+
+
+def _psf(
+    photons: np.ndarray,
+    peaks: np.ndarray,
+    frames: np.ndarray,
+    saturated: int | None,
+    camera: Camera,
+    warnings: list[str],
+) -> tuple[Estimate, np.ndarray]:
+    """The PSF's sigma from the brightest isolated spots, and their mean radial profile (r, light
+    per pixel as a share of the spot's photons)."""
+    chosen = np.nonzero(_fittable(peaks, frames, saturated) & _isolated(peaks))[0]
+    chosen = chosen[np.argsort(-peaks[chosen, 3])][: max(10, min(PSF_SPOTS, len(chosen) // 2))]
+    fitted = _fit_windows(_windows(photons, peaks[chosen], FIT_RADIUS), camera, 1.3, True)
+    good = np.isfinite(fitted).all(1) & (fitted[:, 4] > 0.31) & (fitted[:, 4] < 4.9)
+    if good.sum() < 10:
+        warnings.append(
+            f"blur: only {int(good.sum())} isolated spots could be fitted; the default sigma 1.0 px is used"
+        )
+        return Estimate(1.0, "default", note="too few isolated spots"), np.zeros((0, 2))
+    sigmas = fitted[good, 4]
+    sigma = float(np.median(sigmas))
+    spread = float(1.4826 * np.median(np.abs(sigmas - sigma)))
+    windows = _windows(photons, peaks[chosen[good]], FIT_RADIUS)
+    steps = np.arange(2 * FIT_RADIUS + 1)  # the windows' own pixel coordinates, as fitted
+    dx = steps[None, None, :] - fitted[good, 0, None, None]
+    dy = steps[None, :, None] - fitted[good, 1, None, None]
+    radius = np.hypot(dx, dy)
+    share = (windows - fitted[good, 3, None, None]) / fitted[good, 2, None, None]
+    edges = np.arange(0, FIT_RADIUS + 0.25, 0.25)
+    which = np.digitize(radius.ravel(), edges) - 1
+    profile = np.array(
+        [
+            [edges[i] + 0.125, share.ravel()[which == i].mean()]
+            for i in range(len(edges) - 1)
+            if (which == i).any()
+        ]
+    )
+    note = f"median of {int(good.sum())} isolated spots' fits"
+    return Estimate(sigma, "estimated", spread, note), profile
+
+
+def _spot_photons(
+    photons: np.ndarray,
+    peaks: np.ndarray,
+    frames: np.ndarray,
+    saturated: int | None,
+    camera: Camera,
+    sigma: float,
+) -> np.ndarray:
+    """The photons of every fittable spot (at most PHOTON_SPOTS, chosen at random), sigma fixed."""
+    chosen = np.nonzero(_fittable(peaks, frames, saturated))[0]
+    if len(chosen) > PHOTON_SPOTS:
+        chosen = np.sort(np.random.default_rng(0).choice(chosen, PHOTON_SPOTS, replace=False))
+    fitted = _fit_windows(_windows(photons, peaks[chosen], FIT_RADIUS), camera, sigma, False)
+    return fitted[np.isfinite(fitted[:, 2]), 2]
+
+
+def _photon_range(spot_photons: np.ndarray, warnings: list[str]) -> tuple[float, float]:
+    """The photons to train on: from the 1st to the 99th percentile of the spots', widened by
+    PHOTON_MARGIN on either side."""
+    if len(spot_photons) < 20:
+        warnings.append(
+            f"photons: only {len(spot_photons)} spots could be fitted; the default 100:10000 is used"
+        )
+        return 100.0, 10_000.0
+    low, high = np.percentile(spot_photons, [1, 99])
+    return float(max(1.0, low / PHOTON_MARGIN)), float(high * PHOTON_MARGIN)

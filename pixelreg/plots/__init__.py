@@ -1,0 +1,1 @@
+"""Figures: one function per figure, matplotlib with the Agg backend, each PNG written atomically."""

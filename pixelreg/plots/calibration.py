@@ -1,0 +1,62 @@
+"""The figure of `calibrate`: what was fitted to a movie's frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
+
+from pixelreg.plots.style import _save
+
+
+def plot_calibration(calibration: Any, path: Path) -> Path:
+    """What `calibrate` fitted: the mean-variance line of the background pixels, the PSF's radial
+    profile against the Gaussian of the estimated sigma, and the spots' photons with the range
+    the training spec takes."""
+    fig, (ax_line, ax_psf, ax_photons) = plt.subplots(1, 3, figsize=(14, 4))
+    levels, (slope, intercept) = calibration.levels, calibration.line
+    estimates = calibration.estimates
+    ax_line.plot(levels[:, 0], levels[:, 1], "o", ms=4, label="background pixels (24 bins)")
+    span = np.linspace(levels[:, 0].min(), levels[:, 0].max(), 50)
+    ax_line.plot(span, slope * span + intercept, "-", lw=1, label=f"line: slope {slope:.3g} ADU")
+    ax_line.set(xlabel="mean (ADU)", ylabel="variance (ADU$^2$)", title="Camera: mean-variance")
+    gain = estimates["e_per_adu"]
+    ax_line.text(
+        0.03,
+        0.97,
+        f"baseline {estimates['baseline'].value:.1f} ADU\ne-per-adu {gain.value:.3g} ({gain.how})",
+        transform=ax_line.transAxes,
+        va="top",
+        fontsize=9,
+    )
+    ax_line.legend(loc="lower right", fontsize=8)
+    sigma = estimates["blur"].value
+    if len(calibration.profile):
+        r, share = calibration.profile[:, 0], calibration.profile[:, 1]
+        ax_psf.plot(r, share, "o", ms=4, label="spots (share of their photons per pixel)")
+    curve = np.linspace(0, 7, 200)
+    pixel_wide = sigma**2 + 1 / 12  # what a pixel's width adds to the light it averages
+    gaussian = np.exp(-(curve**2) / (2 * pixel_wide)) / (2 * np.pi * pixel_wide)
+    ax_psf.plot(curve, gaussian, "-", lw=1, label=f"Gaussian, sigma {sigma:.3f} px, over pixels")
+    ax_psf.set(xlabel="distance from the spot's centre (px)", ylabel="share per pixel", title="PSF profile")
+    ax_psf.legend(fontsize=8)
+    photons = calibration.photons
+    if len(photons):
+        bins = np.geomspace(max(1.0, photons.min()), photons.max() * 1.01, 40)
+        ax_photons.hist(photons, bins=bins, color="tab:blue", alpha=0.8)
+        ax_photons.set_xscale("log")
+        ax_photons.xaxis.set_minor_formatter(NullFormatter())
+    low, high = estimates["photons"].value, estimates["photons_max"].value
+    ax_photons.axvspan(low, high, color="tab:green", alpha=0.12, label=f"training: {low:.0f} to {high:.0f}")
+    ax_photons.set(
+        xlabel="photons per spot", ylabel="spots", title=f"Photons ({len(photons):,} spots fitted)"
+    )
+    ax_photons.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,236 @@
+"""The data spec: every option of a synthetic dataset, its defaults, help and checks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from pixelreg.errors import PixelregError
+from pixelreg.io.schema import check_value, fields_from
+from pixelreg.simulate.camera import Camera
+
+SPLITS = ("train", "val", "test")
+HOLDOUTS = ("random", "quadrant", "none")
+MIN_SIZE, MAX_SIZE = 8, 512
+SEED_MAX = 2**32 - 1  # seeds are one 32-bit word of every random stream's key
+MOST_PHOTONS = 1e8  # photons per spot or per pixel: a million times what a camera pixel holds
+MIN_CAMERA_BLUR = 0.3  # px: the camera model's spots are Gaussians at least this wide
+
+
+# --- how a dataset is made -----------------------------------------------------------------
+
+
+def _option(default: Any, help: str, **limits: int) -> Any:
+    """A DataSpec field whose help text (and `min`/`max`, if any) its command-line option shows."""
+    return field(default=default, metadata={"help": help, **limits})
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Everything that determines a synthetic dataset; the same spec gives the same bytes.
+
+    Each field is also an option of `generate` and `train` (`min_distance` is
+    `--min-distance`; `height` and `width` are `--size`), with the help written here.
+    """
+
+    n: int = _option(10_000, "Number of images.")
+    height: int = _option(50, "Rows of each image.")
+    width: int = _option(50, "Columns of each image.")
+    seed: int = _option(0, "Seed for every random choice.", min=0, max=SEED_MAX)
+    val_fraction: float = _option(0.1, "Share of images in the validation split, in [0, 1).")
+    test_fraction: float = _option(0.1, "Share of images in the test split, in [0, 1).")
+    holdout: str = _option(
+        "auto",
+        "Which positions train never sees: random (val/test positions disjoint from train), "
+        "quadrant (train never sees the bottom-right quadrant), none (independent images); "
+        "auto: random, but none for --points LO:HI, whose images never repeat and whose spots "
+        "the other two would crowd onto a tenth or a quarter of the pixels.",
+    )
+    points: int = _option(
+        1, "Bright points per image: K, or LO:HI for a count drawn per image from LO to HI (0 allowed)."
+    )
+    points_max: int | None = _option(None, "The HI of --points LO:HI; None: exactly --points per image.")
+    min_distance: float = _option(0.0, "Minimum distance between points of one image, pixels.")
+    blur: float = _option(
+        0.0, "Gaussian point-spread sigma in pixels (0: one pixel); LO:HI draws each spot's, uniformly."
+    )
+    blur_max: float | None = _option(None, "The HI of --blur LO:HI; None: every spot the same.")
+    subpixel: bool = _option(False, "Continuous positions, spot integrated over pixels.")
+    noise: float = _option(0.0, "Additive Gaussian noise sigma, grey levels (then clipped to 0..255).")
+    brightness: float = _option(255.0, "Total intensity of a spot: grey levels summed over its pixels.")
+    background: float = _option(0.0, "Constant grey level under the spots.")
+    photons: float = _option(
+        0.0,
+        "Detected photons per spot; LO:HI draws each spot's, log-uniformly. Above 0 images are "
+        "made by the camera model instead (16-bit ADU, sub-pixel spots), and --noise, --brightness "
+        "and --background do not apply.",
+    )
+    photons_max: float | None = _option(None, "The HI of --photons LO:HI.")
+    background_photons: float = _option(
+        0.0, "Camera model: background photons per pixel; LO:HI draws each image's, uniformly."
+    )
+    background_photons_max: float | None = _option(None, "The HI of --background-photons LO:HI.")
+    qe: float = _option(1.0, "Camera model: quantum efficiency, photoelectrons per photon, in (0, 1].")
+    em_gain: float = _option(0.0, "Camera model: EM gain (0 or 1: no EM register, as sCMOS and CCD).")
+    read_noise: float = _option(0.0, "Camera model: read noise, electrons rms.")
+    e_per_adu: float = _option(1.0, "Camera model: photoelectrons per A/D count.")
+    baseline: float = _option(0.0, "Camera model: the offset a dark pixel reads, ADU.")
+
+    def __post_init__(self) -> None:
+        if self.holdout == "auto":  # resolved here, so that every stored spec says what it did
+            object.__setattr__(self, "holdout", "none" if self.points_max is not None else "random")
+        if self.photons > 0:  # photons arrive anywhere: the camera model's spots are sub-pixel
+            object.__setattr__(self, "subpixel", True)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise PixelregError naming the first impossible setting."""
+        for spec_field in fields(self):
+            flag = "--" + spec_field.name.replace("_", "-")
+            check_value(getattr(self, spec_field.name), str(spec_field.type), flag)
+        if not 0 <= self.seed <= SEED_MAX:
+            raise PixelregError(f"--seed must be 0 to {SEED_MAX}, got {self.seed}")
+        if self.n < 1:
+            raise PixelregError(f"--n must be at least 1, got {self.n}")
+        for name, value in (("height", self.height), ("width", self.width)):
+            if not MIN_SIZE <= value <= MAX_SIZE:
+                raise PixelregError(f"image {name} must be {MIN_SIZE} to {MAX_SIZE}, got {value}")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not (0.0 <= value < 1.0) or math.isnan(value):
+                flag = "--" + name.replace("_", "-")
+                raise PixelregError(f"{flag} must be in [0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise PixelregError(
+                "--val-fraction plus --test-fraction must be below 1 so that some images train, "
+                f"got {self.val_fraction + self.test_fraction:g}"
+            )
+        if self.holdout not in HOLDOUTS:
+            raise PixelregError(f"--holdout must be one of {', '.join(HOLDOUTS)}, got {self.holdout!r}")
+        if self.points_max is None and self.points < 1:
+            raise PixelregError(f"--points must be at least 1, got {self.points}")
+        if self.points_max is not None:
+            if self.points < 0 or self.points_max < 1:
+                raise PixelregError(
+                    f"--points {self.points}:{self.points_max}: a count range needs 0 <= LO and 1 <= HI"
+                )
+            if self.points > self.points_max:
+                raise PixelregError(
+                    f"--points {self.points}:{self.points_max} is out of order; give LO:HI with LO <= HI"
+                )
+        for name in ("min_distance", "blur", "noise", "background"):
+            value = getattr(self, name)
+            if not (value >= 0.0 and math.isfinite(value)):
+                raise PixelregError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+        if not (self.brightness > 0.0 and math.isfinite(self.brightness)):
+            raise PixelregError(f"--brightness must be a finite number > 0, got {self.brightness}")
+        most = {
+            "blur": float(max(self.height, self.width)),
+            "photons": MOST_PHOTONS,
+            "background_photons": MOST_PHOTONS,
+        }
+        for name, limit in most.items():
+            low, high, flag = getattr(self, name), getattr(self, f"{name}_max"), "--" + name.replace("_", "-")
+            for value in (low, high):
+                if value is not None and not 0.0 <= value <= limit:
+                    raise PixelregError(f"{flag} must be 0 to {limit:g}, got {value:g}")
+            if high is not None and high < low:
+                raise PixelregError(f"{flag} {low:g}:{high:g} is out of order; give LO:HI with LO <= HI")
+        if self.photons_max is not None and self.photons == 0:
+            raise PixelregError("--photons LO:HI draws log-uniformly, so LO must be above 0")
+        if 0 < self.photons < 1:
+            raise PixelregError(f"--photons must be 0 (grey levels) or at least 1, got {self.photons:g}")
+        self.camera.validate()  # its settings are checked even while the grey-level model is used
+        if self.camera_model:
+            if self.blur < MIN_CAMERA_BLUR:
+                raise PixelregError(
+                    f"the camera model renders spots of --blur {MIN_CAMERA_BLUR:g} px or more; got {self.blur:g}"
+                )
+        elif self.blur_max is not None and self.blur == 0:
+            raise PixelregError("--blur LO:HI needs LO above 0")
+        if self.min_distance > math.hypot(self.height, self.width):
+            raise PixelregError(
+                f"--min-distance {self.min_distance:g} is longer than the {self.height}x{self.width} "
+                "image's diagonal; lower it"
+            )
+        room = self.height * self.width / max(1.0, math.pi * self.min_distance**2 / 4)
+        if self.most_points > room / 4:
+            raise PixelregError(
+                f"{self.most_points} points with --min-distance {self.min_distance:g} do not fit in a "
+                f"{self.height}x{self.width} image; lower one of them"
+            )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def camera_model(self) -> bool:
+        """Whether images are photon counts through a camera (uint16 ADU), not grey levels."""
+        return self.photons > 0
+
+    @property
+    def mean_blur(self) -> float:
+        """The middle of the spots' sigmas: --blur, or the middle of its range."""
+        return (self.blur + (self.blur_max or self.blur)) / 2
+
+    @property
+    def camera(self) -> Camera:
+        """The detector of the camera model (its defaults for grey-level specs)."""
+        return Camera.from_values(asdict(self))
+
+    @property
+    def image_dtype(self) -> type:
+        return np.uint16 if self.camera_model else np.uint8
+
+    @property
+    def variable_count(self) -> bool:
+        """Whether each image draws its own number of points (--points LO:HI)."""
+        return self.points_max is not None
+
+    @property
+    def most_points(self) -> int:
+        """The most points an image holds: the K of the (N, K, 2) points array."""
+        return self.points if self.points_max is None else self.points_max
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "the dataset spec") -> DataSpec:
+        """The spec stored in a file, each field checked; errors name `where`."""
+        values = fields_from(cls, data, where)
+        try:
+            return cls(**values)
+        except PixelregError as exc:
+            raise PixelregError(f"{where}: {exc}") from None
+
+    def with_(self, **changes: Any) -> DataSpec:
+        return replace(self, **changes)
+
+
+def parse_count(text: str) -> tuple[int, int | None]:
+    """'3' -> (3, None): exactly 3 points; '0:10' -> (0, 10): 0 to 10 per image; '4:4' -> (4, None)."""
+    return _value_or_range(text, int, "--points must be K or LO:HI (whole numbers)")
+
+
+def parse_range(text: str, flag: str) -> tuple[float, float | None]:
+    """'1.5' -> (1.5, None): every spot the same; '0.9:1.3' -> (0.9, 1.3): drawn per spot or image."""
+    return _value_or_range(text, float, f"{flag} must be a number or a range LO:HI")
+
+
+def _value_or_range(text: str, kind: type, wanted: str) -> tuple[Any, Any]:
+    """(value, None) from 'V', (LO, HI) from 'LO:HI' (LO:LO is a value); else `wanted`, as an error."""
+    try:
+        numbers = [kind(part) for part in text.split(":")]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 1:
+        return numbers[0], None
+    if len(numbers) == 2:
+        low, high = numbers
+        return (low, None) if low == high else (low, high)
+    raise PixelregError(f"{wanted}, got {text!r}")
