@@ -8,20 +8,12 @@ import json
 import numpy as np
 import pytest
 import tifffile
-from typer.testing import CliRunner
 
 from pixelreg.bench.calibration import _common, _score, spot_bounds
-from pixelreg.cli import app
 from pixelreg.fit.calibrate import calibrate
 from pixelreg.simulate.dataset import make_dataset
 from pixelreg.simulate.foreign import render_smlm, render_stars
 from pixelreg.simulate.spec import DataSpec
-
-runner = CliRunner()
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +68,8 @@ def test_given_values_are_used_as_they_are(stars):
     assert (found.spec.baseline, found.spec.e_per_adu) == (990.0, 2.5)
 
 
-def test_calibrate_writes_a_spec_that_train_takes_and_a_figure(stars, tmp_path):
+@pytest.mark.slow
+def test_calibrate_writes_a_spec_that_train_takes_and_a_figure(run, stars, tmp_path):
     tifffile.imwrite(tmp_path / "stars.tif", stars.frames)
     result = run("calibrate", tmp_path / "stars.tif", "--out", tmp_path / "spec.json", "--json", "--quiet")
     assert result.exit_code == 0, result.stderr
@@ -94,7 +87,7 @@ def test_calibrate_writes_a_spec_that_train_takes_and_a_figure(stars, tmp_path):
     assert (tmp_path / "locs.csv").read_text().startswith("path,index,x,y,confidence,photons")
 
 
-def test_bad_stacks_get_an_error_or_a_warning_that_names_the_default(stars, tmp_path):
+def test_bad_stacks_get_an_error_or_a_warning_that_names_the_default(run, stars, tmp_path):
     rng = np.random.default_rng(0)
     dark = (100 + rng.normal(0, 2, (30, 64, 64))).astype(np.uint16)  # noise, no spot anywhere
     tifffile.imwrite(tmp_path / "dark.tif", dark)

@@ -10,15 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from pixelreg.cli import _join_size_arguments, app
-
-runner = CliRunner()
-
-
-def run(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
+from pixelreg.cli.app import join_size_arguments
 
 
 def write_png(path: Path, pixels: np.ndarray) -> Path:
@@ -42,13 +35,13 @@ def write_png(path: Path, pixels: np.ndarray) -> Path:
 
 
 @pytest.mark.parametrize("command", ["", "generate", "train", "evaluate", "predict", "plot"])
-def test_every_command_has_help(command):
+def test_every_command_has_help(run, command):
     result = run(*([command] if command else []), "--help")
     assert result.exit_code == 0
     assert "Usage" in result.stdout
 
 
-def test_generate_prints_the_path_and_writes_the_dataset(tmp_path):
+def test_generate_prints_the_path_and_writes_the_dataset(run, tmp_path):
     out = tmp_path / "d.npz"
     result = run("generate", "--out", out, "--n", 300, "--size", "12x20", "--holdout", "quadrant")
     assert result.exit_code == 0, result.stderr
@@ -59,14 +52,14 @@ def test_generate_prints_the_path_and_writes_the_dataset(tmp_path):
 
 
 def test_size_given_as_two_numbers_is_joined():
-    assert _join_size_arguments(["generate", "--size", "30", "70", "--n", "5"]) == [
+    assert join_size_arguments(["generate", "--size", "30", "70", "--n", "5"]) == [
         "generate",
         "--size",
         "30x70",
         "--n",
         "5",
     ]
-    assert _join_size_arguments(["generate", "--size", "30", "--n", "5"]) == [
+    assert join_size_arguments(["generate", "--size", "30", "--n", "5"]) == [
         "generate",
         "--size",
         "30",
@@ -75,7 +68,8 @@ def test_size_given_as_two_numbers_is_joined():
     ]
 
 
-def test_generate_train_evaluate_predict_plot_chain(tmp_path):
+@pytest.mark.slow
+def test_generate_train_evaluate_predict_plot_chain(run, tmp_path):
     data = tmp_path / "d.npz"
     assert run("generate", "--out", data, "--n", 600, "--size", 16, "--seed", 2).exit_code == 0
     result = run(
@@ -128,7 +122,7 @@ def test_generate_train_evaluate_predict_plot_chain(tmp_path):
         assert (run_dir / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_predict_finds_every_position_in_independent_images_of_other_sizes(small_run, tmp_path):
+def test_predict_finds_every_position_in_independent_images_of_other_sizes(run, small_run, tmp_path):
     """A 16x16-trained heatmap model, given PNG and .npy images of other shapes made here."""
     for height, width in [(16, 16), (20, 12), (9, 30)]:
         ys, xs = np.divmod(np.arange(height * width), width)
@@ -149,7 +143,7 @@ def test_predict_finds_every_position_in_independent_images_of_other_sizes(small
     assert (round(row["x"]), round(row["y"])) == (13, 2)
 
 
-def test_an_existing_run_name_is_refused_and_nothing_is_written(tmp_path):
+def test_an_existing_run_name_is_refused_and_nothing_is_written(run, tmp_path):
     (tmp_path / "runs" / "mine").mkdir(parents=True)
     result = run(
         "train", "--n", 200, "--size", 16, "--epochs", 1, "--out", tmp_path / "runs", "--name", "mine"
@@ -234,20 +228,20 @@ BAD_INPUTS = [
     ),
     (["train", "--resume", "{bad}/foreign.pt"], 1, "not a pixelreg checkpoint"),
     (["train", "--resume", "{run}/best.pt"], 1, "resume from"),
-    (["bench", "--holdouts", "diagonal"], 1, "--holdouts takes"),
-    (["bench", "--precision", "--blurs", "0.2"], 1, "--blurs takes numbers from 0.5"),
-    (["bench", "--precision", "--brightnesses", "500,x"], 1, "--brightnesses takes numbers"),
-    (["bench", "--precision", "--brightnesses", "0"], 1, "--brightnesses takes numbers above 0"),
-    (["bench", "--precision", "--perf"], 1, "choose one"),
-    (["bench", "--blurs", "1"], 1, "--blurs applies with --precision only"),
-    (["bench", "--precision", "--holdouts", "random"], 1, "--holdouts does not apply with --precision"),
+    (["bench", "holdouts", "--holdouts", "diagonal"], 1, "--holdouts takes"),
+    (["bench", "precision", "--blurs", "0.2"], 1, "--blurs takes numbers from 0.5"),
+    (["bench", "precision", "--brightnesses", "500,x"], 1, "--brightnesses takes numbers"),
+    (["bench", "precision", "--brightnesses", "0"], 1, "--brightnesses takes numbers above 0"),
+    (["bench", "perf", "--precision"], 2, "No such option: --precision"),
+    (["bench", "holdouts", "--blurs", "1"], 2, "No such option: --blurs"),
+    (["bench", "precision", "--holdouts", "random"], 2, "No such option: --holdouts"),
     (["plot", "{bad}"], 1, "has no history.csv"),
 ]
 
 
 @pytest.mark.parametrize("args, code, words", BAD_INPUTS, ids=[" ".join(case[0])[:60] for case in BAD_INPUTS])
 def test_bad_input_gives_one_error_line_and_no_traceback(
-    args, code, words, bad_files, small_run, tmp_path, monkeypatch
+    run, args, code, words, bad_files, small_run, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
     before = set(bad_files.iterdir())
@@ -263,7 +257,7 @@ def test_bad_input_gives_one_error_line_and_no_traceback(
     assert list(tmp_path.iterdir()) == []  # nothing half-written where we stand
 
 
-def test_cuda_on_a_machine_without_it_is_a_clear_error(tmp_path):
+def test_cuda_on_a_machine_without_it_is_a_clear_error(run, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     result = run("train", "--device", "cuda", "--n", 100, "--size", 16, "--epochs", 1, "--out", tmp_path)
@@ -272,7 +266,7 @@ def test_cuda_on_a_machine_without_it_is_a_clear_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_cnn_checkpoint_refuses_an_image_of_another_size(tmp_path):
+def test_a_cnn_checkpoint_refuses_an_image_of_another_size(run, tmp_path):
     result = run(
         "train",
         "--model",
@@ -296,7 +290,8 @@ def test_a_cnn_checkpoint_refuses_an_image_of_another_size(tmp_path):
     assert "takes 16x16 images only" in result.stderr
 
 
-def test_noisy_blurred_data_reports_baselines_and_the_bound(tmp_path):
+@pytest.mark.slow
+def test_noisy_blurred_data_reports_baselines_and_the_bound(run, tmp_path):
     common = ["--size", "24", "--blur", "1", "--noise", "8", "--background", "40", "--subpixel"]
     result = run("train", "--n", 600, "--epochs", 2, "--out", tmp_path, "--quiet", "--device", "cpu", *common)
     assert result.exit_code == 0, result.stderr
@@ -319,8 +314,9 @@ def test_noisy_blurred_data_reports_baselines_and_the_bound(tmp_path):
     assert {Path(line).name for line in result.stdout.split()} >= {"bias.png", "precision_vs_noise.png"}
 
 
-def test_bench_perf_measures_every_model(tmp_path):
-    result = run("bench", "--perf", "--rss-n", 300, "--out", tmp_path, "--json", "--device", "cpu", "--quiet")
+@pytest.mark.slow
+def test_bench_perf_measures_every_model(run, tmp_path):
+    result = run("bench", "perf", "--rss-n", 300, "--out", tmp_path, "--json", "--device", "cpu", "--quiet")
     assert result.exit_code == 0, result.stderr
     perf = json.loads(result.stdout)
     assert set(perf["models"]) == {"heatmap", "cnn", "coordconv", "offsets"}
@@ -330,10 +326,10 @@ def test_bench_perf_measures_every_model(tmp_path):
     assert (tmp_path / "perf.json").is_file()
 
 
-def test_bench_precision_sets_every_method_against_the_bound(tmp_path):
+def test_bench_precision_sets_every_method_against_the_bound(run, tmp_path):
     out = tmp_path / "precision"
     args = ["--n", 300, "--size", 16, "--epochs", 1, "--blurs", "1.5", "--brightnesses", "400,800"]
-    result = run("bench", "--precision", *args, "--out", out, "--json", "--device", "cpu", "--quiet")
+    result = run("bench", "precision", *args, "--out", out, "--json", "--device", "cpu", "--quiet")
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)
     assert (out / "precision.json").is_file() and (out / "precision.png").is_file()
@@ -357,7 +353,7 @@ def test_bench_precision_sets_every_method_against_the_bound(tmp_path):
     assert bright["rmse_hits_px"] < dim["rmse_hits_px"]
 
 
-def test_a_spec_file_gives_the_data_options_and_options_beside_it_win(tmp_path):
+def test_a_spec_file_gives_the_data_options_and_options_beside_it_win(run, tmp_path):
     made = run("generate", "--n", 40, "--size", 12, "--blur", 1.2, "--noise", 3, "--points", "0:3",
                "--out", tmp_path / "a.npz", "--json", "--quiet")  # fmt: skip
     assert made.exit_code == 0, made.stderr

@@ -8,9 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from pixelreg.cli import app
 from pixelreg.evaluate.matching import pair_greedy
 from pixelreg.evaluate.metrics import (
     best_threshold,
@@ -29,12 +27,6 @@ from pixelreg.nn.readout import read_detections
 from pixelreg.simulate.dataset import make_dataset
 from pixelreg.simulate.render import render
 from pixelreg.simulate.spec import DataSpec
-
-runner = CliRunner()
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def greedy_one_by_one(pred: np.ndarray, true: np.ndarray, tolerance: float) -> np.ndarray:
@@ -105,7 +97,7 @@ def test_the_threshold_with_the_best_jaccard_is_chosen():
     assert np.isnan(keep_above(found, confidence, 0.5)[0, 2]).all()
 
 
-def test_a_count_range_draws_each_images_count_and_pads_with_nan(tmp_path):
+def test_a_count_range_draws_each_images_count_and_pads_with_nan(run, tmp_path):
     out = tmp_path / "d.npz"
     result = run("generate", "--out", out, "--n", 400, "--size", 24, "--points", "0:5", "--seed", 1)
     assert result.exit_code == 0, result.stderr
@@ -152,12 +144,11 @@ def test_a_blurred_image_of_many_spots_is_the_sum_of_its_spots():
             ["predict", "missing.pt", "x.png", "--threshold", "-0.1"],
             "--threshold must be in [0, 1], got -0.1",
         ),
-        (["bench", "--density", "--densities", "9:3"], "--densities takes ranges LO:HI of spots per image"),
-        (["bench", "--density", "--densities", "4:4"], "with 0 <= LO < HI; got '4:4'"),
-        (["bench", "--densities", "0:3"], "--densities applies with --density only"),
+        (["bench", "density", "--densities", "9:3"], "--densities takes ranges LO:HI of spots per image"),
+        (["bench", "density", "--densities", "4:4"], "with 0 <= LO < HI; got '4:4'"),
     ],
 )
-def test_impossible_counting_options_get_one_error_line(tmp_path, args, message):
+def test_impossible_counting_options_get_one_error_line(run, tmp_path, args, message):
     result = run(*args, *(["--out", tmp_path / "out"] if args[0] in ("generate", "train", "bench") else []))
     assert result.exit_code == 1, result.stdout
     lines = result.stderr.strip().splitlines()
@@ -281,7 +272,8 @@ def test_a_small_merge_radius_tells_close_spots_apart_without_splitting_a_lone_o
     )  # all of its votes
 
 
-def test_a_counting_model_trains_chooses_its_threshold_and_is_scored(tmp_path):
+@pytest.mark.slow
+def test_a_counting_model_trains_chooses_its_threshold_and_is_scored(run, tmp_path):
     options = ["--size", 16, "--points", "0:3", "--blur", 1, "--noise", 3, "--background", 20]
     options += ["--brightness", 400, "--subpixel", "--n", 1500, "--seed", 4]
     result = run("train", *options, "--epochs", 6, "--batch-size", 32, "--out", tmp_path, "--quiet")
@@ -379,7 +371,7 @@ def test_a_fixed_count_file_with_missing_points_is_refused(tmp_path):
         load_dataset(path)
 
 
-def test_a_threshold_is_refused_for_a_model_that_does_not_count(small_run):
+def test_a_threshold_is_refused_for_a_model_that_does_not_count(run, small_run):
     result = run("evaluate", small_run, "--threshold", 0.5)
     assert result.exit_code == 1
     assert result.stderr.strip() == (
@@ -388,9 +380,10 @@ def test_a_threshold_is_refused_for_a_model_that_does_not_count(small_run):
     )
 
 
-def test_bench_density_scores_every_method_at_every_density(tmp_path):
+@pytest.mark.slow
+def test_bench_density_scores_every_method_at_every_density(run, tmp_path):
     out = tmp_path / "density"
-    args = ["bench", "--density", "--densities", "0:1,3:6", "--n", 200, "--size", 16, "--epochs", 1]
+    args = ["bench", "density", "--densities", "0:1,3:6", "--n", 200, "--size", 16, "--epochs", 1]
     result = run(*args, "--out", out, "--json", "--quiet")
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)

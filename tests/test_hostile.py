@@ -19,17 +19,12 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from pixelreg import cli
 from pixelreg.cli import app
+from pixelreg.cli.tables import metrics_table
 from pixelreg.nn.train import SilentReporter, TrainConfig, TrainingInterrupted, train
 
-runner = CliRunner()
 PIXELREG = [sys.executable, "-m", "pixelreg"]
 TINY = ["--n", "300", "--size", "16", "--epochs", "1", "--device", "cpu", "--quiet"]
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def one_error_line(result, code: int = 1, words: str = "") -> None:
@@ -44,7 +39,7 @@ def one_error_line(result, code: int = 1, words: str = "") -> None:
 # --- what a write may replace --------------------------------------------------------------
 
 
-def test_a_fifo_a_folder_or_a_device_is_never_replaced(tmp_path):
+def test_a_fifo_a_folder_or_a_device_is_never_replaced(run, tmp_path):
     os.mkfifo(tmp_path / "fifo.npz")
     (tmp_path / "folder.npz").mkdir()
     targets = ["fifo.npz", "folder.npz"]
@@ -61,7 +56,7 @@ def test_a_fifo_a_folder_or_a_device_is_never_replaced(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(targets)  # no temporary left
 
 
-def test_a_symlink_is_followed_and_kept(tmp_path):
+def test_a_symlink_is_followed_and_kept(run, tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "link.npz").symlink_to(tmp_path / "real" / "data.npz")
     result = run("generate", "--n", 20, "--size", 8, "--out", tmp_path / "link.npz")
@@ -74,7 +69,7 @@ def test_a_symlink_is_followed_and_kept(tmp_path):
     assert (tmp_path / "to_null.npz").is_symlink()
 
 
-def test_files_get_the_permissions_of_the_umask(tmp_path):
+def test_files_get_the_permissions_of_the_umask(run, tmp_path):
     previous = os.umask(0o027)
     try:
         assert run("generate", "--n", 20, "--size", 8, "--out", tmp_path / "d.npz").exit_code == 0
@@ -84,13 +79,13 @@ def test_files_get_the_permissions_of_the_umask(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["../escaped", "../../escaped", "/tmp/absolute", "a/b", "", " ", ".", ".."])
-def test_a_run_name_is_one_folder_inside_out(tmp_path, name):
+def test_a_run_name_is_one_folder_inside_out(run, tmp_path, name):
     result = run("train", *TINY, "--out", tmp_path / "runs", "--name", name)
     one_error_line(result, 1, "--name")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_evaluate_out_naming_a_file_is_a_clear_error(small_run, tmp_path):
+def test_evaluate_out_naming_a_file_is_a_clear_error(run, small_run, tmp_path):
     (tmp_path / "file").write_text("x")
     one_error_line(
         run("evaluate", small_run, "--out", tmp_path / "file", "--device", "cpu"), 1, "is not a folder"
@@ -129,7 +124,7 @@ def test_a_run_interrupted_in_its_first_epoch_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_model_too_big_for_memory_is_refused_before_anything_is_written(tmp_path):
+def test_a_model_too_big_for_memory_is_refused_before_anything_is_written(run, tmp_path):
     result = run("train", *TINY, "--channels", 1024, "--batch-size", 100000, "--out", tmp_path)
     one_error_line(result, 1, "needs about")
     one_error_line(
@@ -138,7 +133,7 @@ def test_a_model_too_big_for_memory_is_refused_before_anything_is_written(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_untrained_checkpoint_is_not_scored(small_run, tmp_path):
+def test_an_untrained_checkpoint_is_not_scored(run, small_run, tmp_path):
     payload = torch.load(small_run / "last.pt", weights_only=True)
     torch.save({**payload, "epoch": 0}, tmp_path / "last.pt")
     one_error_line(run("evaluate", tmp_path / "last.pt", "--device", "cpu"), 1, "untrained")
@@ -148,7 +143,7 @@ def test_an_untrained_checkpoint_is_not_scored(small_run, tmp_path):
 # --- results that would lie ------------------------------------------------------------------
 
 
-def test_divergence_is_an_error_naming_the_epoch_and_the_learning_rate(tmp_path):
+def test_divergence_is_an_error_naming_the_epoch_and_the_learning_rate(run, tmp_path):
     args = ["--model", "cnn", "--lr", "1000", "--n", "300", "--size", "16", "--epochs", "1", "--json"]
     result = run("train", *args, "--out", tmp_path, "--device", "cpu")
     assert result.exit_code == 1
@@ -157,7 +152,7 @@ def test_divergence_is_an_error_naming_the_epoch_and_the_learning_rate(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_checkpoint_with_nan_weights_writes_nothing_and_prints_no_nan(small_run, tmp_path):
+def test_a_checkpoint_with_nan_weights_writes_nothing_and_prints_no_nan(run, small_run, tmp_path):
     payload = torch.load(small_run / "best.pt", weights_only=True)
     weights = {key: torch.full_like(value, float("nan")) for key, value in payload["state_dict"].items()}
     torch.save({**payload, "state_dict": weights}, tmp_path / "best.pt")
@@ -168,7 +163,8 @@ def test_a_checkpoint_with_nan_weights_writes_nothing_and_prints_no_nan(small_ru
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "one.npy"]
 
 
-def test_plot_reevaluates_predictions_left_without_metrics(small_run, tmp_path):
+@pytest.mark.slow
+def test_plot_reevaluates_predictions_left_without_metrics(run, small_run, tmp_path):
     import shutil
 
     copy = tmp_path / "run"
@@ -189,7 +185,7 @@ def test_plot_reevaluates_predictions_left_without_metrics(small_run, tmp_path):
         (np.zeros((16, 16), np.int64), "integers are grey levels"),
     ],
 )
-def test_images_of_every_kind_are_read_as_predict_help_says(small_run, tmp_path, array, meaning):
+def test_images_of_every_kind_are_read_as_predict_help_says(run, small_run, tmp_path, array, meaning):
     spot = 1.0 if array.dtype.kind == "f" else 255
     if array.ndim >= 3 and array.shape[-1] in (3, 4):
         array[..., 5, 11, :] = spot
@@ -204,7 +200,7 @@ def test_images_of_every_kind_are_read_as_predict_help_says(small_run, tmp_path,
 
 
 @pytest.mark.parametrize("shape", [(3, 16, 0), (0, 16, 16), (16, 0)])
-def test_an_array_without_pixels_is_a_clear_error(small_run, tmp_path, shape):
+def test_an_array_without_pixels_is_a_clear_error(run, small_run, tmp_path, shape):
     np.save(tmp_path / "empty.npy", np.zeros(shape))
     one_error_line(run("predict", small_run, tmp_path / "empty.npy", "--device", "cpu"), 1, "empty.npy")
 
@@ -234,7 +230,7 @@ def _dataset_with_spec(path: Path, spec: object, size: int = 16) -> Path:
         ({"seed": -4}, "--seed must be 0"),
     ],
 )
-def test_a_stored_spec_is_checked_field_by_field(small_run, tmp_path, spec, words):
+def test_a_stored_spec_is_checked_field_by_field(run, small_run, tmp_path, spec, words):
     path = _dataset_with_spec(tmp_path / "d.npz", spec)
     result = run("evaluate", small_run, "--data", path, "--device", "cpu")
     one_error_line(result, 1, words)
@@ -259,7 +255,7 @@ def test_a_stored_spec_is_checked_field_by_field(small_run, tmp_path, spec, word
         ({"merge_radius": "wide"}, "field 'merge_radius'"),
     ],
 )
-def test_checkpoint_fields_are_checked_by_type(small_run, tmp_path, change, words):
+def test_checkpoint_fields_are_checked_by_type(run, small_run, tmp_path, change, words):
     payload = torch.load(small_run / "best.pt", weights_only=True)
     torch.save({**payload, **change}, tmp_path / "odd.pt")
     result = run("evaluate", tmp_path / "odd.pt", "--device", "cpu")
@@ -267,7 +263,7 @@ def test_checkpoint_fields_are_checked_by_type(small_run, tmp_path, change, word
     assert "odd.pt" in result.stderr
 
 
-def test_a_history_cell_that_is_not_a_number_is_named(small_run, tmp_path):
+def test_a_history_cell_that_is_not_a_number_is_named(run, small_run, tmp_path):
     import shutil
 
     copy = tmp_path / "run"
@@ -281,14 +277,14 @@ def test_a_history_cell_that_is_not_a_number_is_named(small_run, tmp_path):
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**70), str(2**32)])
-def test_a_seed_out_of_range_is_a_usage_error(seed, tmp_path):
+def test_a_seed_out_of_range_is_a_usage_error(run, seed, tmp_path):
     one_error_line(run("generate", "--seed", seed, "--out", tmp_path / "d.npz"), 2, "--seed")
 
 
 # --- too big, too slow, too fragile ----------------------------------------------------------
 
 
-def test_a_dataset_too_big_for_memory_is_refused_at_once(tmp_path):
+def test_a_dataset_too_big_for_memory_is_refused_at_once(run, tmp_path):
     started = time.perf_counter()
     result = run("generate", "--n", 10**9, "--out", tmp_path / "d.npz")
     one_error_line(result, 1, "needs about")
@@ -296,7 +292,7 @@ def test_a_dataset_too_big_for_memory_is_refused_at_once(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_npz_declaring_a_huge_array_is_refused_before_reading_it(small_run, tmp_path):
+def test_an_npz_declaring_a_huge_array_is_refused_before_reading_it(run, small_run, tmp_path):
     header = {"descr": "|u1", "fortran_order": False, "shape": (1_000_000, 512, 512)}
     with zipfile.ZipFile(tmp_path / "huge.npz", "w") as archive:
         with archive.open("images.npy", "w") as handle:
@@ -353,48 +349,49 @@ def test_numbers_are_never_cut_short_on_a_narrow_terminal(small_run, monkeypatch
     report = evaluate(small_run, device="cpu").report
     for width in (40, 60, 80, 100):
         narrow = Console(width=width, file=StringIO(), highlight=False)
-        monkeypatch.setattr(cli, "console", narrow)
-        narrow.print(cli.metrics_table(report))
+        narrow.print(metrics_table(report, narrow))
         text = narrow.file.getvalue()
         assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
         if width >= 60:  # room for the essential columns: every number whole on its line
             assert "100.00%" in text and "0.0000" in text
 
 
-def test_a_usage_error_is_one_line_with_exit_2():
+def test_a_usage_error_is_one_line_with_exit_2(run):
     for args in (["generate", "--n", "ten"], ["generate", "--colour", "red"], ["nosuchcommand"]):
         one_error_line(run(*args), 2)
 
 
-def test_resume_refuses_settings_it_would_ignore(small_run):
+def test_resume_refuses_settings_it_would_ignore(run, small_run):
     result = run("train", "--resume", small_run / "last.pt", "--epochs", "5")
     one_error_line(result, 1, "drop --epochs")
 
 
-def test_bench_refuses_a_model_named_twice(tmp_path):
-    one_error_line(run("bench", "--models", "heatmap,heatmap", "--out", tmp_path / "b"), 1, "more than once")
+def test_bench_refuses_a_model_named_twice(run, tmp_path):
+    one_error_line(
+        run("bench", "holdouts", "--models", "heatmap,heatmap", "--out", tmp_path / "b"), 1, "more than once"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
 # --- variants found by trying harder ---------------------------------------------------------
 
 
-def test_a_loop_of_links_is_refused_and_kept(tmp_path):
+def test_a_loop_of_links_is_refused_and_kept(run, tmp_path):
     (tmp_path / "a.npz").symlink_to(tmp_path / "b.npz")
     (tmp_path / "b.npz").symlink_to(tmp_path / "a.npz")
     one_error_line(run("generate", "--n", 20, "--size", 8, "--out", tmp_path / "a.npz"), 1, "loop")
     assert (tmp_path / "a.npz").is_symlink() and (tmp_path / "b.npz").is_symlink()
 
 
-def test_a_name_with_a_control_character_is_refused(tmp_path):
+def test_a_name_with_a_control_character_is_refused(run, tmp_path):
     one_error_line(run("train", *TINY, "--out", tmp_path, "--name", "a\nb"), 1, "--name")
 
 
-def test_resume_reads_its_dataset_from_where_it_was_trained(tmp_path, monkeypatch):
+def test_resume_reads_its_dataset_from_where_it_was_trained(run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run("generate", "--n", 300, "--size", 16, "--out", "d.npz").exit_code == 0
     args = ["--data", "d.npz", "--epochs", 2, "--device", "cpu", "--quiet", "--out", "runs"]
-    result = runner.invoke(app, [str(a) for a in ["train", *args]], catch_exceptions=False)
+    result = CliRunner().invoke(app, [str(a) for a in ["train", *args]], catch_exceptions=False)
     assert result.exit_code == 0
     payload = torch.load(tmp_path / "runs" / "train" / "last.pt", weights_only=True)
     torch.save(
@@ -408,7 +405,7 @@ def test_resume_reads_its_dataset_from_where_it_was_trained(tmp_path, monkeypatc
     assert result.exit_code == 0, result.stderr
 
 
-def test_a_new_best_checkpoint_takes_the_old_evaluation_with_it(small_run, tmp_path):
+def test_a_new_best_checkpoint_takes_the_old_evaluation_with_it(run, small_run, tmp_path):
     import shutil
 
     copy = tmp_path / "run"
@@ -420,7 +417,7 @@ def test_a_new_best_checkpoint_takes_the_old_evaluation_with_it(small_run, tmp_p
 
 
 @pytest.mark.parametrize("blur", ["0", "0.1"])
-def test_too_little_blur_has_no_bound_rather_than_a_wrong_one(tmp_path, blur):
+def test_too_little_blur_has_no_bound_rather_than_a_wrong_one(run, tmp_path, blur):
     args = ["--blur", blur, "--subpixel", "--noise", "5", "--background", "20", "--out", tmp_path]
     result = run("train", *TINY, *args)
     assert result.exit_code == 0, result.stderr
@@ -438,23 +435,23 @@ def test_too_little_blur_has_no_bound_rather_than_a_wrong_one(tmp_path, blur):
         ({"scheduler": {"last_epoch": "x"}}, "scheduler state holds"),
     ],
 )
-def test_resume_checks_the_training_state(small_run, tmp_path, change, words):
+def test_resume_checks_the_training_state(run, small_run, tmp_path, change, words):
     payload = torch.load(small_run / "last.pt", weights_only=True)
     torch.save({**payload, "epoch": 1, **change}, tmp_path / "last.pt")
     one_error_line(run("train", "--resume", tmp_path / "last.pt"), 1, words)
 
 
-def test_evaluate_writes_neither_file_when_metrics_json_cannot_be_written(small_run, tmp_path):
+def test_evaluate_writes_neither_file_when_metrics_json_cannot_be_written(run, small_run, tmp_path):
     (tmp_path / "metrics.json").mkdir()
     one_error_line(run("evaluate", small_run, "--out", tmp_path, "--device", "cpu"), 1, "metrics.json")
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
-def test_an_overflowing_min_distance_is_refused():
+def test_an_overflowing_min_distance_is_refused(run):
     one_error_line(run("generate", "--points", 2, "--min-distance", "1e308"), 1, "--min-distance")
 
 
-def test_a_damaged_archive_member_is_a_clear_error(small_run, tmp_path):
+def test_a_damaged_archive_member_is_a_clear_error(run, small_run, tmp_path):
     good = tmp_path / "good.npz"
     assert run("generate", "--n", 30, "--size", 16, "--out", good).exit_code == 0
     data = bytearray(good.read_bytes())
@@ -474,7 +471,7 @@ def test_a_damaged_archive_member_is_a_clear_error(small_run, tmp_path):
         (b"epoch,train_loss,val_loss,val_mean_px,lr,seconds\n1,nan,1,1,1,1\n", "not a finite number"),
     ],
 )
-def test_history_files_are_checked(small_run, tmp_path, content, words):
+def test_history_files_are_checked(run, small_run, tmp_path, content, words):
     import shutil
 
     copy = tmp_path / "run"

@@ -26,6 +26,7 @@ def wait_for_epoch(process: subprocess.Popen, epoch: int) -> None:
     raise AssertionError("training ended before the expected epoch")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_training_cleanly_and_resume_finishes_it(tmp_path, sig):
     process = start_training(tmp_path)
@@ -54,6 +55,7 @@ def test_a_signal_stops_training_cleanly_and_resume_finishes_it(tmp_path, sig):
         assert "already finished" in again.stderr
 
 
+@pytest.mark.slow
 def test_kill_9_never_leaves_a_truncated_file(tmp_path):
     process = start_training(tmp_path)
     wait_for_epoch(process, 2)

@@ -7,9 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from pixelreg.cli import app
 from pixelreg.errors import PixelregError
 from pixelreg.fit.background import lower_median
 from pixelreg.fit.bounds import crlb, mortensen_ls_variance, mortensen_mle_variance, thompson_variance
@@ -148,13 +146,8 @@ def test_measured_photometry_is_the_general_fit_and_bound():
 
 # --- the camera model from the command line ---------------------------------------------------
 
-runner = CliRunner()
 CAMERA = ["--photons", "500:4000", "--background-photons", "8", "--blur", "1.1"]
 CAMERA += ["--read-noise", "1.5", "--e-per-adu", "0.5", "--baseline", "100", "--size", "16"]
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.mark.parametrize(
@@ -178,7 +171,7 @@ def run(*args: object):
         (["--blur", "1:x"], "--blur must be a number or a range LO:HI, got '1:x'"),
     ],
 )
-def test_impossible_camera_options_get_one_error_line(tmp_path, args, message):
+def test_impossible_camera_options_get_one_error_line(run, tmp_path, args, message):
     for command in ("generate", "train"):
         result = run(command, *args, "--out", tmp_path / "out")
         assert result.exit_code == 1, result.stdout
@@ -187,7 +180,8 @@ def test_impossible_camera_options_get_one_error_line(tmp_path, args, message):
         assert not (tmp_path / "out").exists()
 
 
-def test_a_camera_run_reports_what_each_localization_is_worth(tmp_path):
+@pytest.mark.slow
+def test_a_camera_run_reports_what_each_localization_is_worth(run, tmp_path):
     result = run("train", *CAMERA, "--n", 800, "--epochs", 2, "--out", tmp_path, "--quiet")
     assert result.exit_code == 0, result.stderr
     report = json.loads(run("evaluate", tmp_path / "train", "--json", "--quiet").stdout)
@@ -225,7 +219,7 @@ def test_a_camera_run_reports_what_each_localization_is_worth(tmp_path):
     assert "uncertainty.png" in figures
 
 
-def test_camera_settings_apply_to_camera_models_only(small_run, tmp_path):
+def test_camera_settings_apply_to_camera_models_only(run, small_run, tmp_path):
     np.save(tmp_path / "grey.npy", np.zeros((16, 16), dtype=np.uint8))
     result = run("predict", small_run, tmp_path / "grey.npy", "--baseline", 90)
     assert result.exit_code == 1

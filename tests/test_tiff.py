@@ -3,16 +3,8 @@
 import numpy as np
 import pytest
 import tifffile
-from typer.testing import CliRunner
 
-from pixelreg.cli import app
 from pixelreg.io.frames import open_frames, read_images
-
-runner = CliRunner()
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def imwrite(path, stack, **options):
@@ -28,7 +20,7 @@ def frames(dtype=np.uint8) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
-def test_a_multipage_tiff_predicts_as_the_same_frames_in_npy(small_run, tmp_path, dtype):
+def test_a_multipage_tiff_predicts_as_the_same_frames_in_npy(run, small_run, tmp_path, dtype):
     stack = frames(dtype)
     imwrite(tmp_path / "movie.tif", stack)
     np.save(tmp_path / "movie.npy", stack.astype(np.uint8))
@@ -47,7 +39,7 @@ def test_tiff_counts_keep_16_bits(tmp_path):
     assert read_images(tmp_path / "one.tif", counts=True).shape == (1, 16, 16)
 
 
-def test_damaged_or_odd_tiffs_get_one_error_line(small_run, tmp_path):
+def test_damaged_or_odd_tiffs_get_one_error_line(run, small_run, tmp_path):
     imwrite(tmp_path / "whole.tif", frames())
     data = (tmp_path / "whole.tif").read_bytes()
     (tmp_path / "truncated.tif").write_bytes(data[: len(data) // 2])
@@ -79,7 +71,7 @@ def test_damaged_or_odd_tiffs_get_one_error_line(small_run, tmp_path):
         )
 
 
-def test_a_tiff_written_page_by_page_is_read_whole(small_run, tmp_path):
+def test_a_tiff_written_page_by_page_is_read_whole(run, small_run, tmp_path):
     """Acquisition software often writes each frame as a page (and tifffile a series) of its own."""
     stack = frames()
     with tifffile.TiffWriter(tmp_path / "pages.tif") as tiff:
@@ -92,7 +84,7 @@ def test_a_tiff_written_page_by_page_is_read_whole(small_run, tmp_path):
     assert [row.split(",")[1] for row in rows[1:]] == ["0", "1", "2"]
 
 
-def test_out_never_replaces_an_input(small_run, tmp_path):
+def test_out_never_replaces_an_input(run, small_run, tmp_path):
     imwrite(tmp_path / "movie.tif", frames())
     before = (tmp_path / "movie.tif").read_bytes()
     for target in (tmp_path / "movie.tif", small_run / "best.pt"):

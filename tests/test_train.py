@@ -93,6 +93,7 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert again.already_finished
 
 
+@pytest.mark.slow
 def test_cnn_baseline_learns_on_a_small_image():
     torch.manual_seed(0)
     from pixelreg.nn.inference import predict_images

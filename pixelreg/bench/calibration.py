@@ -9,6 +9,7 @@ frames after them.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from pixelreg.bench.defaults import CALIBRATION_EPOCHS
 from pixelreg.evaluate.matching import pair_greedy
 from pixelreg.evaluate.metrics import best_threshold, keep_above, score_thresholds, summarize, threshold_sweep
 from pixelreg.fit.bounds import crlb
-from pixelreg.fit.calibrate import calibrate, training_spec
+from pixelreg.fit.calibrate import Calibration, calibrate, training_spec
 from pixelreg.fit.peers import trackpy_available, trackpy_detections
 from pixelreg.io.checkpoints import load_model
 from pixelreg.nn.config import TrainConfig
@@ -178,74 +179,127 @@ def run_calibration_bench(
     on the true parameters, localize with both and with the peers; the estimates against the
     truth and every method's scores."""
     out = Path(out)
+    fit = functools.partial(_train_on, epochs=epochs, device=device, reporter=reporter)
     results: dict[str, Any] = {}
     for name, (render, em_gain) in (renderers or RENDERERS).items():
         say(f"[{name}] rendering")
         movie = render(**render_options)
-        frames, truth = movie.frames, movie.points
-        size = frames.shape[-1]
-        started = time.perf_counter()
-        calibration = calibrate(frames, em_gain=em_gain)
-        calibrate_seconds = time.perf_counter() - started
-        specs = {"calibrated": calibration.spec, "true": true_spec(movie, frames.shape[1] * frames.shape[2])}
-        rows: dict[str, Any] = {}
-        errors: dict[str, np.ndarray] = {}
-        trained: dict[str, float] = {}
-        scored = truth[TUNING_FRAMES:]
-        bound = spot_bounds(movie, slice(TUNING_FRAMES, None))
-        for kind, spec in specs.items():
-            say(f"[{name}] training on the {kind} parameters")
-            config = TrainConfig(
-                model="offsets",
-                epochs=epochs,
-                device=device,
-                spec=spec.to_dict(),
-                model_args=dict(MODEL_ARGS),
-            )
-            started = time.perf_counter()
-            checkpoint = train(config, out / name / kind, reporter).best_path
-            trained[kind] = round(time.perf_counter() - started, 1)
-            model, _ = load_model(checkpoint, "cpu")
-            set_precision(model, "auto", "cpu")
-            started = time.perf_counter()
-            found, _ = counted_points(model, frames[TUNING_FRAMES:])
-            seconds = time.perf_counter() - started
-            rows[f"pixelreg ({kind})"], errors[kind] = _score(found, scored, bound, size, seconds)
-        sigma = calibration.estimates["blur"].value
-        if trackpy_available():
-            say(f"[{name}] trackpy.locate, minmass tuned on the first {TUNING_FRAMES} frames")
-            photons = (frames.astype(np.float32) - calibration.spec.baseline) * calibration.spec.e_per_adu
-            found, seconds = _tuned(
-                lambda f, spec=calibration.spec: trackpy_detections(f, spec), photons, truth
-            )
-            rows["trackpy"], errors["trackpy"] = _score(found, scored, bound, size, seconds)
-        if daofind_available():
-            say(f"[{name}] DAOStarFinder, threshold tuned on the first {TUNING_FRAMES} frames")
-            found, seconds = _tuned(lambda f, sigma=sigma: daofind_detections(f, sigma), frames, truth)
-            rows["DAOStarFinder"], errors["DAOStarFinder"] = _score(found, scored, bound, size, seconds)
-        for peer in ("trackpy", "DAOStarFinder"):
-            if peer in rows:
-                rows[peer]["same_spots"] = _common(errors["calibrated"], errors[peer])
-        ours, best = rows["pixelreg (calibrated)"], rows["pixelreg (true)"]
-        peers = [rows[p] for p in ("trackpy", "DAOStarFinder") if p in rows]
-        results[name] = {
-            "frames": int(len(frames)),
-            "tuning_frames": TUNING_FRAMES,
-            "size": int(size),
-            "truth": movie.truth,
-            "calibration": calibration.summary(),
-            "calibrate_seconds": round(calibrate_seconds, 1),
-            "train_seconds": trained,
-            "methods": rows,
-            "goal_met": bool(
-                (ours["jaccard"] or 0) >= (best["jaccard"] or 0) - JI_GOAL_POINTS / 100
-                and ours["rmse_px"] is not None
-                and best["rmse_px"] is not None
-                and ours["rmse_px"] <= RMSE_GOAL * best["rmse_px"]
-                and all((ours["jaccard"] or 0) > (p["jaccard"] or 0) for p in peers)
-                and all(p["rmse_px"] is None or ours["rmse_px"] < p["rmse_px"] for p in peers)
-            ),
-        }
-        if not math.isfinite(ours["rmse_px"] or math.nan):
-            results[name]["goal_met"] = False
+        results[name] = _bench_movie(name, movie, em_gain, out / name, fit, say)
     return results
+
+
+def _bench_movie(
+    name: str,
+    movie: ForeignMovie,
+    em_gain: float,
+    out: Path,
+    fit: Callable[[DataSpec, Path], tuple[Path, float]],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """One renderer's movie: calibrate on it, train (`fit`) on the calibrated and on the true
+    parameters into out/<kind>, localize with both and with the peers; the estimates, every
+    method's scores and whether the goal is met."""
+    frames, truth = movie.frames, movie.points
+    size = frames.shape[-1]
+    started = time.perf_counter()
+    calibration = calibrate(frames, em_gain=em_gain)
+    calibrate_seconds = time.perf_counter() - started
+    specs = {"calibrated": calibration.spec, "true": true_spec(movie, frames.shape[1] * frames.shape[2])}
+    rows: dict[str, Any] = {}
+    errors: dict[str, np.ndarray] = {}
+    trained: dict[str, float] = {}
+    scored = truth[TUNING_FRAMES:]
+    bound = spot_bounds(movie, slice(TUNING_FRAMES, None))
+    for kind, spec in specs.items():
+        say(f"[{name}] training on the {kind} parameters")
+        checkpoint, trained[kind] = fit(spec, out / kind)
+        rows[f"pixelreg ({kind})"], errors[kind] = _localized(checkpoint, frames, scored, bound)
+    for peer, (row, peer_errors) in _peer_rows(name, movie, calibration, scored, bound, say).items():
+        rows[peer], errors[peer] = row, peer_errors
+    for peer in ("trackpy", "DAOStarFinder"):
+        if peer in rows:
+            rows[peer]["same_spots"] = _common(errors["calibrated"], errors[peer])
+    return {
+        "frames": int(len(frames)),
+        "tuning_frames": TUNING_FRAMES,
+        "size": int(size),
+        "truth": movie.truth,
+        "calibration": calibration.summary(),
+        "calibrate_seconds": round(calibrate_seconds, 1),
+        "train_seconds": trained,
+        "methods": rows,
+        "goal_met": _goal_met(rows),
+    }
+
+
+def _train_on(
+    spec: DataSpec, run_dir: Path, epochs: int, device: str, reporter: Reporter | None
+) -> tuple[Path, float]:
+    """Train the README's model (offsets, `--no-mirror`) on `spec` into `run_dir`: its best
+    checkpoint, and the seconds training took."""
+    config = TrainConfig(
+        model="offsets",
+        epochs=epochs,
+        device=device,
+        spec=spec.to_dict(),
+        model_args=dict(MODEL_ARGS),
+    )
+    started = time.perf_counter()
+    checkpoint = train(config, run_dir, reporter).best_path
+    return checkpoint, round(time.perf_counter() - started, 1)
+
+
+def _localized(
+    checkpoint: Path, frames: np.ndarray, truth: np.ndarray, bound: np.ndarray
+) -> tuple[dict[str, Any], np.ndarray]:
+    """A trained model's localizations of the scored frames on the CPU, in the precision `auto`
+    chooses as `predict` does: timed and scored (see `_score`)."""
+    model, _ = load_model(checkpoint, "cpu")
+    set_precision(model, "auto", "cpu")
+    started = time.perf_counter()
+    found, _ = counted_points(model, frames[TUNING_FRAMES:])
+    seconds = time.perf_counter() - started
+    return _score(found, truth, bound, frames.shape[-1], seconds)
+
+
+def _peer_rows(
+    name: str,
+    movie: ForeignMovie,
+    calibration: Calibration,
+    truth: np.ndarray,
+    bound: np.ndarray,
+    say: Callable[[str], None],
+) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
+    """trackpy.locate (on photons, with the calibrated camera) and DAOStarFinder (its FWHM from
+    the calibrated blur), each installed one tuned on the first frames: scored (see `_score`)."""
+    frames, size = movie.frames, movie.frames.shape[-1]
+    peers: dict[str, tuple[dict[str, Any], np.ndarray]] = {}
+    sigma = calibration.estimates["blur"].value
+    if trackpy_available():
+        say(f"[{name}] trackpy.locate, minmass tuned on the first {TUNING_FRAMES} frames")
+        photons = (frames.astype(np.float32) - calibration.spec.baseline) * calibration.spec.e_per_adu
+        found, seconds = _tuned(
+            functools.partial(trackpy_detections, spec=calibration.spec), photons, movie.points
+        )
+        peers["trackpy"] = _score(found, truth, bound, size, seconds)
+    if daofind_available():
+        say(f"[{name}] DAOStarFinder, threshold tuned on the first {TUNING_FRAMES} frames")
+        found, seconds = _tuned(functools.partial(daofind_detections, sigma=sigma), frames, movie.points)
+        peers["DAOStarFinder"] = _score(found, truth, bound, size, seconds)
+    return peers
+
+
+def _goal_met(rows: dict[str, Any]) -> bool:
+    """Whether the calibrated model comes within JI_GOAL_POINTS of the true parameters' Jaccard
+    index and within RMSE_GOAL of its rmse, and beats every peer on both."""
+    ours, best = rows["pixelreg (calibrated)"], rows["pixelreg (true)"]
+    peers = [rows[p] for p in ("trackpy", "DAOStarFinder") if p in rows]
+    met = bool(
+        (ours["jaccard"] or 0) >= (best["jaccard"] or 0) - JI_GOAL_POINTS / 100
+        and ours["rmse_px"] is not None
+        and best["rmse_px"] is not None
+        and ours["rmse_px"] <= RMSE_GOAL * best["rmse_px"]
+        and all((ours["jaccard"] or 0) > (p["jaccard"] or 0) for p in peers)
+        and all(p["rmse_px"] is None or ours["rmse_px"] < p["rmse_px"] for p in peers)
+    )
+    return met and math.isfinite(ours["rmse_px"] or math.nan)

@@ -108,3 +108,18 @@ def _argmax_row(holdout: str, dataset: Any, test_images: np.ndarray) -> dict[str
         "images_per_second": round(images_per_second(argmax_points, _batch_of(test_images, 1024))),
         "config": None,
     }
+
+
+def run_holdouts(
+    out: str | Path,
+    spec: DataSpec,
+    epochs: int,
+    models: tuple[str, ...],
+    holdouts: tuple[str, ...],
+    device: str,
+    reporter_for: Callable[[str], Reporter],
+) -> dict[str, Any]:
+    """The bench's results as bench.json holds them: its spec, budget and one row per model and
+    holdout (and argmax's)."""
+    rows = run_bench(out, spec, epochs, models, holdouts, device, spec.seed, reporter_for)
+    return {"spec": spec.to_dict(), "epochs": epochs, "rows": rows}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import resource
 import subprocess
 import sys
@@ -90,7 +91,7 @@ def run_perf(device: str = "auto", rss_n: int = 1_000_000) -> dict[str, Any]:
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_images_per_second": round(training_images_per_second(name, images, points, torch_device)),
             "inference_images_per_second": round(
-                images_per_second(lambda x, m=model: predict_images(m, x, torch_device), batch)
+                images_per_second(functools.partial(predict_images, model, device=torch_device), batch)
             ),
         }
     results["models"] = models

@@ -121,7 +121,7 @@ def score_cell(cell: dict[str, float], evaluations: dict[str, Trained]) -> list[
     for method, error in errors.items():
         m = metrics[method]
         rmse_common = float(np.sqrt(np.mean(error[common] ** 2))) if common.any() else None
-        trained = evaluations.get(method)
+        in_grid = evaluations.get(method)
         rows.append(
             {
                 **cell,
@@ -136,8 +136,8 @@ def score_cell(cell: dict[str, float], evaluations: dict[str, Trained]) -> list[
                 "common_share": round(float(common.mean()), 6),
                 "recall_1px": m["recall_1px"],
                 "bias_px": m["bias_px"],
-                "train_seconds": None if trained is None else round(trained.seconds, 1),
-                "config": None if trained is None else trained.config,
+                "train_seconds": None if in_grid is None else round(in_grid.seconds, 1),
+                "config": None if in_grid is None else in_grid.config,
             }
         )
     return rows

@@ -74,7 +74,7 @@ def dataset_for(
         return load_dataset(data), str(data)
     if payload.get("data_spec"):
         spec = DataSpec.from_dict(payload["data_spec"])
-        splits = SPLITS if split == "all" else (split,)
+        splits: tuple[str, ...] = SPLITS if split == "all" else (split,)
         if spec.variable_count and "val" not in splits:
             splits = tuple(name for name in SPLITS if name in (split, "val"))  # baselines' thresholds
         return make_dataset(spec, splits), "rebuilt from the checkpoint's data spec"
@@ -95,7 +95,7 @@ def seen_in_training(points: np.ndarray, train_mask: np.ndarray) -> np.ndarray:
 
 
 def position_sweep(
-    model: PointModel, spec: DataSpec, train_mask: np.ndarray, device: torch.device
+    model: PointModel, spec: DataSpec, train_mask: np.ndarray, device: torch.device | str
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics over one image per pixel position, and the (H, W) error at each position."""
     height, width = spec.size
@@ -171,7 +171,7 @@ def evaluate_model(
         raise PixelregError(f"the model predicts NaN or infinity for {bad} image(s); its weights are broken")
     pred = match_points(pred, true)
     seen = seen_in_training(true, train_mask)
-    scored = {"tolerance": scoring.tolerance, "pixel_size": scoring.pixel_size}
+    scored: dict[str, Any] = {"tolerance": scoring.tolerance, "pixel_size": scoring.pixel_size}
     report = report_head(checkpoint, source, split, payload, scoring)
     report["metrics"] = grouped_metrics(pred, true, seen, (height, width), scored)
     predictions = {
@@ -250,28 +250,21 @@ def evaluate_counting(
     pairs and efficiency; beside the classical detectors (and trackpy, when installed), each
     thresholded at the score that maximises its Jaccard index on the validation split."""
     height, width = dataset.size
-    index = dataset.select(split)
-    if index.size == 0:
-        raise PixelregError(f"the data has no images in split {split!r}; choose another --split")
-    images, true = dataset.images[index], dataset.points[index]
-    found, confidence = detect_images(model, images, device)
     threshold = scoring.threshold if scoring.threshold is not None else model.threshold
-    pred, pred_confidence = kept_detections(model, images, found, confidence, threshold)
-    train_mask = _train_mask(payload, (height, width))
-    seen = seen_in_training(true, train_mask)
-    scored = {"variable": True, "tolerance": scoring.tolerance, "pixel_size": scoring.pixel_size}
+    predictions, (found, confidence) = counting_predictions(
+        model, dataset, split, payload, device, threshold, scoring.tolerance
+    )
+    true = predictions["true"]
+    scored: dict[str, Any] = {
+        "variable": True,
+        "tolerance": scoring.tolerance,
+        "pixel_size": scoring.pixel_size,
+    }
     curves = {"model": threshold_sweep(found, confidence, true, CONFIDENCE_THRESHOLDS, scoring.tolerance)}
     report = report_head(checkpoint, source, split, payload, scoring)
     report["thresholds"] = {"model": as_json_float(threshold)}
     report["merge_radius_px"] = as_json_float(model.merge_radius)
-    every_position_trained = bool(train_mask.all())
-    if every_position_trained:
-        # independent images (holdout none) put spots on every pixel in training: no image is
-        # of unseen positions, and "unseen" would only gather the images without spots
-        report["metrics"] = {"all": summarize(pred, true, height, width, **scored)}
-    else:
-        report["metrics"] = grouped_metrics(pred, true, seen, (height, width), scored)
-    report["every_position_trained"] = every_position_trained
+    report.update(counting_metrics(predictions, scored))
     # the network's detections before the joint fits (deblend.py), where the model makes them
     report["refined"] = model.spot is not None
     report["network_only"] = (
@@ -280,25 +273,81 @@ def evaluate_counting(
         else None
     )
     report["baselines"] = {}
+    spec = dataset.spec or DataSpec(
+        n=len(dataset), height=height, width=width, points=0, points_max=dataset.points.shape[1]
+    )
+    report["baseline_thresholds_from"], tuned = tune_baselines(dataset, split, spec, predictions, scoring)
+    for name, (kept, chosen, curve) in tuned.items():
+        report["baselines"][name] = summarize(kept, true, height, width, **scored)
+        report["thresholds"][name] = as_json_float(chosen)
+        curves[name] = curve
+        predictions[f"baseline_{name}"] = kept.astype(np.float32)
+    report["detection_curves"] = curves
+    report["recall_by_separation"] = separation_recall(predictions, list(tuned), scoring.tolerance)
+    report["bias"] = None  # by phase: for fixed counts, where every spot has its prediction
+    report["crlb"] = precision_against_bound(report, true, spec)
+    return Evaluation(report, predictions)
+
+
+def counting_predictions(
+    model: PointModel,
+    dataset: Dataset,
+    split: str,
+    payload: dict[str, Any],
+    device: torch.device | str,
+    threshold: float,
+    tolerance: float,
+) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A counting model's detections on `split`: the contents of predictions.npz (those kept at
+    `threshold`, each image's mean paired error, which images training saw), and every
+    detection with its confidence, from which the curves and thresholds are drawn."""
+    index = dataset.select(split)
+    if index.size == 0:
+        raise PixelregError(f"the data has no images in split {split!r}; choose another --split")
+    images, true = dataset.images[index], dataset.points[index]
+    found, confidence = detect_images(model, images, device)
+    pred, pred_confidence = kept_detections(model, images, found, confidence, threshold)
+    train_mask = _train_mask(payload, dataset.size)
     predictions = {
         "index": index,
         "images": images,
         "true": true,
         "pred": pred,
         "confidence": pred_confidence,
-        "error_px": paired_error(pred, true, scoring.tolerance),
-        "seen": seen,
+        "error_px": paired_error(pred, true, tolerance),
+        "seen": seen_in_training(true, train_mask),
         "train_mask": train_mask,
     }
-    spec = dataset.spec or DataSpec(
-        n=len(dataset), height=height, width=width, points=0, points_max=dataset.points.shape[1]
-    )
+    return predictions, (found, confidence)
+
+
+def counting_metrics(predictions: dict[str, np.ndarray], scored: dict[str, Any]) -> dict[str, Any]:
+    """The `metrics` block of a counting model, and `every_position_trained`: where training put
+    spots on every pixel no position is unseen, and only the metrics of all images are given."""
+    pred, true, train_mask = predictions["pred"], predictions["true"], predictions["train_mask"]
+    height, width = train_mask.shape
+    every_position_trained = bool(train_mask.all())
+    if every_position_trained:
+        # independent images (holdout none) put spots on every pixel in training: no image is
+        # of unseen positions, and "unseen" would only gather the images without spots
+        metrics = {"all": summarize(pred, true, height, width, **scored)}
+    else:
+        metrics = grouped_metrics(pred, true, predictions["seen"], (height, width), scored)
+    return {"metrics": metrics, "every_position_trained": every_position_trained}
+
+
+def tune_baselines(
+    dataset: Dataset, split: str, spec: DataSpec, predictions: dict[str, np.ndarray], scoring: Scoring
+) -> tuple[str, dict[str, tuple[np.ndarray, float, dict[str, list[Any]]]]]:
+    """Each classical detector (and trackpy, when installed) on the evaluated images, at the
+    score threshold with its best Jaccard index on the validation split (or, with none, on the
+    evaluated split): which split that was, and for each its detections kept, its threshold
+    and its detection curve."""
     val = dataset.select("val")
-    report["baseline_thresholds_from"] = "val" if val.size else split  # no val split: the only choice
-    images = classical_view(images, spec)
+    images, true = classical_view(predictions["images"], spec), predictions["true"]
     tuning = (classical_view(dataset.images[val], spec), dataset.points[val]) if val.size else (images, true)
-    names = [*baselines_for(spec), *(["trackpy"] if trackpy_available() else [])]
-    for name in names:
+    tuned = {}
+    for name in [*baselines_for(spec), *(["trackpy"] if trackpy_available() else [])]:
         tune_points, tune_scores = baseline_detections(name, tuning[0], spec)
         levels = score_thresholds(tune_scores)
         chosen = best_threshold(
@@ -306,23 +355,22 @@ def evaluate_counting(
         )
         points, scores = baseline_detections(name, images, spec)
         kept = keep_above(points, scores, chosen)
-        report["baselines"][name] = summarize(kept, true, height, width, **scored)
-        report["thresholds"][name] = as_json_float(chosen)
-        curves[name] = threshold_sweep(points, scores, true, levels, scoring.tolerance)
-        predictions[f"baseline_{name}"] = kept.astype(np.float32)
-    report["detection_curves"] = curves
-    report["recall_by_separation"] = {
+        tuned[name] = (kept, chosen, threshold_sweep(points, scores, true, levels, scoring.tolerance))
+    return ("val" if val.size else split), tuned  # no val split: the only choice
+
+
+def separation_recall(
+    predictions: dict[str, np.ndarray], baselines: list[str], tolerance: float
+) -> dict[str, Any]:
+    """The model's and each baseline's recall binned by the distance to the nearest other true
+    spot: where spots crowd, which method loses them."""
+    methods = {"model": predictions["pred"], **{name: predictions[f"baseline_{name}"] for name in baselines}}
+    return {
         "edges_px": list(SEPARATION_EDGES),  # bins [edge, next edge), the last one open-ended
         "methods": {
-            name: recall_by_separation(
-                predictions["pred" if name == "model" else f"baseline_{name}"], true, scoring.tolerance
-            )
-            for name in ("model", *names)
+            name: recall_by_separation(pred, predictions["true"], tolerance) for name, pred in methods.items()
         },
     }
-    report["bias"] = None  # by phase: for fixed counts, where every spot has its prediction
-    report["crlb"] = precision_against_bound(report, true, spec)
-    return Evaluation(report, predictions)
 
 
 def paired_error(pred: np.ndarray, true: np.ndarray, tolerance: float) -> np.ndarray:
@@ -458,7 +506,7 @@ def save_evaluation(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path, 
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **evaluation.predictions)
+            np.savez_compressed(handle, **evaluation.predictions)  # type: ignore[arg-type]  # numpy's stub
 
     predictions_path = write_atomic(out.predictions, write)
     return write_text(out.metrics, text), predictions_path
@@ -511,7 +559,9 @@ def evaluate_run_for_plots(
         save_evaluation(evaluate_model(model, payload, str(checkpoint), device=torch_device), run.root)
     curve = None
     spec = DataSpec.from_dict(payload["data_spec"]) if payload.get("data_spec") else None
-    if wants_precision_curve(spec) and not can_count(model):  # counting: precision_recall.png
+    if (
+        spec is not None and wants_precision_curve(spec) and not can_count(model)
+    ):  # counting: precision_recall.png
         say("Measuring model, baselines and the Cramér-Rao bound over noise levels")
         curve = precision_curve(model, spec, torch_device)
     return load_predictions(run.predictions), curve

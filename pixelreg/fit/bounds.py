@@ -38,7 +38,7 @@ def crlb(
     points: np.ndarray,
     photons: np.ndarray,
     background: np.ndarray,
-    sigma: np.ndarray,
+    sigma: np.ndarray | float,
     camera: Camera,
     size: tuple[int, int],
     free: tuple[bool, ...] = POSITION_AND_PHOTOMETRY,

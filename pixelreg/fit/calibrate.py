@@ -161,6 +161,34 @@ def calibrate(
     if min(height, width) < 2 * FIT_RADIUS + 1:
         raise PixelregError(f"frames of {height}x{width} are too small to calibrate; at least 15x15")
     warnings: list[str] = []
+    saturated = _check_saturation(frames, warnings)
+    pixels = torch.from_numpy(frames.astype(np.float32))[:, None]
+    say(f"Finding spots in {count} frames of {height}x{width}")
+    peaks, mask = _require_spots(pixels)  # (S, 3) frame, row, column; (T, H, W) bool near a spot
+    moments = EM_MOMENTS if em_gain > 1.0 else POISSON_MOMENTS
+    levels, line, theta, baseline_est, read_var = _camera_estimates(
+        frames, mask, moments, baseline, e_per_adu, em_gain, warnings
+    )
+    gain = em_gain if em_gain > 1.0 else 1.0
+    estimates, camera = _camera_parameters(theta, baseline_est, read_var, e_per_adu, em_gain)
+    e_adu = estimates["e_per_adu"].value
+    photons = (frames.astype(np.float32) - camera.baseline) * (e_adu / gain)  # photoelectrons
+    say(f"Fitting {min(len(peaks), PSF_SPOTS)} bright isolated spots for the PSF")
+    sigma, profile = _psf(photons, peaks, frames, saturated, camera, warnings)
+    estimates["blur"] = sigma
+    say("Fitting every spot's photons")
+    spot_photons = _spot_photons(photons, peaks, frames, saturated, camera, sigma.value)
+    estimates.update(_photon_estimates(spot_photons, warnings))
+    estimates.update(_background_estimates(levels, camera.baseline, e_adu / gain))
+    per_frame = len(peaks) / count
+    estimates["spots_per_frame"] = Estimate(per_frame, "estimated", note="spots found, not counting overlaps")
+    spec = _calibrated_spec(estimates, camera, height * width)
+    return Calibration(spec, estimates, warnings, count, (height, width), levels, line, profile, spot_photons)
+
+
+def _check_saturation(frames: np.ndarray, warnings: list[str]) -> int | None:
+    """The ADU at which the frames saturate (None: they do not), with a warning of the share of
+    pixels that read it; raise where so many do that nothing can be measured."""
     saturated = _saturation(frames)
     if saturated is not None:
         share = float((frames >= saturated).mean())
@@ -172,21 +200,30 @@ def calibrate(
         warnings.append(
             f"{share:.2%} of the pixels read {saturated} ADU (saturated): spots touching them are left out"
         )
-    pixels = torch.from_numpy(frames.astype(np.float32))[:, None]
-    say(f"Finding spots in {count} frames of {height}x{width}")
-    peaks, mask = _find_spots(pixels)  # (S, 3) frame, row, column; (T, H, W) bool near a spot
+    return saturated
+
+
+def _require_spots(pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The spots of the frames and the pixels near them, as _find_spots gives them; raise where
+    there are none, since every estimate but the camera's needs spots."""
+    peaks, mask = _find_spots(pixels)
     if len(peaks) == 0:
         raise PixelregError(
             "no spots found in the frames (nothing stands 5 noise sigmas above the background); "
             "are these the right files?"
         )
-    moments = EM_MOMENTS if em_gain > 1.0 else POISSON_MOMENTS
-    levels, line, theta, baseline_est, read_var = _camera_estimates(
-        frames, mask, moments, baseline, e_per_adu, em_gain, warnings
-    )
+    return peaks, mask
+
+
+def _camera_parameters(
+    theta: Estimate, baseline: Estimate, read_var: float, e_per_adu: float | None, em_gain: float
+) -> tuple[dict[str, Estimate], Camera]:
+    """The camera's estimates (baseline, e_per_adu, em_gain, read_noise, in that order) from
+    theta (ADU per photoelectron), the baseline and the read noise's variance (ADU^2); and the
+    Camera they make, through which the spots are fitted."""
     gain = em_gain if em_gain > 1.0 else 1.0
     estimates: dict[str, Estimate] = {}
-    estimates["baseline"] = baseline_est
+    estimates["baseline"] = baseline
     estimates["e_per_adu"] = (
         Estimate(float(e_per_adu), "given")
         if e_per_adu is not None
@@ -213,43 +250,54 @@ def calibrate(
         e_per_adu=e_adu,
         baseline=float(np.clip(estimates["baseline"].value, 0.0, ADU_MAX)),
     )
-    photons = (frames.astype(np.float32) - camera.baseline) * (e_adu / gain)  # photoelectrons
-    say(f"Fitting {min(len(peaks), PSF_SPOTS)} bright isolated spots for the PSF")
-    sigma, profile = _psf(photons, peaks, frames, saturated, camera, warnings)
-    estimates["blur"] = sigma
-    say("Fitting every spot's photons")
-    spot_photons = _spot_photons(photons, peaks, frames, saturated, camera, sigma.value)
+    return estimates, camera
+
+
+def _photon_estimates(spot_photons: np.ndarray, warnings: list[str]) -> dict[str, Estimate]:
+    """The estimates "photons" and "photons_max": the range of photons to train on (see
+    _photon_range), each noting the percentile of the fitted spots it comes from."""
     low, high = _photon_range(spot_photons, warnings)
-    estimates["photons"] = Estimate(
-        low, "estimated", note=f"1st percentile {np.percentile(spot_photons, 1):.0f} / {PHOTON_MARGIN}"
-    )
-    estimates["photons_max"] = Estimate(
-        high, "estimated", note=f"99th percentile {np.percentile(spot_photons, 99):.0f} x {PHOTON_MARGIN}"
-    )
+    return {
+        "photons": Estimate(
+            low, "estimated", note=f"1st percentile {np.percentile(spot_photons, 1):.0f} / {PHOTON_MARGIN}"
+        ),
+        "photons_max": Estimate(
+            high, "estimated", note=f"99th percentile {np.percentile(spot_photons, 99):.0f} x {PHOTON_MARGIN}"
+        ),
+    }
+
+
+def _background_estimates(levels: np.ndarray, baseline: float, scale: float) -> dict[str, Estimate]:
+    """The estimates "background_photons" and "background_photons_max": the 2nd and 98th
+    percentiles over the field of the background pixels' levels (bins, 2), less the `baseline`
+    (ADU) and times `scale` (photons per ADU), never below 0."""
     quiet_level = levels[:, 0]
-    background = (quiet_level - camera.baseline) * (e_adu / gain)
+    background = (quiet_level - baseline) * scale
     bg_low, bg_high = (float(max(0.0, v)) for v in np.percentile(background, [2, 98]))
-    estimates["background_photons"] = Estimate(bg_low, "estimated", note="2nd percentile over the field")
-    estimates["background_photons_max"] = Estimate(
-        bg_high, "estimated", note="98th percentile over the field"
-    )
-    per_frame = len(peaks) / count
-    estimates["spots_per_frame"] = Estimate(per_frame, "estimated", note="spots found, not counting overlaps")
-    spec = training_spec(
-        per_frame,
-        height * width,
-        blur=round(sigma.value, 3),
-        photons=round(low, 1),
-        photons_max=round(high, 1),
+    return {
+        "background_photons": Estimate(bg_low, "estimated", note="2nd percentile over the field"),
+        "background_photons_max": Estimate(bg_high, "estimated", note="98th percentile over the field"),
+    }
+
+
+def _calibrated_spec(estimates: dict[str, Estimate], camera: Camera, frame_pixels: int) -> DataSpec:
+    """The training spec of a movie of frames of `frame_pixels` from its estimates and camera; the
+    background is left even where its range is within 5% (and 0.01 photons) of its lowest."""
+    bg_low, bg_high = estimates["background_photons"].value, estimates["background_photons_max"].value
+    return training_spec(
+        estimates["spots_per_frame"].value,
+        frame_pixels,
+        blur=round(estimates["blur"].value, 3),
+        photons=round(estimates["photons"].value, 1),
+        photons_max=round(estimates["photons_max"].value, 1),
         background_photons=round(bg_low, 2),
         background_photons_max=round(bg_high, 2) if bg_high > bg_low * 1.05 + 0.01 else None,
         qe=1.0,
-        em_gain=float(em_gain),
+        em_gain=camera.em_gain,
         read_noise=round(camera.read_noise, 3),
-        e_per_adu=round(e_adu, 5),
+        e_per_adu=round(estimates["e_per_adu"].value, 5),
         baseline=round(camera.baseline, 2),
     )
-    return Calibration(spec, estimates, warnings, count, (height, width), levels, line, profile, spot_photons)
 
 
 def _saturation(frames: np.ndarray) -> int | None:

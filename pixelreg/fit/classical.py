@@ -141,8 +141,12 @@ def gaussian_fit_at(
             + 1e-9 * eye
         )
         step = torch.linalg.solve(lhs, jtr[..., None])[..., 0]
-        trial = (x0 + step[..., 0, None, None], y0 + step[..., 1, None, None])
-        trial += ((brightness + step[..., 2, None, None]).clamp(min=1e-3), b + step[..., 3, None, None])
+        trial = (
+            x0 + step[..., 0, None, None],
+            y0 + step[..., 1, None, None],
+            (brightness + step[..., 2, None, None]).clamp(min=1e-3),
+            b + step[..., 3, None, None],
+        )
         new_residual, _ = residual_and_jacobian(*trial)
         better = (new_residual**2).sum((-2, -1), keepdim=True) < (residual**2).sum((-2, -1), keepdim=True)
         x0, y0, brightness, b = (

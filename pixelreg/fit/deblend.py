@@ -73,11 +73,11 @@ def refine_detections(
     for batch in _batches(groups, shape):
         _fit_batch(images, points, batch, shape, fitted, added, dropped)
     n_images = len(images)
-    rows: list[list[tuple[np.ndarray, float]]] = [[] for _ in range(n_images)]
+    rows: list[list[tuple[Any, float]]] = [[] for _ in range(n_images)]
     for n in range(n_images):
         for j in np.flatnonzero(np.isfinite(points[n, :, 0])):
             if (n, j) not in dropped:
-                rows[n].append((fitted.get((n, j), points[n, j]), float(confidence[n, j])))
+                rows[n].append((fitted.get((n, int(j)), points[n, j]), float(confidence[n, j])))
     for n, position, source in added:
         rows[n].append((position, float(confidence[n, source])))
     most = max([len(row) for row in rows] + [1])
@@ -168,35 +168,12 @@ def _fit_batch(images, points, batch, shape, fitted, added, dropped) -> None:
     """Fit one batch of groups, each in its window of `side` pixels; record in `fitted` each
     detection's new position, in `dropped` the detections dropped, in `added` the spots added."""
     side, groups = batch
-    n_images, height, width = images.shape
     slots = max(group.members.size for group in groups) + 1  # the last: a spot to add
-    g = len(groups)
-    start = np.zeros((g, slots, 2))
-    active = np.zeros((g, slots), dtype=bool)
-    origin = np.zeros((g, 2), dtype=np.int64)
-    for i, group in enumerate(groups):
-        member_points = points[group.image, group.members]
-        start[i, : group.members.size] = member_points
-        active[i, : group.members.size] = True
-        middle = np.floor((member_points.min(0) + member_points.max(0)) / 2 + 0.5).astype(np.int64)
-        origin[i] = middle - side // 2
+    start, active, origin = _starting_spots(points, groups, slots, side)
     steps = np.arange(side)
     xs, ys = origin[:, 0, None] + steps, origin[:, 1, None] + steps  # (G, side)
     values, usable = _windows(images, np.array([group.image for group in groups]), xs, ys)
-    fixed = np.full((g, side, side), float(shape.background))
-    for i, group in enumerate(groups):  # the light of the image's other detections, where they reach
-        others = np.isfinite(points[group.image, :, 0])
-        others[group.members] = False
-        near = points[group.image, others]
-        reach = WINDOW_SIGMAS * shape.blur
-        near = near[
-            (near[:, 0] > xs[i, 0] - reach)
-            & (near[:, 0] < xs[i, -1] + reach)
-            & (near[:, 1] > ys[i, 0] - reach)
-            & (near[:, 1] < ys[i, -1] + reach)
-        ]
-        if len(near):
-            fixed[i] += _light(torch.from_numpy(near[None]), xs[i : i + 1], ys[i : i + 1], shape)[0].numpy()
+    fixed = _fixed_light(points, groups, xs, ys, shape)
 
     xs_t, ys_t = torch.from_numpy(xs), torch.from_numpy(ys)
     v = torch.from_numpy(values.astype(np.float64))
@@ -212,19 +189,80 @@ def _fit_batch(images, points, batch, shape, fitted, added, dropped) -> None:
         if not dropped_any:
             break
 
-    # add: one spot at the largest residual, where it explains more than PENALTY; tried only
-    # where the residual is more than noise would leave
+    fit, active_t = _add_one(v, mask, base, xs, ys, fit, active_t, chi, shape)
+    _, height, width = images.shape
+    _record_fits(
+        groups, start, fit.numpy(), active_t.numpy(), xs, ys, (height, width), fitted, added, dropped
+    )
+
+
+def _starting_spots(
+    points: np.ndarray, groups: list[_Group], slots: int, side: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each group's fit starts: its detections' positions (G, slots, 2), which slots are in
+    use (G, slots), and the top-left pixel (column, row) of its window of `side`, centred on them."""
+    g = len(groups)
+    start = np.zeros((g, slots, 2))
+    active = np.zeros((g, slots), dtype=bool)
+    origin = np.zeros((g, 2), dtype=np.int64)
+    for i, group in enumerate(groups):
+        member_points = points[group.image, group.members]
+        start[i, : group.members.size] = member_points
+        active[i, : group.members.size] = True
+        middle = np.floor((member_points.min(0) + member_points.max(0)) / 2 + 0.5).astype(np.int64)
+        origin[i] = middle - side // 2
+    return start, active, origin
+
+
+def _fixed_light(
+    points: np.ndarray, groups: list[_Group], xs: np.ndarray, ys: np.ndarray, shape: SpotShape
+) -> np.ndarray:
+    """(G, side, side) what each group's window holds besides its own spots: the background and
+    the light of the image's other detections, where they reach it; held in place by the fit."""
+    fixed = np.full((len(groups), xs.shape[1], ys.shape[1]), float(shape.background))
+    for i, group in enumerate(groups):
+        others = np.isfinite(points[group.image, :, 0])
+        others[group.members] = False
+        near = points[group.image, others]
+        reach = WINDOW_SIGMAS * shape.blur
+        near = near[
+            (near[:, 0] > xs[i, 0] - reach)
+            & (near[:, 0] < xs[i, -1] + reach)
+            & (near[:, 1] > ys[i, 0] - reach)
+            & (near[:, 1] < ys[i, -1] + reach)
+        ]
+        if len(near):
+            fixed[i] += _light(torch.from_numpy(near[None]), xs[i : i + 1], ys[i : i + 1], shape)[0].numpy()
+    return fixed
+
+
+def _add_one(
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    base: torch.Tensor,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    fit: torch.Tensor,
+    active: torch.Tensor,
+    chi: torch.Tensor,
+    shape: SpotShape,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fits (G, S, 2) and slots in use (G, S) with one spot added at the largest residual of
+    each group where it explains more than PENALTY; tried only where the residual is more than
+    noise would leave, since a network may see a close pair as one. Updates `fit` and `active`."""
     used = mask.sum((1, 2))
     excess = chi - used > PENALTY + 4 * torch.sqrt(2 * used)
     if excess.any():
+        side = xs.shape[1]
+        xs_t, ys_t = torch.from_numpy(xs), torch.from_numpy(ys)
         idx = excess.nonzero()[:, 0]
         residual = (
-            v[idx] - base[idx] - _light(fit[idx], xs[idx.numpy()], ys[idx.numpy()], shape, active_t[idx])
+            v[idx] - base[idx] - _light(fit[idx], xs[idx.numpy()], ys[idx.numpy()], shape, active[idx])
         ) * mask[idx]
         peak = residual.flatten(1).argmax(1)
-        free = (~active_t[idx]).to(torch.int64).argmax(1)  # the first unused slot
+        free = (~active[idx]).to(torch.int64).argmax(1)  # the first unused slot
         trial = fit[idx].clone()
-        trial_active = active_t[idx].clone()
+        trial_active = active[idx].clone()
         rows = torch.arange(len(idx))
         trial[rows, free, 0] = xs_t[idx, peak % side].double()
         trial[rows, free, 1] = ys_t[idx, peak // side].double()
@@ -232,9 +270,26 @@ def _fit_batch(images, points, batch, shape, fitted, added, dropped) -> None:
         f2, c2 = _fit(v[idx], mask[idx], base[idx], xs_t[idx], ys_t[idx], trial, trial_active, shape)
         take = chi[idx] - c2 > PENALTY
         fit[idx] = torch.where(take[:, None, None], f2, fit[idx])
-        active_t[idx] = torch.where(take[:, None], trial_active, active_t[idx])
+        active[idx] = torch.where(take[:, None], trial_active, active[idx])
+    return fit, active
 
-    fit_np, active_np = fit.numpy(), active_t.numpy()
+
+def _record_fits(
+    groups: list[_Group],
+    start: np.ndarray,
+    fit: np.ndarray,
+    active: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    size: tuple[int, int],
+    fitted: dict[tuple[int, int], np.ndarray],
+    added: list[tuple[int, np.ndarray, int]],
+    dropped: set[tuple[int, int]],
+) -> None:
+    """Record each group's fit (G, S, 2) in `fitted`, `dropped` and `added` (see _fit_batch); a
+    spot outside its window or the height x width image is not trusted and keeps the network's
+    position, or is not added. An added spot is credited to the detection it started nearest."""
+    height, width = size
     for i, group in enumerate(groups):
         k = group.members.size
         # a spot stays within its window and the image, or the fit is not trusted
@@ -242,13 +297,13 @@ def _fit_batch(images, points, batch, shape, fitted, added, dropped) -> None:
         high = np.minimum([xs[i, -1], ys[i, -1]], [width - 1, height - 1]) + 0.5
         for s in range(k):
             key = (group.image, int(group.members[s]))
-            if not active_np[i, s]:
+            if not active[i, s]:
                 dropped.add(key)
-            elif np.all(fit_np[i, s] >= low) and np.all(fit_np[i, s] <= high):
-                fitted[key] = fit_np[i, s]
-        for s in range(k, slots):
-            position = fit_np[i, s]
-            if active_np[i, s] and np.all(position >= low) and np.all(position <= high):
+            elif np.all(fit[i, s] >= low) and np.all(fit[i, s] <= high):
+                fitted[key] = fit[i, s]
+        for s in range(k, active.shape[1]):
+            position = fit[i, s]
+            if active[i, s] and np.all(position >= low) and np.all(position <= high):
                 nearest = np.linalg.norm(start[i, :k] - position, axis=-1).argmin()
                 added.append((group.image, position, int(group.members[nearest])))
 

@@ -31,7 +31,7 @@ def poisson_fit(
     points: np.ndarray,
     photons: np.ndarray,
     background: np.ndarray,
-    sigma: np.ndarray,
+    sigma: np.ndarray | float,
     camera: Camera,
     free: tuple[bool, ...] = POSITION_AND_PHOTOMETRY,
     iterations: int = FIT_ITERATIONS,
@@ -180,7 +180,8 @@ def _known_sigma_photometry(
 def photometry_start(images: np.ndarray, points: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """A first guess of each spot's photons (the light in its window above the image's median)
     and background (the median)."""
-    xs, ys, inside = windows_around(points, *images.shape[1:], window_radius(sigma))
+    height, width = images.shape[1:]
+    xs, ys, inside = windows_around(points, height, width, window_radius(sigma))
     return _start(images, window_pixels(images, xs, ys), inside)
 
 

@@ -46,7 +46,9 @@ def spot_and_derivatives(theta: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor
     return mu, jac
 
 
-def windows_around(points: np.ndarray, height: int, width: int, radius: int):
+def windows_around(
+    points: np.ndarray, height: int, width: int, radius: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixel coordinates (..., 2r+1, 1) and (..., 1, 2r+1) of a window around each point's
     pixel, and which of them lie in the image (..., 2r+1, 2r+1)."""
     centre = np.floor(np.asarray(points, dtype=np.float64) + 0.5)

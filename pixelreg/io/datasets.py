@@ -33,7 +33,7 @@ def save_dataset(path: str | Path, dataset: Dataset) -> Path:
                 count=dataset.counts,  # the points of each image; NaN rows of `points` pad the rest
                 split=dataset.split,
                 spec=np.asarray(spec_json),
-                **photometry_arrays(dataset.photometry),
+                **photometry_arrays(dataset.photometry),  # type: ignore[arg-type]  # numpy's stub: arrays
             )
 
     return write_atomic(path, write)
@@ -65,12 +65,36 @@ def npz_array_sizes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
 def load_dataset(path: str | Path) -> Dataset:
     """Read and validate a dataset .npz; every problem becomes one clear PixelregError."""
     path = require_file(path, "dataset")
+    arrays = _read_archive(path)
+    missing = [key for key in ("images", "points") if key not in arrays]
+    if missing:
+        raise PixelregError(f"{path} lacks the array(s) {', '.join(missing)}; expected images, points, split")
+    images, points = arrays["images"], arrays["points"]
+    _check_images(path, images)
+    n, height, width = images.shape
+    _check_points(path, points, n, "count" in arrays)
+    _check_counts(path, points, arrays.get("count"))
+    _check_points_inside(path, points, height, width)
+    split = _read_split(path, arrays, n)
+    spec = _read_spec(path, arrays)
+    _check_against_spec(path, spec, images, points)
+    photometry = _read_photometry(path, arrays, n, points.shape[1])
+    if spec is not None and varies(spec) and photometry is None:
+        raise PixelregError(
+            f"{path}: its spec varies the spots, but the file lacks their {', '.join(PHOTOMETRY_ARRAYS)}"
+        )
+    return Dataset(images, points.astype(np.float32), split.astype("<U5"), spec, photometry)
+
+
+def _read_archive(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz at `path`, after checking that the memory its headers declare is
+    there; a damaged archive raises one PixelregError, whatever library failed to read it."""
     try:
         sizes = npz_array_sizes(path)
         declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in sizes.values())
         require_memory(declared, f"{path} (as its arrays declare)", "use a smaller dataset")
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+            return {key: archive[key] for key in archive.files}
     except PixelregError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged archive raises zlib, zip, numpy and OS errors alike
@@ -78,10 +102,11 @@ def load_dataset(path: str | Path) -> Dataset:
         raise PixelregError(
             f"{path} is not a readable .npz dataset ({reason}); make one with `pixelreg generate`"
         ) from exc
-    missing = [key for key in ("images", "points") if key not in arrays]
-    if missing:
-        raise PixelregError(f"{path} lacks the array(s) {', '.join(missing)}; expected images, points, split")
-    images, points = arrays["images"], arrays["points"]
+
+
+def _check_images(path: Path, images: np.ndarray) -> None:
+    """Raise unless `images` are a non-empty uint8 or uint16 stack (N, H, W) of a size a model
+    can take, so that every later check may rely on their shape."""
     if images.dtype not in (np.uint8, np.uint16) or images.ndim != 3:
         raise PixelregError(
             f"{path}: images must be uint8 or uint16 of shape (N, H, W), got {images.dtype} {images.shape}"
@@ -93,23 +118,37 @@ def load_dataset(path: str | Path) -> Dataset:
         raise PixelregError(
             f"{path}: images are {height}x{width}; each side must be {MIN_SIZE} to {MAX_SIZE}"
         )
+
+
+def _check_points(path: Path, points: np.ndarray, n: int, has_count: bool) -> None:
+    """Raise unless `points` are floats (n, K, 2), K >= 1, whose NaN (allowed only beside a `count`
+    array) blank whole points and which hold no infinity."""
     if points.dtype.kind != "f" or points.ndim != 3 or points.shape[0] != n or points.shape[2] != 2:
         raise PixelregError(
             f"{path}: points must be float of shape ({n}, K, 2), got {points.dtype} {points.shape}"
         )
     if points.shape[1] == 0:
         raise PixelregError(f"{path}: points has no point per image (shape {points.shape})")
-    if np.isnan(points).any() and "count" not in arrays:
+    if np.isnan(points).any() and not has_count:
         raise PixelregError(
             f"{path}: points contain NaN; NaN may only pad a variable count, beside a `count` array"
         )
     if np.isinf(points).any() or (np.isnan(points[..., 0]) != np.isnan(points[..., 1])).any():
         raise PixelregError(f"{path}: points contain infinity, or NaN in one coordinate only")
+
+
+def _check_counts(path: Path, points: np.ndarray, stored: np.ndarray | None) -> None:
+    """Raise unless each image's NaN rows of `points` come after its last point, and the stored
+    `count` array, where there is one, agrees with the points that are there."""
     counts = point_counts(points)
     if (np.isnan(points[..., 0]) != (np.arange(points.shape[1]) >= counts[:, None])).any():
         raise PixelregError(f"{path}: points may be NaN only as padding after each image's last point")
-    if "count" in arrays and not np.array_equal(arrays["count"], counts):
+    if stored is not None and not np.array_equal(stored, counts):
         raise PixelregError(f"{path}: count disagrees with the points that are not NaN")
+
+
+def _check_points_inside(path: Path, points: np.ndarray, height: int, width: int) -> None:
+    """Raise if any point lies outside its height x width image (pixel centres at integers)."""
     outside = (points[..., 0] < -0.5) | (points[..., 0] > width - 0.5)
     outside |= (points[..., 1] < -0.5) | (points[..., 1] > height - 0.5)
     if outside.any():
@@ -117,19 +156,36 @@ def load_dataset(path: str | Path) -> Dataset:
             f"{path}: {int(outside.any(axis=1).sum())} image(s) have points outside the "
             f"{height}x{width} image"
         )
+
+
+def _read_split(path: Path, arrays: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """The split label of each of the n images: the stored one, checked, or "test" for all where
+    the file has none."""
     split = arrays.get("split", np.full(n, "test"))
     if split.shape != (n,) or split.dtype.kind != "U" or not np.isin(split, SPLITS).all():
         raise PixelregError(f"{path}: split must be {n} labels among {', '.join(SPLITS)}")
-    spec = None
-    if "spec" in arrays:
-        stored = arrays["spec"]
-        try:
-            spec_dict = json.loads(str(stored)) if stored.dtype.kind == "U" and stored.ndim == 0 else ...
-        except (ValueError, RecursionError):  # not JSON, too deep, or a number too long
-            spec_dict = ...
-        if spec_dict is ...:
-            raise PixelregError(f"{path}: the stored spec is not valid JSON text")
-        spec = DataSpec.from_dict(spec_dict, f"{path}: the stored spec") if spec_dict is not None else None
+    return split
+
+
+def _read_spec(path: Path, arrays: dict[str, np.ndarray]) -> DataSpec | None:
+    """The spec stored as JSON text in the file, validated; None where there is none (or the
+    stored JSON is null)."""
+    if "spec" not in arrays:
+        return None
+    stored = arrays["spec"]
+    try:
+        spec_dict = json.loads(str(stored)) if stored.dtype.kind == "U" and stored.ndim == 0 else ...
+    except (ValueError, RecursionError):  # not JSON, too deep, or a number too long
+        spec_dict = ...
+    if spec_dict is ...:
+        raise PixelregError(f"{path}: the stored spec is not valid JSON text")
+    return DataSpec.from_dict(spec_dict, f"{path}: the stored spec") if spec_dict is not None else None
+
+
+def _check_against_spec(path: Path, spec: DataSpec | None, images: np.ndarray, points: np.ndarray) -> None:
+    """Raise unless the images and points are what the stored spec describes: its count of points,
+    image size and image dtype (uint8 grey levels where there is no spec)."""
+    _, height, width = images.shape
     if spec is not None and not spec.variable_count and np.isnan(points).any():
         raise PixelregError(
             f"{path}: the stored spec describes exactly {spec.points} point(s) per image, but "
@@ -148,21 +204,20 @@ def load_dataset(path: str | Path) -> Dataset:
             f"{path}: images are {images.dtype}, but its spec describes {np.dtype(wanted).name} "
             f"({'ADU of the camera model' if wanted == np.uint16 else 'grey levels'})"
         )
-    photometry = None
-    if all(name in arrays for name in PHOTOMETRY_ARRAYS):
-        for name in PHOTOMETRY_ARRAYS:
-            if arrays[name].dtype.kind != "f":
-                raise PixelregError(f"{path}: {name} must be floats, got {arrays[name].dtype}")
-            if not np.isfinite(arrays[name]).all():
-                raise PixelregError(f"{path}: {name} holds NaN or infinity")
-        photometry = Photometry(*(arrays[name].astype(np.float64) for name in PHOTOMETRY_ARRAYS))
-        shapes = (points.shape[:2], points.shape[:2], (n,))
-        if [a.shape for a in (photometry.photons, photometry.sigma, photometry.background)] != list(shapes):
-            raise PixelregError(
-                f"{path}: photons and sigma must be ({n}, {points.shape[1]}), background ({n},)"
-            )
-    if spec is not None and varies(spec) and photometry is None:
-        raise PixelregError(
-            f"{path}: its spec varies the spots, but the file lacks their {', '.join(PHOTOMETRY_ARRAYS)}"
-        )
-    return Dataset(images, points.astype(np.float32), split.astype("<U5"), spec, photometry)
+
+
+def _read_photometry(path: Path, arrays: dict[str, np.ndarray], n: int, most: int) -> Photometry | None:
+    """The photometry stored in the file, as float64, checked to be finite floats of the shapes of
+    n images of at most `most` points; None where the file lacks any of its arrays."""
+    if not all(name in arrays for name in PHOTOMETRY_ARRAYS):
+        return None
+    for name in PHOTOMETRY_ARRAYS:
+        if arrays[name].dtype.kind != "f":
+            raise PixelregError(f"{path}: {name} must be floats, got {arrays[name].dtype}")
+        if not np.isfinite(arrays[name]).all():
+            raise PixelregError(f"{path}: {name} holds NaN or infinity")
+    photometry = Photometry(*(arrays[name].astype(np.float64) for name in PHOTOMETRY_ARRAYS))
+    shapes = ((n, most), (n, most), (n,))
+    if [a.shape for a in (photometry.photons, photometry.sigma, photometry.background)] != list(shapes):
+        raise PixelregError(f"{path}: photons and sigma must be ({n}, {most}), background ({n},)")
+    return photometry

@@ -38,7 +38,7 @@ def check_value(value: Any, declared: str, where: str) -> Any:
             continue  # True is an int to Python, never to us
         if isinstance(value, kind):
             if option == "float":
-                value = float(value)
+                value = float(value)  # type: ignore[arg-type]  # an int or a float, checked above
                 if math.isnan(value):
                     raise PixelregError(f"{where} is NaN")
             return value

@@ -25,6 +25,11 @@ class PointModel(nn.Module):
     """Base class: a model that locates `points` bright points in an image."""
 
     fixed_size = True  # whether the model only takes the image size it was built for
+    # set by the counting model alone (declared for the type checker; `hasattr` tells who has them)
+    threshold: float  # the least confidence a detection needs to be kept
+    merge_radius: float  # votes nearer than this make one spot
+    mirror: bool  # whether each image is read with its three mirror images too
+    bf16: bool  # whether the convolutions run in bfloat16
 
     def __init__(self, height: int, width: int, points: int = 1) -> None:
         super().__init__()
@@ -46,6 +51,14 @@ class PointModel(nn.Module):
             )
 
     name = "base"
+
+    def loss(self, images: Tensor, points: Tensor) -> Tensor:
+        """The training objective for true points (N, K, 2) in pixels."""
+        raise NotImplementedError
+
+    def predict(self, images: Tensor) -> Tensor:
+        """Points (N, K, 2) in pixels."""
+        raise NotImplementedError
 
 
 class CNNRegressor(PointModel):
@@ -92,13 +105,14 @@ class CoordConvRegressor(CNNRegressor):
     def __init__(self, height: int = 50, width: int = 50, points: int = 1, **kwargs: Any) -> None:
         super().__init__(height, width, points, **kwargs)
         first = self.features[0]
+        assert isinstance(first, nn.Conv2d)
         self.features[0] = nn.Conv2d(3, first.out_channels, 3, padding=1)
         ys = torch.linspace(-1.0, 1.0, height)[:, None].expand(height, width)
         xs = torch.linspace(-1.0, 1.0, width)[None, :].expand(height, width)
         self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
-        coords = self.coords.expand(images.shape[0], -1, -1, -1)
+        coords = self.get_buffer("coords").expand(images.shape[0], -1, -1, -1)
         return super().forward(torch.cat([images, coords], dim=1))
 
 

@@ -23,6 +23,7 @@ from pixelreg.io.tables import COLUMNS
 from pixelreg.limits import require_memory
 from pixelreg.nn.architectures import PointModel
 from pixelreg.nn.config import DEVICES
+from pixelreg.nn.offsets import OffsetLocalizer
 from pixelreg.simulate.camera import Camera
 from pixelreg.simulate.spec import DataSpec
 
@@ -188,6 +189,8 @@ def detect_at_radii(
     whole frame would have found it. Every window of a frame sees the frame's background level
     (`background_map`: of a large frame, a map that follows an uneven illumination or sky).
     """
+    if not isinstance(model, OffsetLocalizer):
+        raise TypeError(f"the {model.name} model does not detect; a counting model does")
     model.eval()
     n, height, width = images.shape
     # a window's spots take votes from its margin, whose pixels the network must see around them;
@@ -331,7 +334,7 @@ def localize_frames(
         if camera_spec is not None:
             from pixelreg.evaluate.photometry import measured
 
-            worth = measured(model.camera.photons(images), found, camera_spec)
+            worth = measured(camera_spec.camera.photons(images), found, camera_spec)
         index, point = np.nonzero(np.isfinite(found[..., 0]))  # frame by frame, in each its points' order
         columns: dict[str, list[Any]] = {"index": (first + index).tolist()}
         if model.points > 1 and not counting:

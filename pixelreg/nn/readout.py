@@ -166,7 +166,8 @@ def _spots_in_groups(
             surest = torch.topk(votes[2], len(votes[2]) // 2).indices.sort().values  # in their order
             votes = [part[surest] for part in votes]
         parts.append((votes[0], *_spots_of_votes(votes[3], votes[2], votes[1], pairs, radius)))
-    return tuple(torch.cat(column) for column in zip(*parts, strict=True))
+    image, points, confidence = (torch.cat(column) for column in zip(*parts, strict=True))
+    return image, points, confidence
 
 
 def _spots_of_votes(

@@ -72,4 +72,4 @@ def build_model(name: str, **kwargs: Any) -> PointModel:
     if name not in MODELS:
         raise PixelregError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     # channels-last convolutions run several times faster on CPU for these thin layers
-    return MODELS[name](**kwargs).to(memory_format=torch.channels_last)
+    return MODELS[name](**kwargs).to(memory_format=torch.channels_last)  # type: ignore[call-overload]

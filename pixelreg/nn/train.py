@@ -6,20 +6,16 @@ a run that is interrupted and resumed ends with exactly the weights of one that 
 
 from __future__ import annotations
 
+import functools
 import math
-import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from pixelreg import __version__
@@ -39,6 +35,7 @@ from pixelreg.io.runs import RunDir, last_checkpoint_of, write_history
 from pixelreg.limits import require_memory
 from pixelreg.nn.architectures import PointModel
 from pixelreg.nn.config import TrainConfig, choose_model, require_counting
+from pixelreg.nn.distributed import Distributed, distributed_loss, join_torchrun, stop_signals
 from pixelreg.nn.inference import camera_of, can_count, detect_at_radii, images_to_tensor, resolve_device
 from pixelreg.nn.readout import MERGE_RADII
 from pixelreg.nn.registry import build_model, skeleton, training_bytes
@@ -98,6 +95,17 @@ class TrainResult:
     best_epoch: int  # the epoch best.pt holds
     best_val_mean_px: float
     already_finished: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """What `train --json` prints."""
+        return {
+            "run_dir": str(self.run_dir),
+            "best": str(self.best_path),
+            "last": str(self.last_path),
+            "epochs": len(self.history),
+            "best_epoch": self.best_epoch,
+            "best_val_mean_px": self.best_val_mean_px,
+        }
 
 
 @dataclass
@@ -311,21 +319,79 @@ def _numbers_only(state: Any) -> bool:
     return state is None or isinstance(state, int | bool | torch.Tensor)
 
 
+@dataclass
+class _Training:
+    """What one run carries from its setup through every epoch: the loop's whole state."""
+
+    config: TrainConfig
+    run: RunDir
+    data: TrainingData
+    ranks: Distributed
+    device: torch.device
+    model: PointModel
+    loss_of: nn.Module  # the model's loss, behind DistributedDataParallel with several processes
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR
+    policy: CheckpointPolicy
+    common: dict[str, Any]  # what every checkpoint holds and no epoch changes
+    history: list[dict[str, float]] = field(default_factory=list)
+    first_epoch: int = 1
+    resumed: bool = False
+    kept: bool = False  # whether an epoch was saved whole, so that the run can be resumed
+
+    def checkpoint(self, epoch: int) -> dict[str, Any]:
+        """What best.pt and last.pt hold after `epoch`: enough to predict with and to resume."""
+        history = self.history
+        return {
+            **self.common,
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch,
+            "history": history,
+            "best": self.policy.best,
+            "threshold": history[-1].get("threshold") if history else None,
+            "merge_radius": history[-1].get("merge_radius") if history else None,
+        }
+
+    def result(self, already_finished: bool = False) -> TrainResult:
+        """The run as `train` and `resume` return it."""
+        run, best = self.run, self.policy.best
+        return TrainResult(run.root, run.best, run.last, self.history, self.policy.best_epoch,
+                           best["val_mean_px"], already_finished)  # fmt: skip
+
+
 def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str, Any] | None) -> TrainResult:
     """Set up model, optimizer and schedule (restored from `state` when resuming) and train."""
     device = resolve_device(config.device)
     if config.amp and device.type != "cuda":
         raise PixelregError("--amp needs a CUDA device; drop --amp or use --device cuda")
     ranks, device = join_torchrun(device)
-    if ranks.world > 1:  # every rank writes nowhere but takes rank 0's run directory
-        shared = [str(run_dir)]
-        dist.broadcast_object_list(shared, src=0)
-        run_dir = Path(shared[0])
-        if config.batch_size < ranks.world:
-            raise PixelregError(
-                f"--batch-size {config.batch_size} is smaller than the {ranks.world} processes"
-            )
-    run = RunDir(run_dir)
+    run = RunDir(ranks.from_main(str(run_dir)))  # every rank writes nowhere but takes rank 0's
+    if ranks.world > 1 and config.batch_size < ranks.world:  # each process needs a share of a batch
+        raise PixelregError(f"--batch-size {config.batch_size} is smaller than the {ranks.world} processes")
+    config, data = _training_data(config)
+    training = _setup(config, run, data, ranks, device)
+    if state is not None:
+        _restore(training, state)
+        if training.first_epoch > config.epochs:
+            return training.result(already_finished=True)
+    if not ranks.main:
+        reporter = SilentReporter()
+    created = None
+    if ranks.main and state is None:
+        created = make_folders(run.root, f"cannot create run directory {run.root}")
+    try:
+        _run_epochs(training, reporter)
+    except BaseException:
+        if not training.kept:  # no epoch finished and saved whole: leave nothing behind
+            remove_folders(created)
+        raise
+    return training.result()
+
+
+def _training_data(config: TrainConfig) -> tuple[TrainConfig, TrainingData]:
+    """The config's data, and the config naming the model that data calls for (`auto` resolved)."""
     data = load_training_data(config)
     variable = data.variable_count
     if variable:
@@ -333,11 +399,17 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
     config = replace(config, model=choose_model(config.model, data.spec, variable))
     if len(data.train_points) == 0 or len(data.val_points) == 0:
         raise PixelregError("training needs images in both the train and val splits; check the fractions")
+    return config, data
 
+
+def _setup(
+    config: TrainConfig, run: RunDir, data: TrainingData, ranks: Distributed, device: torch.device
+) -> _Training:
+    """Epoch 1 of a new run: a seeded model, its loss, the optimizer, schedule and checkpoint policy."""
     torch.manual_seed(config.seed)  # weight initialisation: torch's own generator
     height, width = data.size
     model_args = {"height": height, "width": width, "points": int(data.train_points.shape[1])}
-    if variable:
+    if data.variable_count:
         model_args["counting"] = True
     model_args.update(config.model_args)
     need = training_bytes(skeleton(config.model, **model_args), config.batch_size)
@@ -347,31 +419,10 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
         )
     model = build_model(config.model, **model_args).to(device)
     model.camera = camera_of(data.spec)
-    loss_of: nn.Module = LossOf(model)
-    if ranks.world > 1:
-        loss_of = nn.parallel.DistributedDataParallel(loss_of)
+    loss = distributed_loss(model, ranks)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    history: list[dict[str, float]] = []
     policy = CheckpointPolicy(run, writes=ranks.main)
-    first_epoch = 1
-    if state is not None:
-        try:
-            model.load_state_dict(state["state_dict"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history, policy.best = list(state["history"]), dict(state["best"])
-            first_epoch = int(state["epoch"]) + 1
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise PixelregError(
-                f"{run.last}: its training state does not fit its model, so it cannot be resumed ({reason})"
-            ) from None
-        if first_epoch > config.epochs:
-            return TrainResult(
-                run.root, run.best, run.last, history, policy.best_epoch, policy.best["val_mean_px"], True
-            )
-
     common = {
         "model": config.model,
         "model_args": model_args,
@@ -381,135 +432,65 @@ def _fit(config: TrainConfig, run_dir: Path, reporter: Reporter, state: dict[str
         "train_mask": torch.from_numpy(data.train_mask),
         "pixelreg_version": __version__,
     }
+    return _Training(config, run, data, ranks, device, model, loss, optimizer, scheduler, policy, common)
 
-    def checkpoint(epoch: int) -> dict[str, Any]:
-        return {
-            **common,
-            "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "history": history,
-            "best": policy.best,
-            "threshold": history[-1].get("threshold") if history else None,
-            "merge_radius": history[-1].get("merge_radius") if history else None,
-        }
 
-    if not ranks.main:
-        reporter = SilentReporter()
-    created = (
-        make_folders(run.root, f"cannot create run directory {run.root}")
-        if ranks.main and state is None
-        else None
-    )
-    kept = state is not None
+def _restore(training: _Training, state: dict[str, Any]) -> None:
+    """Put back a checkpoint's weights, optimizer, schedule, history and best epoch, or say why not."""
     try:
-        batches = math.ceil(len(data.train_points) / config.batch_size)
-        reporter.start(run.root, config.model, first_epoch, config.epochs, batches)
-        with stop_signals() as stop:
-            stopping = lambda: stop["signal"] is not None  # noqa: E731
-            for epoch in range(first_epoch, config.epochs + 1):
-                started = time.perf_counter()
-                lr = optimizer.param_groups[0]["lr"]
-                try:
-                    train_loss = train_one_epoch(
-                        loss_of, optimizer, data, config, epoch, ranks, device, stopping, reporter
-                    )
-                except TrainingInterrupted as stopped:
-                    raise TrainingInterrupted(run.last, stopped.epoch) from None
-                scheduler.step()
-                val = validate(model, data.val_images, data.val_points, max(256, config.batch_size))
-                if not all(math.isfinite(value) for value in (train_loss, *val.values())):
-                    raise Diverged(epoch, f"validation gave {val}")
-                row = {"epoch": epoch, "train_loss": train_loss, **val, "lr": lr}
-                row["seconds"] = round(time.perf_counter() - started, 3)
-                history.append(row)
-                if ranks.main and epoch == 1 and state is None:
-                    write_json(run.config, asdict(config))
-                is_best = policy.epoch_done(row, lambda epoch=epoch: checkpoint(epoch))
-                if ranks.main:
-                    write_history(run.history, history)
-                kept = True  # from here on the run can be resumed
-                reporter.epoch(row, is_best)
-                if ranks.any(stopping()) and epoch < config.epochs:
-                    raise TrainingInterrupted(run.last, epoch)
-    except BaseException:
-        if not kept:  # no epoch finished and saved whole: leave nothing behind
-            remove_folders(created)
-        raise
-    return TrainResult(run.root, run.best, run.last, history, policy.best_epoch, policy.best["val_mean_px"])
+        training.model.load_state_dict(state["state_dict"])
+        training.optimizer.load_state_dict(state["optimizer"])
+        training.scheduler.load_state_dict(state["scheduler"])
+        training.history, training.policy.best = list(state["history"]), dict(state["best"])
+        training.first_epoch = int(state["epoch"]) + 1
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PixelregError(
+            f"{training.run.last}: its training state does not fit its model, so it cannot be resumed ({reason})"
+        ) from None
+    training.resumed = training.kept = True  # last.pt holds a whole epoch already
 
 
-@contextmanager
-def stop_signals() -> Iterator[dict[str, int | None]]:
-    """Turn the first SIGINT/SIGTERM into a flag the loop checks; a second one stops at once."""
-    flag: dict[str, int | None] = {"signal": None}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handle(signum: int, frame: Any) -> None:
-        if flag["signal"] is not None:
-            raise KeyboardInterrupt
-        flag["signal"] = signum
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-@dataclass
-class Distributed:
-    """This process's place in a `torchrun` job; a single process is rank 0 of 1."""
-
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def sum(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(tensor)
-        return float(tensor.item())
-
-    def any(self, flag: bool) -> bool:
-        return self.sum(1.0 if flag else 0.0) > 0
+def _run_epochs(training: _Training, reporter: Reporter) -> None:
+    """The loop: each remaining epoch trained, its schedule stepped, then validated and kept;
+    a SIGINT/SIGTERM stops it at the next batch, or after the epoch it comes in."""
+    config, ranks = training.config, training.ranks
+    batches = math.ceil(len(training.data.train_points) / config.batch_size)
+    reporter.start(training.run.root, config.model, training.first_epoch, config.epochs, batches)
+    with stop_signals() as stop:
+        stopping = lambda: stop["signal"] is not None  # noqa: E731
+        for epoch in range(training.first_epoch, config.epochs + 1):
+            started = time.perf_counter()
+            lr = training.optimizer.param_groups[0]["lr"]
+            try:
+                train_loss = train_one_epoch(
+                    training.loss_of, training.optimizer, training.data, config, epoch, ranks,
+                    training.device, stopping, reporter,
+                )  # fmt: skip
+            except TrainingInterrupted as stopped:
+                raise TrainingInterrupted(training.run.last, stopped.epoch) from None
+            training.scheduler.step()
+            _end_epoch(training, epoch, train_loss, lr, started, reporter)
+            if ranks.any(stopping()) and epoch < config.epochs:
+                raise TrainingInterrupted(training.run.last, epoch)
 
 
-def join_torchrun(device: torch.device) -> tuple[Distributed, torch.device]:
-    """Join the process group torchrun describes in the environment (gloo on CPU, NCCL on GPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Distributed(), device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size()), device
-
-
-def leave_torchrun(wait: bool = True) -> None:
-    """Close the process group, if this process joined one; `wait` for the other ranks first."""
-    if dist.is_available() and dist.is_initialized():
-        if wait:
-            dist.barrier()  # let every rank finish before the group goes (gloo aborts otherwise)
-        dist.destroy_process_group()
-
-
-class LossOf(nn.Module):
-    """Puts a model's loss behind `forward`, which DistributedDataParallel hooks into."""
-
-    def __init__(self, model: PointModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(images, points)
+def _end_epoch(
+    training: _Training, epoch: int, train_loss: float, lr: float, started: float, reporter: Reporter
+) -> None:
+    """One epoch's bookkeeping: validate it (stopping the run if anything is not finite), add its
+    history row, write config.json (new runs), best.pt/last.pt as the policy says and history.csv."""
+    config, run, data = training.config, training.run, training.data
+    val = validate(training.model, data.val_images, data.val_points, max(256, config.batch_size))
+    if not all(math.isfinite(value) for value in (train_loss, *val.values())):
+        raise Diverged(epoch, f"validation gave {val}")
+    row = {"epoch": epoch, "train_loss": train_loss, **val, "lr": lr}
+    row["seconds"] = round(time.perf_counter() - started, 3)
+    training.history.append(row)
+    if training.ranks.main and epoch == 1 and not training.resumed:
+        write_json(run.config, asdict(config))
+    is_best = training.policy.epoch_done(row, functools.partial(training.checkpoint, epoch))
+    if training.ranks.main:
+        write_history(run.history, training.history)
+    training.kept = True
+    reporter.epoch(row, is_best)

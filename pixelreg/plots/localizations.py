@@ -252,7 +252,7 @@ def _histogram(ax, values: np.ndarray, label: str, unit: str, missing: str) -> N
         return
     positive = finite[finite > 0]
     if unit == "photons" and positive.size == finite.size and positive.max() > 10 * positive.min():
-        bins = np.geomspace(positive.min(), positive.max(), 60)
+        bins: np.ndarray | int = np.geomspace(positive.min(), positive.max(), 60)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # labels on every minor tick overlap
     else:

@@ -21,7 +21,7 @@ from pixelreg.plots.precision import _binned_error, plot_bias, plot_precision_vs
 from pixelreg.plots.style import PRED_STYLE, SEEN_COLOR, TRUE_STYLE, UNSEEN_COLOR, _save
 
 
-def plot_loss(history: dict[str, np.ndarray], path: Path) -> Path:
+def plot_loss(history: dict[str, Any], path: Path) -> Path:
     """Train and validation loss per epoch (log scale), beside the validation pixel error."""
     fig, (ax_loss, ax_px) = plt.subplots(1, 2, figsize=(10, 3.8))
     epochs = np.asarray(history["epoch"])
@@ -134,7 +134,7 @@ def plot_samples(predictions: dict[str, np.ndarray], path: Path, count: int = 12
             ms=9,
             label="true point",
         ),
-        Line2D([], [], marker="x", ls="", color=PRED_STYLE["c"], mew=1.8, ms=8, label="predicted point"),
+        Line2D([], [], marker="x", ls="", color=str(PRED_STYLE["c"]), mew=1.8, ms=8, label="predicted point"),
     ]
     fig.legend(handles=handles, loc="upper center", ncol=2, bbox_to_anchor=(0.5, 1.02))
     fig.suptitle(

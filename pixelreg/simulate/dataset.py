@@ -53,7 +53,7 @@ def render_split(points: np.ndarray, spec: DataSpec, split: str) -> tuple[np.nda
     """The images of one split, with that split's noise, and their photometry where it varies:
     any number, rendered chunk by chunk."""
     rng = random_stream(spec.seed, "noise", split)
-    images = np.empty((len(points), spec.height, spec.width), dtype=spec.image_dtype)
+    images: np.ndarray = np.empty((len(points), spec.height, spec.width), dtype=spec.image_dtype)
     chunk = max(1, RENDER_CHUNK_PIXELS // (spec.height * spec.width))
     parts = []
     for start in range(0, len(points), chunk):
@@ -61,7 +61,8 @@ def render_split(points: np.ndarray, spec: DataSpec, split: str) -> tuple[np.nda
             points[start : start + chunk], spec, rng
         )
         parts.append(photometry)
-    return images, Photometry.concatenate(parts) if varies(spec) and parts else None
+    drawn = [part for part in parts if part is not None]
+    return images, Photometry.concatenate(drawn) if varies(spec) and drawn else None
 
 
 def require_dataset_memory(spec: DataSpec, splits: tuple[str, ...] = SPLITS) -> None:
@@ -82,7 +83,7 @@ def make_dataset(spec: DataSpec, splits: tuple[str, ...] = SPLITS) -> Dataset:
     require_dataset_memory(spec, splits)
     points, labels = make_points(spec)
     keep = np.isin(labels, splits)
-    images = np.empty((int(keep.sum()), spec.height, spec.width), dtype=spec.image_dtype)
+    images: np.ndarray = np.empty((int(keep.sum()), spec.height, spec.width), dtype=spec.image_dtype)
     kept_labels = labels[keep]
     photometry = None
     if varies(spec):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pixelreg.errors import PixelregError
+from pixelreg.io.files import require_file
 from pixelreg.io.schema import check_value, fields_from
 from pixelreg.simulate.camera import Camera
 
@@ -234,3 +237,21 @@ def _value_or_range(text: str, kind: type, wanted: str) -> tuple[Any, Any]:
         low, high = numbers
         return (low, None) if low == high else (low, high)
     raise PixelregError(f"{wanted}, got {text!r}")
+
+
+def read_spec(path: Path) -> DataSpec:
+    """The DataSpec a spec JSON file holds (as `calibrate` writes, or under `spec` as `generate
+    --json` prints), every field checked; fields it lacks take their defaults."""
+    require_file(path, "spec file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PixelregError(f"{path} is not a JSON spec ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("spec"), dict):
+        data = data["spec"]
+    if not isinstance(data, dict):
+        raise PixelregError(f"{path} is not a JSON spec: expected an object of data options")
+    unknown = sorted(set(data) - {spec_field.name for spec_field in fields(DataSpec)})
+    if unknown:
+        raise PixelregError(f"{path}: unknown field(s) {', '.join(unknown)}; the fields are the data options")
+    return DataSpec.from_dict({**DataSpec().to_dict(), **data}, str(path))

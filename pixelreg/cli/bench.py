@@ -1,0 +1,337 @@
+"""`pixelreg bench`: a group of benches, each a subcommand with only its own options.
+
+Each bench trains and scores in a new (or empty) --out folder, writes its JSON there (and a
+figure, where it draws one), prints its table on stderr and the JSON's path (or the JSON) on
+stdout. A bench that does not finish leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from pixelreg.bench.common import require_empty_folder, write_results
+from pixelreg.bench.defaults import (
+    BENCH_EPOCHS,
+    BENCH_HOLDOUTS,
+    CALIBRATION_EPOCHS,
+    DENSITY_CONDITIONS,
+    DENSITY_EPOCHS,
+    DENSITY_N,
+    DENSITY_RANGES,
+    DENSITY_SIZE,
+    DENSITY_TRAINING_MOST,
+    MOVIE_EPOCHS,
+    MOVIE_FRAMES,
+    MOVIE_SIZE,
+    MOVIE_SPOTS,
+    PRECISION_BLURS,
+    PRECISION_BRIGHTNESSES,
+    PRECISION_EPOCHS,
+    PRECISION_MODELS,
+    PRECISION_N,
+)
+from pixelreg.cli.app import OneLineErrors, console, emit, guarded, say
+from pixelreg.cli.options import (
+    AsJson,
+    BenchOut,
+    Device,
+    Quiet,
+    comma_list,
+    make_spec,
+    number_list,
+    numbers,
+    with_data_options,
+)
+from pixelreg.cli.progress import ConsoleReporter
+from pixelreg.cli.tables import (
+    bench_table,
+    calibration_bench_table,
+    density_table,
+    movie_table,
+    perf_table,
+    precision_table,
+)
+from pixelreg.errors import PixelregError
+from pixelreg.fit.defaults import MIN_BOUND_BLUR
+from pixelreg.io.files import require_file, writable_target
+from pixelreg.io.runs import resolve_checkpoint
+from pixelreg.nn.config import MODEL_NAMES, TrainConfig
+from pixelreg.simulate.spec import HOLDOUTS
+
+bench_app = typer.Typer(
+    cls=OneLineErrors,
+    help="Measure pixelreg against argmax, classical fits, peers and the Cramér-Rao bound.",
+    no_args_is_help=True,
+)
+Epochs = Annotated[int, typer.Option(help="Epochs for every model, the same budget for all.")]
+
+
+def bench_command(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Register `function` as a bench subcommand, guarded."""
+    return bench_app.command()(guarded(function))
+
+
+def reporter_for(quiet: bool) -> Callable[[str], ConsoleReporter]:
+    """A bench's training runs: a bold label each, their epochs silent."""
+
+    def start(label: str) -> ConsoleReporter:
+        if not quiet:
+            console.print(f"[bold]{label}[/bold]")
+        return ConsoleReporter(quiet=True)
+
+    return start
+
+
+def finish(path: Path, results: dict[str, Any], tables: list[Table], quiet: bool, as_json: bool) -> None:
+    """Print a bench's tables on stderr and its JSON's path (or the JSON) on stdout."""
+    if not quiet:
+        for table in tables:
+            console.print(table)
+    emit({"path": str(path), **results} if as_json else str(path), as_json)
+
+
+def check_models(names: tuple[str, ...], epochs: int, device: str) -> None:
+    """Refuse, before any work, a model, budget or device that could not train."""
+    for name in names:
+        TrainConfig(model=name, epochs=epochs, device=device).validate()
+
+
+@bench_command
+@with_data_options(only=("n", "size", "seed"))
+def holdouts(
+    out: BenchOut = Path("runs/bench"),
+    epochs: Epochs = BENCH_EPOCHS,
+    models: Annotated[str, typer.Option(help="Comma-separated models to compare.")] = ",".join(MODEL_NAMES),
+    holdouts: Annotated[str, typer.Option(help="Comma-separated holdouts to run.")] = ",".join(
+        BENCH_HOLDOUTS
+    ),
+    device: Device = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+    *,
+    spec_options: dict[str, Any],
+) -> None:
+    """Every model trained and evaluated on the same data and budget, beside argmax, on each
+    holdout; writes bench.json.
+
+    Example: pixelreg bench holdouts --models heatmap,cnn --epochs 10
+    """
+    model_names = comma_list(models, "--models")
+    check_models(model_names, epochs, device)
+    holdout_names = comma_list(holdouts, "--holdouts")
+    for name in holdout_names:
+        if name not in HOLDOUTS:
+            raise PixelregError(f"--holdouts takes {', '.join(HOLDOUTS)}; got {name!r}")
+    spec = make_spec(spec_options)
+    require_empty_folder(out)
+    from pixelreg.bench.holdouts import run_holdouts
+
+    def run() -> dict[str, Any]:
+        return run_holdouts(out, spec, epochs, model_names, holdout_names, device, reporter_for(quiet))
+
+    path, results = write_results(out, "bench.json", run)
+    finish(path, results, [bench_table(results["rows"])], quiet, as_json)
+
+
+@bench_command
+@with_data_options(only=("n", "size", "seed"), defaults={"n": PRECISION_N})
+def precision(
+    out: BenchOut = Path("runs/bench"),
+    epochs: Epochs = PRECISION_EPOCHS,
+    models: Annotated[str, typer.Option(help="Comma-separated models to compare.")] = ",".join(
+        PRECISION_MODELS
+    ),
+    blurs: Annotated[str, typer.Option(help="Comma-separated blurs (PSF sigma, px).")] = numbers(
+        PRECISION_BLURS
+    ),
+    brightnesses: Annotated[
+        str, typer.Option(help="Comma-separated spot brightnesses (grey levels summed).")
+    ] = numbers(PRECISION_BRIGHTNESSES),
+    device: Device = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+    *,
+    spec_options: dict[str, Any],
+) -> None:
+    """The precision grid: sub-pixel spots in noise 10 over background 50, at each blur and
+    brightness; every model and classical method against the Cramér-Rao bound, with its pixel
+    locking (bias_px). --n is per cell. Writes precision.json and precision.png.
+
+    Example: pixelreg bench precision --blurs 1 --brightnesses 500 --n 2000 --epochs 5
+    """
+    model_names = comma_list(models, "--models")
+    check_models(model_names, epochs, device)
+    blur_values = number_list(blurs, "--blurs", least=MIN_BOUND_BLUR)
+    brightness_values = number_list(brightnesses, "--brightnesses", least=0.0, above=True)
+    spec = make_spec(spec_options)
+    require_empty_folder(out)
+    from pixelreg.bench.precision import run_precision
+    from pixelreg.plots.precision import plot_precision_grid
+
+    def run() -> dict[str, Any]:
+        results = run_precision(
+            out, spec, epochs, model_names, device, blur_values, brightness_values, reporter_for(quiet)
+        )
+        plot_precision_grid(results, out / "precision.png")
+        return results
+
+    path, results = write_results(out, "precision.json", run)
+    finish(path, results, [precision_table(results)], quiet, as_json)
+
+
+DENSITY_HELP = ", ".join(f"{key} {value:g}" for key, value in DENSITY_CONDITIONS.items() if key != "subpixel")
+
+
+@bench_command
+@with_data_options(only=("n", "size", "seed"), defaults={"n": DENSITY_N, "size": str(DENSITY_SIZE)})
+def density(
+    out: BenchOut = Path("runs/bench"),
+    epochs: Epochs = DENSITY_EPOCHS,
+    densities: Annotated[
+        str, typer.Option(help="Comma-separated ranges LO:HI of spots per image.")
+    ] = ",".join(DENSITY_RANGES),
+    device: Device = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+    *,
+    spec_options: dict[str, Any],
+) -> None:
+    """The counting model against the classical detectors (and trackpy, where installed) from
+    sparse to dense images; Jaccard index and efficiency. --n is per density. Each density's
+    model trains on LO to at least 30 spots per 64x64 pixels, where close pairs are common
+    enough to learn from. Writes density.json and density.png.
+
+    Example: pixelreg bench density --densities 0:10 --n 2000 --epochs 5
+    """
+    check_models(("offsets",), epochs, device)
+    ranges = comma_list(densities, "--densities")
+    from pixelreg.bench.density import density_spec, run_density
+    from pixelreg.plots.detections import plot_density
+
+    spec = make_spec(spec_options)
+    for counts in ranges:
+        density_spec(spec, counts)  # a bad range: refused before any work
+    require_empty_folder(out)
+
+    def run() -> dict[str, Any]:
+        results = run_density(out, spec, epochs, device, ranges, reporter_for(quiet))
+        plot_density(results, out / "density.png")
+        return results
+
+    path, results = write_results(out, "density.json", run)
+    finish(path, results, [density_table(results)], quiet, as_json)
+
+
+density.__doc__ = (
+    (density.__doc__ or "")
+    .replace("sparse to dense images", f"sparse to dense images ({DENSITY_HELP})")
+    .replace("at least 30", f"at least {DENSITY_TRAINING_MOST}")
+)
+
+
+MovieEpochs = Annotated[
+    int | None,
+    typer.Option(help=f"Epochs of the movie's model [default: {MOVIE_EPOCHS}].", show_default=False),
+]
+MovieCheckpoint = Annotated[
+    Path | None,
+    typer.Option(
+        help="Time this counting model of camera images instead of training one.", show_default=False
+    ),
+]
+
+
+@bench_command
+def movie(
+    out: BenchOut = Path("runs/bench"),
+    epochs: MovieEpochs = None,
+    checkpoint: MovieCheckpoint = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Time `predict` on a 16-bit TIFF movie (an sCMOS-like camera), localized by a model trained
+    for it and by trackpy.locate where installed: frames/s, Mpx/s, Jaccard index and rmse of
+    each. Writes movie.json.
+
+    Example: pixelreg bench movie --out runs/movie-bench
+    """
+    if checkpoint is not None:
+        if epochs is not None:
+            raise PixelregError("--epochs trains the movie's model; with --checkpoint none is trained")
+        checkpoint = require_file(resolve_checkpoint(checkpoint), "checkpoint")
+    require_empty_folder(out, "movie.json")
+    epochs = epochs if epochs is not None else MOVIE_EPOCHS
+    check_models(("offsets",), epochs, device)
+    from pixelreg.bench.movie import run_movie
+
+    def run() -> dict[str, Any]:
+        reporter = ConsoleReporter(quiet=True)
+        return run_movie(out, epochs, device, checkpoint=checkpoint, reporter=reporter, say=say(quiet))
+
+    path, results = write_results(out, "movie.json", run)
+    finish(path, results, [movie_table(results)], quiet, as_json)
+
+
+movie.__doc__ = (movie.__doc__ or "").replace(
+    "a 16-bit TIFF movie",
+    f"a 16-bit TIFF of {MOVIE_FRAMES} frames of {MOVIE_SIZE}x{MOVIE_SIZE} with about {MOVIE_SPOTS} spots each",
+)
+
+
+@bench_command
+def calibration(
+    out: BenchOut = Path("runs/bench"),
+    epochs: Epochs = CALIBRATION_EPOCHS,
+    device: Device = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """The real-data workflow on movies of two other renderers (blinking spots on an EMCCD, a
+    star field on an sCMOS): calibrate, train on the estimates and localize, against a model
+    trained on the true parameters, and trackpy.locate and photutils' DAOStarFinder where
+    installed. Writes calibration.json.
+
+    Example: pixelreg bench calibration --epochs 15
+    """
+    require_empty_folder(out, "calibration.json")
+    check_models(("offsets",), epochs, device)
+    from pixelreg.bench.calibration import run_calibration_bench
+
+    def run() -> dict[str, Any]:
+        return run_calibration_bench(out, epochs, device, ConsoleReporter(quiet=True), say(quiet))
+
+    path, results = write_results(out, "calibration.json", run)
+    tables = [calibration_bench_table(name, result) for name, result in results.items()]
+    finish(path, results, tables, quiet, as_json)
+
+
+@bench_command
+def perf(
+    out: BenchOut = Path("runs/bench"),
+    rss_n: Annotated[
+        int, typer.Option(help="Images of the training run whose peak memory is measured.")
+    ] = 1_000_000,
+    device: Device = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Images per second of generation, training and inference for every model beside numpy
+    argmax, peak memory of a large training run, and the time the default `train` takes to be
+    exact on unseen positions; writes perf.json.
+
+    Example: pixelreg bench perf --rss-n 100000
+    """
+    if rss_n < 10:
+        raise PixelregError(f"--rss-n must be at least 10, got {rss_n}")
+    writable_target(out / "perf.json")
+    from pixelreg.bench.perf import run_perf
+
+    say(quiet)("Measuring speed and memory (a few minutes)")
+    path, results = write_results(out, "perf.json", lambda: run_perf(device, rss_n))
+    finish(path, results, [perf_table(results)], quiet, as_json)

@@ -1,0 +1,135 @@
+"""`pixelreg predict`: a localization table of image files and movies."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pixelreg.cli.app import command, console, emit
+from pixelreg.cli.options import (
+    AsJson,
+    CheckpointArg,
+    Device,
+    Quiet,
+    Threshold,
+    check_pixel_size,
+    given_on_command_line,
+    refuse_overwriting,
+)
+from pixelreg.cli.progress import FrameProgress
+from pixelreg.errors import PixelregError
+from pixelreg.evaluate.matching import PIXEL_SIZE_NM
+from pixelreg.io.files import require_file
+from pixelreg.io.frames import IMAGE_FORMATS
+from pixelreg.io.runs import resolve_checkpoint
+from pixelreg.io.tables import FORMATS
+
+FORMAT_HELP = (
+    "csv: pixelreg's table, one row per localization (path,index,x,y,confidence,photons,"
+    "background,uncertainty; px; empty where the model has no such output). thunderstorm: "
+    "ThunderSTORM's CSV (id, frame 1-based, x/y/sigma/uncertainty in nm at --pixel-size, "
+    "ImageJ's pixel convention: the centre of pixel 0 at half a pixel; several files number "
+    "their frames on as one movie), which ThunderSTORM, Picasso and SMAP read."
+)
+
+
+Output = Annotated[
+    Path | None,
+    typer.Option(help="Write the table to this file (atomically) instead of stdout.", show_default=False),
+]
+PixelSize = Annotated[float, typer.Option(help="With --format thunderstorm: the camera's pixel size in nm.")]
+Mirror = Annotated[
+    bool | None,
+    typer.Option(
+        "--mirror/--no-mirror",
+        help="Offsets model: read each frame with its three mirror images and average, or once (four "
+        "times faster); default: as the model was trained and validated (`train --no-mirror`).",
+        show_default=False,
+    ),
+]
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="Offsets model: the convolutions' arithmetic. auto: bfloat16 where the hardware has it "
+        "(a CPU with AVX512-BF16 or AMX, a recent GPU; about twice as fast, positions within "
+        "thousandths of a pixel), else float32.",
+    ),
+]
+Baseline = Annotated[
+    float | None,
+    typer.Option(help="Camera model: the ADU a dark pixel reads today, if not the training data's."),
+]
+EPerAdu = Annotated[
+    float | None, typer.Option(help="Camera model: photoelectrons per A/D count, if not the training data's.")
+]
+EmGain = Annotated[
+    float | None, typer.Option(help="Camera model: EM gain (0 or 1: none), if not the training data's.")
+]
+
+
+@command
+def predict(
+    ctx: typer.Context,
+    checkpoint: CheckpointArg,
+    images: Annotated[list[Path], typer.Argument(help=IMAGE_FORMATS, show_default=False)],
+    threshold: Threshold = None,
+    baseline: Baseline = None,
+    e_per_adu: EPerAdu = None,
+    em_gain: EmGain = None,
+    out: Output = None,
+    table_format: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "csv",
+    pixel_size: PixelSize = PIXEL_SIZE_NM,
+    mirror: Mirror = None,
+    precision: Precision = "auto",
+    device: Device = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Locate the points in image files and movies, one row per localization: CSV on stdout or
+    in --out, or JSON. Frames are read a chunk at a time and large frames in tiles, so memory
+    stays flat in the movie's length.
+
+    Example: pixelreg predict runs/train movie.tif --out locs.csv
+    """
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise PixelregError(f"--threshold must be in [0, 1], got {threshold:g}")
+    if table_format not in FORMATS:
+        raise PixelregError(f"--format must be one of {', '.join(FORMATS)}, got {table_format!r}")
+    check_pixel_size(pixel_size)
+    if as_json and (out is not None or table_format != "csv"):
+        raise PixelregError("--json prints the rows on stdout; it does not combine with --out or --format")
+    if given_on_command_line(ctx, "pixel_size") and table_format != "thunderstorm":
+        raise PixelregError("--pixel-size applies with --format thunderstorm only")
+    if out is not None:
+        refuse_overwriting(out, [resolve_checkpoint(checkpoint), *images])
+    camera = {
+        k: v
+        for k, v in (("baseline", baseline), ("e_per_adu", e_per_adu), ("em_gain", em_gain))
+        if v is not None
+    }
+    require_file(resolve_checkpoint(checkpoint), "checkpoint")
+    for path in images:
+        require_file(path, "image")
+
+    from pixelreg.io.files import atomic_path
+    from pixelreg.localize import Localizer
+
+    localizer = Localizer.load(resolve_checkpoint(checkpoint), device, threshold, mirror, precision, camera)
+    movies = localizer.open(images)
+    frames = sum(movie.count for movie in movies)
+    with FrameProgress(frames, quiet) as progress:
+        if as_json:
+            emit([row for movie in movies for row in localizer.rows(movie, progress)], True)
+            return
+        if out is None:
+            localizer.write_table(movies, sys.stdout, table_format, pixel_size, progress)
+            return
+        with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
+            count = localizer.write_table(movies, stream, table_format, pixel_size, progress)
+    if not quiet:
+        plural = "s" * (count != 1), "s" * (frames != 1)
+        console.print(f"{count:,} localization{plural[0]} in {frames:,} frame{plural[1]} written to {out}")
+    emit(str(out), False)

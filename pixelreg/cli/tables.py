@@ -1,0 +1,358 @@
+"""Tables of results on stderr, each fitted to the console's width: a number is never cut short."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+
+from pixelreg.cli.app import console as CONSOLE
+
+
+def fitted_table(
+    title: str, headers: list[str], rows: list[list[str]], droppable: list[str], console: Console = CONSOLE
+) -> Table:
+    """A table that fits the console: the `droppable` columns go, first named first, until it
+    does; what still does not fit folds onto more lines. A number is never cut short.
+    """
+    shown = list(headers)
+    while True:
+        table = Table(title=title, title_style="bold")
+        for header in shown:
+            first = header == headers[0]
+            table.add_column(header, justify="left" if first else "right", overflow="fold", min_width=1)
+        for row in rows:
+            table.add_row(*(cell for header, cell in zip(headers, row, strict=True) if header in shown))
+        gone = [header for header in droppable if header in shown]
+        natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        if natural <= console.width or not gone:
+            if len(shown) < len(headers):
+                table.caption = (
+                    f"(not shown at this width: {', '.join(h for h in headers if h not in shown)})"
+                )
+            return table
+        shown.remove(gone[0])
+
+
+DETECTION_HEADERS = ["jaccard", "recall", "precision", "rmse px", "rmse/bound"]
+
+
+def cells_of(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> list[list[str]]:
+    """Table cells of `rows`: each column's value by its key, formatted by its format."""
+    return [[shown(row[key], form) for key, form in columns] for row in rows]
+
+
+def shown(value: Any, form: str) -> str:
+    """A table cell: the value formatted, or a dash where there is none."""
+    return "-" if value is None else format(value, form)
+
+
+SHARES = ("exact", "recall_1px", "recall", "precision", "jaccard")  # shown as percentages
+
+
+def metrics_table(report: dict[str, Any], console: Console = CONSOLE) -> Table:
+    """The metrics of an evaluation, and of the classical baselines, as a table that fits."""
+    counting = "thresholds" in report
+    columns = ["n", "mean_px", "median_px", "rmse_px", "rmse_hits_px", "max_px", "exact", "recall_1px"]
+    if counting:
+        columns = ["n", "jaccard", "recall", "precision", "rmse_px", "efficiency", "fp", "fn"]
+    groups = [
+        (name, report["metrics"][name]) for name in ("all", "seen", "unseen") if name in report["metrics"]
+    ]
+    groups += [(f"every pixel, {name}", block) for name, block in report.get("positions", {}).items()]
+    groups += [(f"{name} (classical)", block) for name, block in report.get("baselines", {}).items()]
+    rows = []
+    for name, block in groups:
+        cells = [name, str(block["n"])]
+        for key in columns[1:]:
+            value = block[key]
+            if value is None:
+                cells.append("-")
+            elif isinstance(value, int):
+                cells.append(f"{value:,}")
+            elif key == "efficiency":
+                cells.append(f"{value:.1f}")
+            else:
+                cells.append(f"{value:.2%}" if key in SHARES else f"{value:.4f}")
+        rows.append(cells)
+    droppable = ["median_px", "max_px", "rmse_hits_px", "rmse_px", "recall_1px", "fp", "fn", "efficiency"]
+    table = fitted_table(
+        f"{report['model']} on split {report['split']!r}",
+        ["group", *columns],
+        rows,
+        droppable,
+        console=console,
+    )
+    notes = []
+    if report.get("crlb"):
+        ratios = ", ".join(f"{k} {v:.2f}" for k, v in report["crlb"]["rmse_over_crlb"].items())
+        alone = " (each spot alone)" if counting else ""
+        notes.append(f"Cramér-Rao bound{alone} {report['crlb']['crlb_px']:.4f} px; rmse / bound: {ratios}")
+    if counting:
+        separation = report["recall_by_separation"]
+        edges, found = separation["edges_px"], separation["methods"]["model"]
+        bins = [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:], strict=False)] + [f">={edges[-1]:g}"]
+        recalls = ", ".join(
+            f"{label} px {'-' if r is None else format(r, '.1%')} ({n:,})"
+            for label, r, n in zip(bins, found["recall"], found["truths"], strict=True)
+        )
+        notes.append(f"model's recall by distance to the nearest other spot: {recalls}")
+        chosen = ", ".join(f"{k} {v:g}" for k, v in report["thresholds"].items())
+        notes.append(
+            f"pairs within {report['tolerance_px']:g} px; efficiency at {report['pixel_size_nm']:g} nm "
+            f"pixels; thresholds: {chosen}; model's merge radius {report['merge_radius_px']:g} px"
+        )
+    if table.caption:
+        notes.append(str(table.caption))
+    table.caption = "\n".join(notes) or None
+    return table
+
+
+def photometry_table(photometry: dict[str, Any], console: Console = CONSOLE) -> Table:
+    """The camera model's scoring: rmse over the Poisson bound in each photon decile, then each
+    method's bias, calibration and photometry."""
+    deciles = photometry["deciles"]
+    methods = photometry["methods"]
+    cells = [
+        [
+            f"{low:,.0f}-{high:,.0f}",
+            f"{spots:,}",
+            shown(bound, ".4f"),
+            *(shown(methods[name]["decile_rmse_over_bound"][d], ".3f") for name in methods),
+        ]
+        for d, (low, high, spots, bound) in enumerate(
+            zip(
+                deciles["photons_from"],
+                deciles["photons_to"],
+                deciles["spots"],
+                deciles["bound_px"],
+                strict=True,
+            )
+        )
+    ]
+    headers = ["photons", "spots", "bound px", *(f"{name} rmse/bound" for name in methods)]
+    table = fitted_table(
+        "by photon decile (Poisson bound, every parameter unknown)",
+        headers,
+        cells,
+        ["spots"],
+        console=console,
+    )
+    lines = []
+    for name, block in methods.items():
+        spread = block["error_over_uncertainty_std"]
+        lines.append(
+            f"{name}: rmse {shown(block['rmse_px'], '.4f')} px = {shown(block['rmse_over_bound'], '.3f')} x bound; "
+            f"bias x {shown(block['bias_px']['x'], '+.4f')}, y {shown(block['bias_px']['y'], '+.4f')} px; "
+            f"std(error / uncertainty) x {shown(spread['x'], '.3f')}, y {shown(spread['y'], '.3f')}; "
+            f"photons rmse {shown(block['photons_rmse_relative'], '.2%')} "
+            f"(bound {shown(photometry['photons_bound_relative'], '.2%')}), "
+            f"background rmse {shown(block['background_rmse'], '.3f')} photons/px"
+        )
+    table.caption = "\n".join(lines)
+    return table
+
+
+def calibration_table(result: Any, console: Console = CONSOLE) -> Table:
+    """`calibrate`'s estimates: value, how each was found, and its spread."""
+    rows = [
+        [name, f"{e.value:.4g}", e.how, "" if e.spread is None else f"{e.spread:.2g}", e.note]
+        for name, e in result.estimates.items()
+    ]
+    return fitted_table(
+        f"pixelreg calibrate: {result.frames} frames of {result.size[0]}x{result.size[1]}",
+        ["parameter", "value", "how", "+-", "from"],
+        rows,
+        ["from"],
+        console=console,
+    )
+
+
+BENCH_HEADERS = {
+    "parameters": "params",
+    "train_seconds": "train s",
+    "unseen_mean_px": "unseen mean px",
+    "all_positions_exact": "every pixel exact",
+    "images_per_second": "images/s",
+}
+
+
+def bench_table(rows: list[dict[str, Any]], console: Console = CONSOLE) -> Table:
+    """Bench rows as a table that fits."""
+    columns = ["holdout", "model", "parameters", "train_seconds", "unseen_mean_px", "unseen_exact"]
+    columns += ["all_positions_exact", "images_per_second"]
+    cells = []
+    for row in rows:
+        line = []
+        for column in columns:
+            value = row[column]
+            if value is None:
+                line.append("-")
+            elif column.endswith("exact"):
+                line.append(f"{value:.2%}")
+            elif isinstance(value, float):
+                line.append(f"{value:.4f}" if column.endswith("px") else f"{value:.1f}")
+            else:
+                line.append(f"{value:,}" if isinstance(value, int) else str(value))
+        cells.append(line)
+    headers = [BENCH_HEADERS.get(column, column.replace("_", " ")) for column in columns]
+    return fitted_table(
+        "pixelreg bench holdouts", headers, cells, ["params", "images/s", "train s"], console=console
+    )
+
+
+def precision_table(results: dict[str, Any], console: Console = CONSOLE) -> Table:
+    """The precision grid as a table: rmse over the bound, pixel locking, training seconds."""
+
+    columns = [
+        ("blur", "g"),
+        ("brightness", "g"),
+        ("method", ""),
+        ("crlb_px", ".4f"),
+        ("rmse_over_crlb", ".3f"),
+    ]
+    columns += [("rmse_common_over_crlb", ".3f"), ("rmse_hits_over_crlb", ".3f"), ("recall_1px", ".2%")]
+    columns += [("bias_px", ".4f"), ("train_seconds", ".0f")]
+    cells = cells_of(results["rows"], columns)
+    headers = ["blur", "brightness", "method", "bound px", "rmse/bound", "common/bound", "found/bound"]
+    headers += ["found", "bias px", "train s"]
+    droppable = ["found/bound", "train s", "bound px", "found"]
+    table = fitted_table("pixelreg bench precision", headers, cells, droppable, console=console)
+    legend = (
+        "rmse over every spot; over the spots every model and the fit found (common); over the "
+        "spots this method found within 1 px (found)"
+    )
+    table.caption = legend if table.caption is None else f"{legend}\n{table.caption}"
+    return table
+
+
+def density_table(results: dict[str, Any], console: Console = CONSOLE) -> Table:
+    """The density bench as a table: each method's detection scores at each density."""
+
+    columns = [("points", ""), ("mean_spots", ".1f"), ("method", ""), ("jaccard", ".2%"), ("recall", ".2%")]
+    columns += [("precision", ".2%"), ("rmse_px", ".4f"), ("rmse_over_crlb", ".2f"), ("efficiency", ".1f")]
+    cells = cells_of(results["rows"], columns)
+    headers = ["spots", "mean", "method", *DETECTION_HEADERS, "efficiency"]
+    table = fitted_table(
+        "pixelreg bench density", headers, cells, ["mean", "rmse/bound", "precision"], console=console
+    )
+    legend = (
+        f"pairs within {results['tolerance_px']:g} px; efficiency at {results['pixel_size_nm']:g} nm pixels; "
+        "rmse over the pairs, against the bound of a spot alone; models trained on "
+        + ", ".join(
+            f"{row['trained_on']} spots (for {row['points']})" for row in results["rows"] if row["trained_on"]
+        )
+    )
+    table.caption = legend if table.caption is None else f"{legend}\n{table.caption}"
+    return table
+
+
+def movie_table(results: dict[str, Any], console: Console = CONSOLE) -> Table:
+    """The movie bench: speed and scores of each method on the same frames."""
+    cells = [
+        [
+            name,
+            f"{row['frames_per_second']:.2f}",
+            f"{row['mpx_per_second']:.2f}",
+            shown(row["jaccard"], ".2%"),
+            shown(row["rmse_px"], ".4f"),
+            shown(row["efficiency"], ".1f"),
+        ]
+        for name, row in results["methods"].items()
+    ]
+    table = fitted_table(
+        "pixelreg bench movie",
+        ["method", "frames/s", "Mpx/s", "jaccard", "rmse px", "efficiency"],
+        cells,
+        [],
+        console=console,
+    )
+    legend = (
+        f"{results['frames']} frames of {results['size']}x{results['size']}, "
+        f"{results['spots_per_frame']:.0f} spots per frame"
+    )
+    if "speedup" in results:
+        trackpy = results["methods"]["trackpy"]
+        python = trackpy.get("python_engine_frames_per_second", trackpy["frames_per_second"])
+        legend += (
+            f"; pixelreg {results['speedup']:.2f}x trackpy's frames/s (its python engine, "
+            f"{python:.2f} frames/s, as `pip install trackpy` runs it; goal {results['speedup_goal']:g}x, "
+            f"met: {'yes' if results['goal_met'] else 'no'})"
+        )
+    if "speedup_over_numba" in results:
+        legend += f", {results['speedup_over_numba']:.2f}x trackpy with numba's"
+    stages = results.get("stages_ms_per_frame")
+    if stages:
+        legend += "\npixelreg's time per frame: " + ", ".join(f"{k} {v:.1f} ms" for k, v in stages.items())
+    table.caption = legend
+    return table
+
+
+def perf_table(results: dict[str, Any], console: Console = CONSOLE) -> Table:
+    """Performance figures as a table that fits."""
+    rows = [
+        ["generate, images/s", f"{results['generate_images_per_second']:,}"],
+        ["numpy argmax, images/s", f"{results['argmax_images_per_second']:,}"],
+    ]
+    for name, m in results["models"].items():
+        rows.append([f"{name}: train, images/s", f"{m['train_images_per_second']:,}"])
+        rows.append(
+            [f"{name}: inference, 1024 images a call, images/s", f"{m['inference_images_per_second']:,}"]
+        )
+    seconds = results["default_train_seconds_to_unseen_exact"]
+    epochs = results["default_train_epochs_to_unseen_exact"]
+    rows.append(
+        [
+            "default train: seconds to exact on unseen",
+            "-" if seconds is None else f"{seconds} (epoch {epochs})",
+        ]
+    )
+    rss = results["train_peak_rss_mb"]
+    rows.append([f"train --n {rss['n']:,} --epochs 1: peak RSS, MB", f"{rss['mb']:,}"])
+    title = f"pixelreg bench perf ({results['device']}, {results['threads']} threads)"
+    return fitted_table(title, ["measure", "value"], rows, [], console=console)
+
+
+def calibration_bench_table(name: str, result: dict[str, Any], console: Console = CONSOLE) -> Table:
+    """One foreign movie of `bench --calibration`: each method's scores, and what calibrate
+    estimated against the renderer's truth."""
+    cells = [
+        [
+            method,
+            shown(row["jaccard"], ".2%"),
+            shown(row["recall"], ".2%"),
+            shown(row["precision"], ".2%"),
+            shown(row["rmse_px"], ".4f"),
+            shown(row.get("rmse_over_bound"), ".2f"),
+            ""
+            if "same_spots" not in row
+            else f"{row['same_spots']['theirs_px']} vs {row['same_spots']['ours_px']}",
+            shown(row["frames_per_second"], ".1f"),
+        ]
+        for method, row in result["methods"].items()
+    ]
+    table = fitted_table(
+        f"{name}: {result['frames']} frames of {result['size']}x{result['size']} "
+        f"(scored after the first {result['tuning_frames']})",
+        ["method", *DETECTION_HEADERS, "same spots: theirs vs ours", "frames/s"],
+        cells,
+        [],
+        console=console,
+    )
+    truth, estimates = result["truth"], result["calibration"]["estimates"]
+    pairs = [
+        ("sigma", "blur"),
+        ("baseline", "baseline"),
+        ("e_per_adu", "e_per_adu"),
+        ("read_noise", "read_noise"),
+        ("photons_min", "photons"),
+        ("photons_max", "photons_max"),
+        ("background_min", "background_photons"),
+        ("background_max", "background_photons_max"),
+        ("spots_per_frame", "spots_per_frame"),
+    ]
+    compared = ", ".join(f"{key} {truth[key]:.4g} -> {estimates[name]['value']:.4g}" for key, name in pairs)
+    table.caption = f"true -> calibrated: {compared}; goal met: {'yes' if result['goal_met'] else 'no'}"
+    return table
