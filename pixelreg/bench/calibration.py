@@ -1,4 +1,4 @@
-"""`pixelreg bench --calibration`: the real-data workflow (calibrate, train --spec, predict) on
+"""`pixelreg bench calibration`: the real-data workflow (calibrate, train --spec, predict) on
 movies that other renderers made, against a model trained on their true parameters and against
 trackpy.locate and photutils' DAOStarFinder where they are installed.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 BENCH_HOLDOUTS = ("random", "quadrant")  # the holdouts `pixelreg bench` compares by default
 BENCH_EPOCHS = 30  # every model's budget in `pixelreg bench`
 
-# `pixelreg bench --precision`: spots anywhere within a pixel, in noise of 10 grey levels over a
+# `pixelreg bench precision`: spots anywhere within a pixel, in noise of 10 grey levels over a
 # background of 50, over a grid of blur and brightness (brighter than 1000 saturates 8-bit images
 # at blur 1). Each model is trained per cell and set against the classical methods and the bound.
 PRECISION_BLURS = (1.0, 1.5, 2.0)
@@ -17,7 +17,7 @@ PRECISION_EPOCHS = 15
 AT_BOUND = 1.05  # the goal: rmse within 5% of the bound
 
 
-# `pixelreg bench --density`: a counting model against the classical detectors (and trackpy, when
+# `pixelreg bench density`: a counting model against the classical detectors (and trackpy, when
 # installed) from sparse to dense images of 64x64, where blurred spots overlap; scored by the
 # SMLM challenge's Jaccard index and efficiency. Bright spots (1000 grey levels summed, blur 1)
 # in noise 10 over a background of 50, as in the precision grid.
@@ -34,7 +34,7 @@ DENSITY_LEAD = 0.10
 MOVIE_FRAMES = 200
 MOVIE_SIZE = 512
 MOVIE_SPOTS = 600  # about this many spots per frame (+-10%)
-# `pixelreg bench --movie`: an sCMOS-like camera (issue 13's), bright and dim spots at blur 1
+# `pixelreg bench movie`: an sCMOS-like camera (issue 13's), bright and dim spots at blur 1
 MOVIE_CONDITIONS = {
     "photons": 300.0,
     "photons_max": 3000.0,
@@ -50,4 +50,4 @@ MOVIE_EPOCHS = 10
 MOVIE_STRIDE = 2  # ... reading cells of 2x2 pixels, four times faster than pixel by pixel
 MOVIE_CHANNELS = 24
 MOVIE_TUNING_FRAMES = 10  # trackpy's minmass is chosen on this many frames  # the goal: a Jaccard index 10 points above the best classical detector
-CALIBRATION_EPOCHS = 15  # bench --calibration trains this long (README's workflow too): 4 to 5 min a model
+CALIBRATION_EPOCHS = 15  # bench calibration trains this long (README's workflow too): 4 to 5 min a model

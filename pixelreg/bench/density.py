@@ -1,5 +1,5 @@
-"""`pixelreg bench --density`: a counting model against classical detectors from sparse to dense
-images, scored as the SMLM challenge 2016 scores (issue 12)."""
+"""`pixelreg bench density`: a counting model against classical detectors from sparse to dense
+images, scored as the SMLM challenge 2016 scores."""
 
 from __future__ import annotations
 

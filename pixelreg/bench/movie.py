@@ -1,6 +1,6 @@
-"""`pixelreg bench --movie`: `predict` on a movie as microscopists record them, against trackpy.
+"""`pixelreg bench movie`: `predict` on a movie as microscopists record them, against trackpy.
 
-A 16-bit TIFF of 512x512 frames with about 600 spots each, made by the camera model (issue 13),
+A 16-bit TIFF of 512x512 frames with about 600 spots each, made by the camera model,
 is localized by a counting model trained for its conditions, through the same path as
 `pixelreg predict` (TIFF read a chunk at a time, frames in tiles, photometry per spot), and by
 `trackpy.locate` where trackpy is installed, its `minmass` chosen on the first frames for the

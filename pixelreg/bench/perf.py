@@ -1,4 +1,4 @@
-"""Speed and memory, measured on this machine in one run: `pixelreg bench --perf`."""
+"""Speed and memory, measured on this machine in one run: `pixelreg bench perf`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""`pixelreg bench --precision`: every method against the Cramér-Rao bound over a grid of blur
-and brightness, with sub-pixel spots in camera-like noise (issue 11)."""
+"""`pixelreg bench precision`: every method against the Cramér-Rao bound over a grid of blur
+and brightness, with sub-pixel spots in camera-like noise."""
 
 from __future__ import annotations
 

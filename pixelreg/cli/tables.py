@@ -316,7 +316,7 @@ def perf_table(results: dict[str, Any], console: Console = CONSOLE) -> Table:
 
 
 def calibration_bench_table(name: str, result: dict[str, Any], console: Console = CONSOLE) -> Table:
-    """One foreign movie of `bench --calibration`: each method's scores, and what calibrate
+    """One foreign movie of `bench calibration`: each method's scores, and what calibrate
     estimated against the renderer's truth."""
     cells = [
         [

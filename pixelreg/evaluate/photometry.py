@@ -1,4 +1,4 @@
-"""What each localization is worth, and how evaluation checks it (issue 13): photons, background
+"""What each localization is worth, and how evaluation checks it: photons, background
 and an uncertainty per spot, scored against the truth and the Poisson bound, photon decile by
 photon decile."""
 

@@ -19,7 +19,7 @@ MODEL_NAMES = tuple(DEFAULT_LR)
 # The default, `auto`, picks by the data: the heatmap for the clean task (one bright pixel at a
 # pixel centre), where it is exact and trains in seconds; the offsets model for noise, blur or
 # sub-pixel spots, where the heatmap locks onto pixel centres and the offsets model reaches the
-# Cramér-Rao bound (`pixelreg bench --precision`).
+# Cramér-Rao bound (`pixelreg bench precision`).
 AUTO_MODEL = "auto"
 DEFAULT_MODEL = AUTO_MODEL
 # The models that find any number of points per image, each with a confidence (--points LO:HI).

@@ -64,7 +64,7 @@ def bfloat16_native(device: torch.device | str) -> bool:
 def set_precision(model: PointModel, precision: str, device: torch.device | str) -> str:
     """Run an offsets model's convolutions in `precision` (auto: bfloat16 where native, else
     float32); the name of the one chosen. Its maps and everything read from them stay float32:
-    the positions move by thousandths of a pixel (`bench --movie` measures it)."""
+    the positions move by thousandths of a pixel (`bench movie` measures it)."""
     if precision not in PRECISIONS:
         raise PixelregError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if not hasattr(model, "bf16"):

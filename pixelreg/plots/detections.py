@@ -170,7 +170,7 @@ def plot_density(results: dict[str, Any], path: Path) -> Path:
     size = f"{results['spec']['height']}x{results['spec']['width']}"
     conditions = results["conditions"]
     fig.suptitle(
-        f"pixelreg bench --density: {size} images, blur {conditions['blur']:g}, brightness "
+        f"pixelreg bench density: {size} images, blur {conditions['blur']:g}, brightness "
         f"{conditions['brightness']:g}, noise {conditions['noise']:g}; pairs within {results['tolerance_px']:g} px",
         fontsize=10,
     )

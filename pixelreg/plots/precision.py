@@ -178,7 +178,7 @@ def plot_precision_grid(results: dict[str, Any], path: Path) -> Path:
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
     test = results["spec"]["n"] * results["spec"]["test_fraction"]
     fig.suptitle(
-        f"pixelreg bench --precision: sub-pixel spots, noise 10, background 50; about {test:,.0f} test spots per cell"
+        f"pixelreg bench precision: sub-pixel spots, noise 10, background 50; about {test:,.0f} test spots per cell"
     )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return _save(fig, path)
