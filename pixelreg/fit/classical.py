@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pixelreg.fit.peers import trackpy_detections
 from pixelreg.fit.photometry import photometry_start, poisson_fit
 from pixelreg.fit.psf import integrated_gaussian, window_pixels
+from pixelreg.fit.solver import levenberg_marquardt
 from pixelreg.simulate.spec import DataSpec
 
 
@@ -117,43 +118,22 @@ def gaussian_fit_at(
     y0 = torch.from_numpy(start[..., 1].astype(np.float64))[..., None, None]
     background = torch.from_numpy(np.median(images.reshape(len(images), -1), axis=1).astype(np.float64))
     b = background[:, None, None, None].expand_as(x0).clone()
-    total = ((v - b) * mask).clamp(min=0).sum((-2, -1), keepdim=True)
-    brightness = total.clamp(min=1.0)
-    damping = torch.full_like(x0, 1e-3)
+    brightness = ((v - b) * mask).clamp(min=0).sum((-2, -1), keepdim=True).clamp(min=1.0)
+    start_params = torch.cat([x0, y0, brightness, b], -1)[..., 0, :]  # (N, K, 4)
 
-    def residual_and_jacobian(x0, y0, brightness, b):
-        sx, dsx, _ = integrated_gaussian(x0, gx, sigma)
-        sy, dsy, _ = integrated_gaussian(y0, gy, sigma)
-        model = b + brightness * sx * sy
-        jac = torch.stack([brightness * dsx * sy, brightness * sx * dsy, sx * sy, torch.ones_like(sx)], -1)
-        return (v - model) * mask, jac * mask[..., None]
+    def residuals(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y, light, level = (p[..., i, None, None] for i in range(4))
+        sx, dsx, _ = integrated_gaussian(x, gx, sigma)
+        sy, dsy, _ = integrated_gaussian(y, gy, sigma)
+        model = level + light * sx * sy
+        jac = torch.stack([light * dsx * sy, light * sx * dsy, sx * sy, torch.ones_like(sx)], -1)
+        return ((v - model) * mask).flatten(-2), (jac * mask[..., None]).flatten(-3, -2)
 
-    for _ in range(iterations):
-        residual, jac = residual_and_jacobian(x0, y0, brightness, b)
-        j = jac.flatten(-3, -2)  # (N, K, P, 4)
-        r = residual.flatten(-2)  # (N, K, P)
-        jtj = j.transpose(-1, -2) @ j
-        jtr = (j.transpose(-1, -2) @ r[..., None])[..., 0]
-        eye = torch.eye(4, dtype=jtj.dtype)
-        lhs = (
-            jtj
-            + damping[..., 0][..., None] * torch.diag_embed(torch.diagonal(jtj, dim1=-2, dim2=-1))
-            + 1e-9 * eye
-        )
-        step = torch.linalg.solve(lhs, jtr[..., None])[..., 0]
-        trial = (
-            x0 + step[..., 0, None, None],
-            y0 + step[..., 1, None, None],
-            (brightness + step[..., 2, None, None]).clamp(min=1e-3),
-            b + step[..., 3, None, None],
-        )
-        new_residual, _ = residual_and_jacobian(*trial)
-        better = (new_residual**2).sum((-2, -1), keepdim=True) < (residual**2).sum((-2, -1), keepdim=True)
-        x0, y0, brightness, b = (
-            torch.where(better, new, old) for new, old in zip(trial, (x0, y0, brightness, b), strict=True)
-        )
-        damping = torch.where(better, damping / 3, damping * 4).clamp(1e-7, 1e7)
-    fitted = torch.stack([x0[..., 0, 0], y0[..., 0, 0]], -1).numpy()
+    def positive_brightness(p: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p[..., :2], p[..., 2:3].clamp(min=1e-3), p[..., 3:]], -1)
+
+    params, _ = levenberg_marquardt(residuals, start_params, iterations, project=positive_brightness)
+    fitted = params[..., :2].numpy()
     # a fit that wandered off its window is not to be trusted: fall back to the centroid
     wandered = np.abs(fitted - start).max(-1, keepdims=True) > radius
     return np.where(wandered, start, fitted).astype(np.float32)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from pixelreg.fit.psf import integrated_gaussian
+from pixelreg.fit.solver import levenberg_marquardt
 from pixelreg.simulate.spec import DataSpec
 
 GROUP_SIGMAS = 3.5  # detections nearer than this many blurs are fitted together
@@ -357,7 +358,7 @@ def _fit(v, mask, base, xs, ys, start, active, shape):
     """Levenberg-Marquardt least squares of the active spots' positions: (G, S, 2) and chi-square (G,)."""
     xs_t, ys_t = xs.double()[:, None, :], ys.double()[:, None, :]
     on = active.double()
-    g, s, _ = start.shape
+    s = start.shape[1]
 
     def model(p):
         sx, dsx, _ = integrated_gaussian(p[..., 0, None], xs_t, shape.blur)  # (G, S, C)
@@ -368,29 +369,15 @@ def _fit(v, mask, base, xs, ys, start, active, shape):
         jy = shape.brightness * dsy[..., :, None] * sx[..., None, :]
         jac = torch.cat([jx, jy], 1).flatten(2) * mask.flatten(1)[:, None, :]  # (G, 2S, P)
         residual = ((v - mu) * mask).flatten(1)  # (G, P)
-        return residual, jac
+        return residual, jac.transpose(1, 2)
 
-    p = start.clone()
-    residual, jac = model(p)
-    cost = (residual**2).sum(1)
-    damping = torch.full((g,), 1e-3, dtype=torch.float64)
-    eye = torch.eye(2 * s, dtype=torch.float64)
-    for _ in range(ITERATIONS):
-        jtj = jac @ jac.transpose(1, 2)
-        jtr = (jac @ residual[..., None])[..., 0]
-        lhs = (
-            jtj + damping[:, None, None] * torch.diag_embed(torch.diagonal(jtj, dim1=1, dim2=2)) + 1e-6 * eye
-        )
-        step = torch.linalg.solve(lhs, jtr)
-        trial = p + torch.stack([step[:, :s], step[:, s:]], -1) * on[..., None]
-        new_residual, new_jac = model(trial)
-        new_cost = (new_residual**2).sum(1)
-        better = new_cost < cost
-        p = torch.where(better[:, None, None], trial, p)
-        residual = torch.where(better[:, None], new_residual, residual)
-        jac = torch.where(better[:, None, None], new_jac, jac)
-        cost = torch.where(better, new_cost, cost)
-        damping = torch.where(better, damping / 3, damping * 4).clamp(1e-7, 1e7)
-        if step.abs().max() < 1e-4:
-            break
+    flat, cost = levenberg_marquardt(
+        lambda q: model(torch.stack([q[:, :s], q[:, s:]], -1)),
+        torch.cat([start[..., 0], start[..., 1]], 1),
+        ITERATIONS,
+        ridge=1e-6,
+        free=torch.cat([on, on], 1),
+        tolerance=1e-4,
+    )
+    p = torch.stack([flat[:, :s], flat[:, s:]], -1)
     return p, cost / shape.noise**2
