@@ -1,8 +1,14 @@
 """Localization, as `pixelreg predict` runs it: a checkpoint and image files in, a table out.
 
 `Localizer.load` reads a model and sets how it reads (threshold, mirror images, arithmetic,
-camera); `write_table` runs it over every file, a chunk of frames at a time, and writes each
-localization as a row of pixelreg's CSV or ThunderSTORM's.
+camera). `Localizer.localize` is the pipeline, one verb a stage, each living in its subpackage:
+
+    read (io.frames) -> detect: background, network, readout (nn.inference) ->
+    refine: threshold and joint fits (nn.inference, fit.deblend) ->
+    photometry (evaluate.photometry, fit.photometry) -> table (io.locs)
+
+`write_table` runs it over every file and writes each localization as a row of pixelreg's CSV
+or ThunderSTORM's.
 """
 
 from __future__ import annotations
@@ -13,20 +19,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from pixelreg.errors import PixelregError
+from pixelreg.evaluate.photometry import measured
 from pixelreg.io.checkpoints import load_model
 from pixelreg.io.frames import Frames, open_frames
+from pixelreg.io.locs import COLUMNS, Localizations
 from pixelreg.io.tables import TableWriter
 from pixelreg.nn.architectures import PointModel
 from pixelreg.nn.inference import (
     can_count,
     check_frames,
-    localize_frames,
+    detect_images,
+    kept_detections,
+    photometry_spec,
+    predict_images,
     resolve_device,
     set_precision,
-    table_columns,
 )
 from pixelreg.simulate.spec import DataSpec
+
+LOCALIZE_PIXELS = (
+    2**20
+)  # frames localized at once (4 of 512x512): their spots' windows stay in the CPU's caches
 
 
 @dataclass
@@ -88,11 +104,36 @@ class Localizer:
             check_frames(self.model, movie)
         return movies
 
-    def rows(
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The table's columns for this model: COLUMNS, with `point` after `index` for a model
+        of a fixed number of several points an image."""
+        if self.model.points > 1 and not can_count(self.model):
+            return (*COLUMNS[:2], "point", *COLUMNS[2:])
+        return COLUMNS
+
+    def localize(
         self, frames: Frames, done: Callable[[int], None] = lambda count: None
-    ) -> Iterator[dict[str, Any]]:
-        """One row per localization in `frames` (columns as `table_columns` says)."""
-        return localize_frames(self.model, frames, self.device, self.spec, done)
+    ) -> Iterator[Localizations]:
+        """The localizations of a file's frames, a batch of frames at a time; `done(count)` is
+        told of each batch finished."""
+        model, counting = self.model, can_count(self.model)
+        camera_spec = photometry_spec(model, self.spec)
+        check_frames(model, frames)
+        for first, images in frames.batches(LOCALIZE_PIXELS):
+            confidence = None
+            if counting:
+                found, confidence = detect_images(model, images, self.device)
+                points, confidence = kept_detections(model, images, found, confidence)
+            else:
+                points = predict_images(model, images, self.device)
+            worth = (
+                None
+                if camera_spec is None
+                else measured(camera_spec.camera.photons(images), points, camera_spec)
+            )
+            yield table(str(frames.path), first, points, confidence, worth, self.columns)
+            done(len(images))
 
     def write_table(
         self,
@@ -106,8 +147,32 @@ class Localizer:
         camera = self.model.camera
         sigma = self.spec.mean_blur if self.spec is not None and self.spec.mean_blur > 0 else None
         noise_of = None if camera is None else camera.background_std
-        table = TableWriter(stream, table_format, pixel_size, table_columns(self.model), sigma, noise_of)
+        writer = TableWriter(stream, table_format, pixel_size, self.columns, sigma, noise_of)
         for movie in movies:
-            table.start_file(str(movie.path), movie.count)
-            table.write(self.rows(movie, done))
-        return table.count
+            writer.start_file(str(movie.path), movie.count)
+            for localizations in self.localize(movie, done):
+                writer.write(localizations)
+        return writer.count
+
+
+def table(
+    path: str,
+    first: int,
+    points: np.ndarray,
+    confidence: np.ndarray | None,
+    worth: dict[str, np.ndarray] | None,
+    columns: tuple[str, ...],
+) -> Localizations:
+    """The localizations of a batch of frames, the first of them frame `first` of its file:
+    every found point (N, K, 2), frame by frame and in each in its points' order, with its
+    confidence and photometry where the model gives them."""
+    frame, point = np.nonzero(np.isfinite(points[..., 0]))
+    values = {"frame": first + frame, "x": points[frame, point, 0], "y": points[frame, point, 1]}
+    if "point" in columns:
+        values["point"] = point
+    if confidence is not None:
+        values["confidence"] = confidence[frame, point]
+    if worth is not None:
+        for key in ("photons", "background", "uncertainty"):
+            values[key] = worth[key][frame, point]
+    return Localizations.from_fields(path, columns, **values)

@@ -16,7 +16,8 @@ import pixelreg.nn.inference as inference
 from pixelreg.fit.background import background_level
 from pixelreg.io.checkpoints import load_model
 from pixelreg.io.frames import open_frames
-from pixelreg.io.tables import COLUMNS, THUNDERSTORM_COLUMNS, TableWriter, read_table
+from pixelreg.io.locs import COLUMNS, Localizations
+from pixelreg.io.tables import THUNDERSTORM_COLUMNS, TableWriter, read_table
 from pixelreg.nn.registry import build_model
 from pixelreg.simulate.camera import Camera
 from pixelreg.simulate.dataset import make_dataset
@@ -176,8 +177,9 @@ def test_thunderstorm_cells_are_numbers_and_nan_where_unknown():
     stream = io.StringIO()
     writer = TableWriter(stream, "thunderstorm", pixel_size=100.0, sigma=1.2, noise_of=math.sqrt)
     writer.start_file("m.tif", 5)
-    row = {"path": "m.tif", "index": 4, "x": 0.0, "y": 9.5, "confidence": 0.9}
-    writer.write([{**row, "photons": 1500.0, "background": 16.0, "uncertainty": 0.1}, row])
+    spots = {"frame": [4, 4], "x": [0.0, 0.0], "y": [9.5, 9.5], "confidence": [0.9, 0.9]}
+    worth = {"photons": [1500.0, np.nan], "background": [16.0, np.nan], "uncertainty": [0.1, np.nan]}
+    writer.write(Localizations.from_fields("m.tif", **spots, **worth))
     lines = stream.getvalue().splitlines()
     assert lines[1] == "1,5,50.0000,1000.0000,120.0000,1500.0000,16.0000,4.0000,10.0000"
     assert lines[2] == "2,5,50.0000,1000.0000,120.0000,NaN,NaN,NaN,NaN"

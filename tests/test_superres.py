@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pixelreg.errors import PixelregError
+from pixelreg.io.locs import Localizations
 from pixelreg.plots import localizations as superres
 from pixelreg.plots.localizations import plot_localizations, render_localizations
 
@@ -93,16 +94,14 @@ def test_mismatched_columns_are_refused() -> None:
         render_localizations(np.zeros(3), np.zeros(2), None, (8, 8))
 
 
-def _table(n: int, photometry: bool) -> dict[str, np.ndarray]:
+def _table(n: int, photometry: bool) -> Localizations:
     rng = np.random.default_rng(3)
     locs = {"x": rng.uniform(0, 31, n), "y": rng.uniform(0, 23, n), "frame": rng.integers(0, 20, n)}
     if photometry:
         locs["photons"] = rng.lognormal(7, 0.5, n)
         locs["uncertainty"] = rng.uniform(0.05, 0.2, n)
-    else:
-        locs["photons"] = np.full(n, np.nan)
     locs["x"][0] = np.nan  # a row without a position: counted, not drawn
-    return locs
+    return Localizations.from_fields("movie.tif", **locs)
 
 
 @pytest.mark.parametrize("photometry", [True, False])

@@ -40,13 +40,13 @@ from pixelreg.fit.peers import trackpy_available, trackpy_detections
 from pixelreg.io.checkpoints import load_model
 from pixelreg.io.files import write_atomic
 from pixelreg.io.frames import open_frames
+from pixelreg.localize import Localizer
 from pixelreg.nn.architectures import PointModel
 from pixelreg.nn.config import TrainConfig
 from pixelreg.nn.inference import (
     can_count,
     images_to_tensor,
     kept_detections,
-    localize_frames,
     photometry_spec,
     resolve_device,
     set_precision,
@@ -291,7 +291,7 @@ def _localized(
     """`pixelreg predict`'s localizations of the movie at `path`, timed and scored."""
     source = open_frames(path, counts=True)
     started = time.perf_counter()
-    table = list(localize_frames(model, source, device, spec))
+    table = [row for found in Localizer(model, spec, device).localize(source) for row in found.rows()]
     seconds = time.perf_counter() - started
     frames, size = source.count, source.width
     return _row(_points_per_frame(table, frames), truth, seconds, frames, size)

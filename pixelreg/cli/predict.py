@@ -122,7 +122,13 @@ def predict(
     frames = sum(movie.count for movie in movies)
     with FrameProgress(frames, quiet) as progress:
         if as_json:
-            emit([row for movie in movies for row in localizer.rows(movie, progress)], True)
+            rows = [
+                row
+                for movie in movies
+                for found in localizer.localize(movie, progress)
+                for row in found.rows()
+            ]
+            emit(rows, True)
             return
         if out is None:
             localizer.write_table(movies, sys.stdout, table_format, pixel_size, progress)

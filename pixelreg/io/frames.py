@@ -43,6 +43,14 @@ class Frames:
     whole: bool = False  # a file read whole (not a TIFF)
     _float_scaled: bool = False  # float TIFF pixels are intensities in [0, 1] (from a first pass)
 
+    def batches(self, most_pixels: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(index of the first frame, frames) in batches of at most `most_pixels` (one frame at
+        the least), from the chunks read at once."""
+        step = max(1, most_pixels // (self.height * self.width))
+        for first, chunk in self.chunks():
+            for start in range(0, len(chunk), step):
+                yield first + start, chunk[start : start + step]
+
     def spans(self, most_pixels: int = CHUNK_PIXELS) -> Iterator[tuple[int, int]]:
         """(first frame, frame after the last) of consecutive chunks of at most `most_pixels`."""
         per_chunk = max(1, most_pixels // (self.height * self.width))

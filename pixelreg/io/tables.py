@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,8 +21,8 @@ import numpy as np
 
 from pixelreg.errors import PixelregError
 from pixelreg.io.files import require_file
+from pixelreg.io.locs import COLUMNS, Localizations
 
-COLUMNS = ("path", "index", "x", "y", "confidence", "photons", "background", "uncertainty")
 THUNDERSTORM_COLUMNS = (
     "id",
     "frame",
@@ -74,8 +73,9 @@ class TableWriter:
             self.frames_before += self._file[1]
         self._file = (path, frames)
 
-    def write(self, rows: Iterable[dict[str, Any]]) -> None:
-        for row in rows:
+    def write(self, localizations: Localizations) -> None:
+        """The rows of `localizations`, of the file started last."""
+        for row in localizations.rows():
             self.count += 1
             if self.form == "csv":  # lists, not a DictWriter's dicts: a third of the time a row
                 self.writer.writerow(
@@ -105,16 +105,16 @@ class TableWriter:
 
 def _number(value: Any) -> str:
     """A cell ThunderSTORM parses: integers as such, floats to 0.1 pm, NaN where unknown."""
-    if value is None:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "NaN"
     if isinstance(value, int | np.integer):
         return str(int(value))
     return f"{float(value):.4f}"
 
 
-def read_table(path: str | Path, pixel_size: float = 100.0) -> dict[str, np.ndarray]:
-    """A localization table, pixelreg's CSV or ThunderSTORM's (told by its header), as arrays
-    in pixels: `x`, `y`, `frame` (0-based), `photons`, `uncertainty` (NaN where absent). A
+def read_table(path: str | Path, pixel_size: float = 100.0) -> Localizations:
+    """A localization table, pixelreg's CSV or ThunderSTORM's (told by its header), in pixels:
+    `x`, `y`, `frame` (0-based), `photons`, `uncertainty` (NaN where a row has none). A
     ThunderSTORM table is in nm: read at `pixel_size` nm per pixel."""
     path = require_file(path, "localization table")
     try:
@@ -163,4 +163,6 @@ def read_table(path: str | Path, pixel_size: float = 100.0) -> dict[str, np.ndar
     table["frame"] = np.nan_to_num(table["frame"], nan=frame_base) - frame_base
     table["x"], table["y"] = table["x"] * scale - shift, table["y"] * scale - shift
     table["uncertainty"] = table["uncertainty"] * scale
-    return table
+    kept = [name for name in table if name in ("frame", "x", "y") or where[name] is not None]
+    columns = ("path", *(("index" if name == "frame" else name) for name in kept))
+    return Localizations.from_fields(str(path), columns, **{name: table[name] for name in kept})

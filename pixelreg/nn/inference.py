@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +17,6 @@ from pixelreg.evaluate.metrics import keep_above
 from pixelreg.fit.background import background_map
 from pixelreg.fit.deblend import refine_detections
 from pixelreg.io.frames import Frames
-from pixelreg.io.tables import COLUMNS
 from pixelreg.limits import require_memory
 from pixelreg.nn.architectures import PointModel
 from pixelreg.nn.config import DEVICES
@@ -306,68 +303,6 @@ def photometry_spec(model: PointModel, spec: DataSpec | None) -> DataSpec | None
     return replace(spec, **asdict(model.camera)) if model.camera is not None and spec else None
 
 
-def localize_frames(
-    model: PointModel,
-    frames: Frames,
-    device: torch.device | str = "cpu",
-    spec: DataSpec | None = None,
-    done: Callable[[int], None] = lambda count: None,
-) -> Iterator[dict[str, Any]]:
-    """One row per found point of a file's frames, read a chunk at a time: path, index of the
-    frame in its file, (point,) x, y, confidence, photons, background, uncertainty (None where
-    the model has no such output). `done(count)` is told of each batch of frames finished.
-
-    The `point` column appears only for models that find a fixed number of several points per
-    image; `confidence` is a counting model's (detections below `model.threshold` go); the
-    photometry is a camera model's (`spec`, the training data's), whose images are counts.
-    """
-    counting = can_count(model)
-    check_frames(model, frames)
-    camera_spec = photometry_spec(model, spec)
-    for first, images in _batches_of(frames):
-        if counting:
-            found, confidence = counted_points(model, images, device)
-        else:
-            found = predict_images(model, images, device)
-            confidence = None
-        worth = None
-        if camera_spec is not None:
-            from pixelreg.evaluate.photometry import measured
-
-            worth = measured(camera_spec.camera.photons(images), found, camera_spec)
-        index, point = np.nonzero(np.isfinite(found[..., 0]))  # frame by frame, in each its points' order
-        columns: dict[str, list[Any]] = {"index": (first + index).tolist()}
-        if model.points > 1 and not counting:
-            columns["point"] = point.tolist()
-        columns["x"], columns["y"] = (_rounded(found[index, point, axis]) for axis in (0, 1))
-        absent = [None] * len(index)  # a column this model has no output for
-        columns["confidence"] = absent if confidence is None else _rounded(confidence[index, point])
-        for key in PHOTOMETRY_COLUMNS:
-            columns[key] = absent if worth is None else _rounded(worth[key][index, point])
-        path = str(frames.path)
-        for values in zip(*columns.values(), strict=True):
-            yield {"path": path, **dict(zip(columns, values, strict=True))}
-        done(len(images))
-
-
-LOCALIZE_PIXELS = 2**20  # frames localized at once (4 of 512x512): their spots' windows stay in the
-# CPU's caches, 15% faster than the 32 frames read at once
-
-
-def _batches_of(frames: Frames) -> Iterator[tuple[int, np.ndarray]]:
-    """(index of the first frame, frames) in batches of about LOCALIZE_PIXELS, from the chunks
-    read at once."""
-    step = max(1, LOCALIZE_PIXELS // (frames.height * frames.width))
-    for first, chunk in frames.chunks():
-        for start in range(0, len(chunk), step):
-            yield first + start, chunk[start : start + step]
-
-
-def _rounded(values: np.ndarray) -> list[float]:
-    """Table cells: to 4 decimals, as Python floats (NaN stays NaN)."""
-    return np.round(values.astype(np.float64), 4).tolist()
-
-
 def network_reach(model: PointModel) -> int:
     """How far, in pixels, the network looks from a pixel: one a 3x3 convolution, times its cells."""
     convolutions = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
@@ -387,14 +322,3 @@ def check_frames(model: PointModel, frames: Frames) -> None:
             f"{frames.path}: frames of {frames.height}x{frames.width} are smaller than this model's "
             f"field of view ({reach + 1}x{reach + 1} pixels around a spot)"
         )
-
-
-PHOTOMETRY_COLUMNS = COLUMNS[COLUMNS.index("photons") :]  # what each localization is worth
-
-
-def table_columns(model: PointModel) -> tuple[str, ...]:
-    """The columns of `localize_frames`'s rows for this model: the localization table's, with
-    `point` after `index` for a model of a fixed number of several points."""
-    if model.points > 1 and not can_count(model):
-        return (*COLUMNS[:2], "point", *COLUMNS[2:])
-    return COLUMNS

@@ -19,6 +19,7 @@ from matplotlib.ticker import NullFormatter
 
 from pixelreg.errors import PixelregError
 from pixelreg.io.files import write_atomic
+from pixelreg.io.locs import Localizations
 
 MAX_ZOOM = 50
 MAX_PIXELS = 2**28  # 2 GiB of float64: beyond this a rendering is no longer a figure
@@ -142,22 +143,19 @@ def _weights_1d(
 
 
 def plot_localizations(
-    locs: dict[str, np.ndarray], shape: tuple[int, int], path: Path, zoom: int = 10, title: str = ""
+    locs: Localizations, shape: tuple[int, int], path: Path, zoom: int = 10, title: str = ""
 ) -> Path:
     """One PNG: the super-resolution rendering of a localization table, beside histograms of
     photons and localization uncertainty with their medians, so a reader sees both the
     structure and the precision it was drawn with. Written atomically; returns `path`.
 
-    `locs` holds arrays "x", "y", "frame" and optionally "photons" and "uncertainty" (NaN where
-    a row has no value); x, y and uncertainty in camera pixels.
+    Rows without photons or an uncertainty (NaN) are counted in the histograms' notes; a
+    row without a position is counted, not drawn.
     """
     height, width = _frame_shape(shape)
-    x = np.asarray(locs["x"], dtype=np.float64).ravel()
-    y = np.asarray(locs["y"], dtype=np.float64).ravel()
-    count = len(x)
-    photons = _column(locs, "photons", count)
-    uncertainty = _column(locs, "uncertainty", count)
-    frames = np.asarray(locs.get("frame", np.full(count, np.nan)), dtype=np.float64).ravel()
+    x, y, photons, uncertainty = (locs[name] for name in ("x", "y", "photons", "uncertainty"))
+    frames = locs["frame"].astype(np.float64)
+    count = len(locs)
 
     image = render_localizations(x, y, uncertainty, (height, width), zoom=zoom)
     drawn = int(np.count_nonzero(_in_frame(x, y, height, width)))
@@ -200,16 +198,6 @@ def plot_localizations(
     fig.suptitle(f"{heading}\n{title}" if title else heading)
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150))
     return Path(path)
-
-
-def _column(locs: dict[str, np.ndarray], key: str, count: int) -> np.ndarray:
-    """A float column of `locs`, all NaN where the table has none."""
-    if locs.get(key) is None:
-        return np.full(count, np.nan)
-    column = np.asarray(locs[key], dtype=np.float64).ravel()
-    if len(column) != count:
-        raise PixelregError(f"the {key} column has {len(column)} values for {count} localizations")
-    return column
 
 
 def _bin_for_display(image: np.ndarray) -> tuple[np.ndarray, int]:
