@@ -65,7 +65,7 @@ def true_spec(movie: ForeignMovie, frame_pixels: int) -> DataSpec:
     )
 
 
-def _score(
+def score_method(
     found: np.ndarray, truth: np.ndarray, bound: np.ndarray, size: int, seconds: float
 ) -> tuple[dict[str, Any], np.ndarray]:
     """A method's scores on the scored frames, with its rmse against the Cramér-Rao bound of
@@ -104,7 +104,7 @@ def spot_bounds(movie: ForeignMovie, frames: slice) -> np.ndarray:
     return np.where(present, np.hypot(bound[..., 0], bound[..., 1]), np.nan)
 
 
-def _common(ours: np.ndarray, theirs: np.ndarray) -> dict[str, Any]:
+def same_spots(ours: np.ndarray, theirs: np.ndarray) -> dict[str, Any]:
     """Both methods' rmse on the true spots that both found: the same spots, so that one that
     leaves out the hard ones gains nothing by it."""
     both = np.isfinite(ours) & np.isfinite(theirs)
@@ -218,7 +218,7 @@ def _bench_movie(
         rows[peer], errors[peer] = row, peer_errors
     for peer in ("trackpy", "DAOStarFinder"):
         if peer in rows:
-            rows[peer]["same_spots"] = _common(errors["calibrated"], errors[peer])
+            rows[peer]["same_spots"] = same_spots(errors["calibrated"], errors[peer])
     return {
         "frames": int(len(frames)),
         "tuning_frames": TUNING_FRAMES,
@@ -253,13 +253,13 @@ def _localized(
     checkpoint: Path, frames: np.ndarray, truth: np.ndarray, bound: np.ndarray
 ) -> tuple[dict[str, Any], np.ndarray]:
     """A trained model's localizations of the scored frames on the CPU, in the precision `auto`
-    chooses as `predict` does: timed and scored (see `_score`)."""
+    chooses as `predict` does: timed and scored (see `score_method`)."""
     model, _ = load_model(checkpoint, "cpu")
     set_precision(model, "auto", "cpu")
     started = time.perf_counter()
     found, _ = counted_points(model, frames[TUNING_FRAMES:])
     seconds = time.perf_counter() - started
-    return _score(found, truth, bound, frames.shape[-1], seconds)
+    return score_method(found, truth, bound, frames.shape[-1], seconds)
 
 
 def _peer_rows(
@@ -271,7 +271,7 @@ def _peer_rows(
     say: Callable[[str], None],
 ) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
     """trackpy.locate (on photons, with the calibrated camera) and DAOStarFinder (its FWHM from
-    the calibrated blur), each installed one tuned on the first frames: scored (see `_score`)."""
+    the calibrated blur), each installed one tuned on the first frames: scored (see `score_method`)."""
     frames, size = movie.frames, movie.frames.shape[-1]
     peers: dict[str, tuple[dict[str, Any], np.ndarray]] = {}
     sigma = calibration.estimates["blur"].value
@@ -281,11 +281,11 @@ def _peer_rows(
         found, seconds = _tuned(
             functools.partial(trackpy_detections, spec=calibration.spec), photons, movie.points
         )
-        peers["trackpy"] = _score(found, truth, bound, size, seconds)
+        peers["trackpy"] = score_method(found, truth, bound, size, seconds)
     if daofind_available():
         say(f"[{name}] DAOStarFinder, threshold tuned on the first {TUNING_FRAMES} frames")
         found, seconds = _tuned(functools.partial(daofind_detections, sigma=sigma), frames, movie.points)
-        peers["DAOStarFinder"] = _score(found, truth, bound, size, seconds)
+        peers["DAOStarFinder"] = score_method(found, truth, bound, size, seconds)
     return peers
 
 

@@ -67,6 +67,7 @@ bench_app = typer.Typer(
     cls=OneLineErrors,
     help="Measure pixelreg against argmax, classical fits, peers and the Cramér-Rao bound.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 Epochs = Annotated[int, typer.Option(help="Epochs for every model, the same budget for all.")]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from pixelreg.bench.calibration import _common, _score, spot_bounds
+from pixelreg.bench.calibration import same_spots, score_method, spot_bounds
 from pixelreg.fit.calibrate import calibrate
 from pixelreg.simulate.dataset import make_dataset
 from pixelreg.simulate.foreign import render_smlm, render_stars
@@ -137,13 +137,13 @@ def test_the_bench_compares_methods_on_the_same_spots_and_against_the_bound():
     ours = truth + rng.normal(0, 0.1, truth.shape)
     theirs = truth + rng.normal(0, 0.05, truth.shape)
     theirs[:, ::2] = np.nan  # a peer that skips every other spot
-    ours_row, ours_errors = _score(ours, truth, bound, 64, 1.0)
-    theirs_row, theirs_errors = _score(theirs, truth, bound, 64, 1.0)
+    ours_row, ours_errors = score_method(ours, truth, bound, 64, 1.0)
+    theirs_row, theirs_errors = score_method(theirs, truth, bound, 64, 1.0)
     assert ours_row["recall"] == 1.0 and theirs_row["recall"] == pytest.approx(0.5)
     assert ours_row["rmse_over_bound"] == pytest.approx(
         ours_row["rmse_px"] / np.sqrt(np.mean(bound**2)), rel=1e-3
     )
-    same = _common(ours_errors, theirs_errors)
+    same = same_spots(ours_errors, theirs_errors)
     assert same["spots"] == np.isfinite(theirs[..., 0]).sum()
     assert same["ours_px"] == pytest.approx(np.sqrt(np.nanmean(ours_errors[:, 1::2] ** 2)), abs=1e-4)
     assert same["theirs_px"] < same["ours_px"]
