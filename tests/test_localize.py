@@ -1,5 +1,5 @@
 """Movies in, localization tables out: streamed TIFF frames, tiles without seams, pixelreg's and
-ThunderSTORM's tables, the super-resolution plot, and `bench --movie` end to end."""
+ThunderSTORM's tables, the super-resolution plot, and `bench movie` end to end."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ RENDERERS: dict[str, tuple[Callable[..., ForeignMovie], float]] = {
     "stars-scmos": (render_stars, 0.0),
 }
 # the README's workflow: the offsets model read pixel by pixel and once (`train --no-mirror`); 2 x 2
-# cells (`--stride 2`) train in half the time, at 1.4 points of Jaccard and 6% of rmse (measured)
+# cells (`--stride 2`) train in half the time but lose Jaccard index and rmse (docs/benchmarks.md)
 MODEL_ARGS = {"mirror": False}
 JI_GOAL_POINTS = 2.0  # calibrated within this many points of the true parameters' model ...
 RMSE_GOAL = 1.10  # ... and within this factor of its rmse

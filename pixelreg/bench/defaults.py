@@ -23,8 +23,7 @@ AT_BOUND = 1.05  # the goal: rmse within 5% of the bound
 # in noise 10 over a background of 50, as in the precision grid.
 DENSITY_RANGES = ("0:10", "10:30", "30:60")
 # each density's model trains on images of LO to at least this many spots per 64x64 pixels (in
-# proportion to the area): sparse images hold too few close pairs to learn to tell them apart
-# from (0:10 test images: recall 98.9% trained on 0:10, 99.5% on 0:30)
+# proportion to the area): sparse images hold too few close pairs to learn to tell them apart from
 DENSITY_TRAINING_MOST = 30
 DENSITY_CONDITIONS = {"subpixel": True, "noise": 10.0, "background": 50.0, "blur": 1.0, "brightness": 1000.0}
 DENSITY_SIZE = 64
@@ -34,7 +33,7 @@ DENSITY_LEAD = 0.10
 MOVIE_FRAMES = 200
 MOVIE_SIZE = 512
 MOVIE_SPOTS = 600  # about this many spots per frame (+-10%)
-# `pixelreg bench movie`: an sCMOS-like camera (issue 13's), bright and dim spots at blur 1
+# `pixelreg bench movie`: an sCMOS-like camera, bright and dim spots at blur 1
 MOVIE_CONDITIONS = {
     "photons": 300.0,
     "photons_max": 3000.0,

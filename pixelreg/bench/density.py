@@ -24,7 +24,7 @@ from pixelreg.nn.train import Reporter, train
 from pixelreg.simulate.dataset import make_dataset
 from pixelreg.simulate.spec import DataSpec, parse_count
 
-SPARSE_SHARE = 0.995  # issue 12's goal for sparse images: recall and precision at least this ...
+SPARSE_SHARE = 0.995  # the goal for sparse images: recall and precision at least this ...
 SPARSE_RMSE = 1.1  # ... and the pairs' rmse within this many times the bound of a spot alone
 SCORES = ("jaccard", "recall", "precision", "f1", "rmse_px", "efficiency", "tp", "fp", "fn")
 
@@ -111,7 +111,7 @@ def run_density(
 
 def density_verdicts(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per density: the model's Jaccard index and its lead over the best classical detector and
-    over trackpy (None where trackpy did not run), and both goals of issue 12: `dense_goal`, a
+    over trackpy (None where trackpy did not run), and both goals: `dense_goal`, a
     lead of DENSITY_LEAD and above trackpy; `sparse_goal`, recall and precision of at least
     SPARSE_SHARE and an rmse within SPARSE_RMSE times the bound of a spot alone."""
     verdicts = {}

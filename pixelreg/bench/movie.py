@@ -58,8 +58,8 @@ from pixelreg.simulate.dataset import make_dataset
 from pixelreg.simulate.spec import DataSpec
 
 MOVIE_SPEEDUP = 5.0  # the goal: this many times trackpy's frames per second, scoring better ...
-# ... trackpy as `pip install trackpy` runs it: its pure-Python engine (issue 14 measured 4.5 frames/s
-# here); with numba, an accelerator that trackpy leaves to the user, it is 7 to 8 times faster
+# ... trackpy as `pip install trackpy` runs it: its pure-Python engine; numba, an accelerator that
+# trackpy leaves to the user, makes it several times faster, and the bench reports that ratio too
 PYTHON_ENGINE_FRAMES = 50  # with numba installed, trackpy's pure-Python engine is timed on this many frames
 
 

@@ -16,7 +16,7 @@ from pixelreg.simulate.render import Photometry
 from pixelreg.simulate.spec import DataSpec
 
 DECILES = 10
-BOUND_RATIO_GOAL = 1.1  # issue 13: rmse within this many times the bound in every photon decile
+BOUND_RATIO_GOAL = 1.1  # the goal: rmse within this many times the bound in every photon decile
 BIAS_GOAL_PX = 0.01
 CALIBRATION_GOAL = 0.10  # the spread of error / uncertainty within this of 1
 

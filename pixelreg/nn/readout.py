@@ -205,7 +205,7 @@ def _spots_of_votes(
     home = torch.floor(aim[owner] + 0.5)  # its mode's pixel
     taught = joins & ((where - home).abs().amax(-1) <= 1)
     # placed by the odds p / (1 - p), as the softmax of the logits places a lone spot: the surest
-    # pixels count most (3% nearer the bound than weighing by p, measured at blur 1)
+    # pixels count most, which brings the positions nearer the bound than weighing by p
     odds = weight / (1 - weight).clamp(min=1e-6) * taught
     placed = torch.zeros_like(weight).index_add_(0, owner, odds)
     total = torch.zeros_like(aim).index_add_(0, owner, odds[:, None] * aim)
