@@ -36,6 +36,7 @@ from pixelreg.fit.background import background_map
 from pixelreg.fit.classical import gaussian_smooth
 from pixelreg.fit.defaults import CALIBRATION_FRAMES
 from pixelreg.fit.photometry import poisson_fit
+from pixelreg.fit.psf import window_pixels
 from pixelreg.io.frames import open_frames
 from pixelreg.simulate.camera import ADU_MAX, Camera
 from pixelreg.simulate.spec import DataSpec
@@ -459,7 +460,7 @@ def _windows(images: np.ndarray, peaks: np.ndarray, radius: int) -> np.ndarray:
     """(S, 2r+1, 2r+1) windows of `images` (T, H, W) around each peak (frame, row, column)."""
     f, r, c = (peaks[:, i].astype(int) for i in range(3))
     steps = np.arange(-radius, radius + 1)
-    return images[f[:, None, None], (r[:, None] + steps)[:, :, None], (c[:, None] + steps)[:, None, :]]
+    return window_pixels(images, (c[:, None] + steps)[:, None, :], (r[:, None] + steps)[:, :, None], frames=f)
 
 
 def _fittable(peaks: np.ndarray, frames: np.ndarray, saturated: int | None) -> np.ndarray:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from pixelreg.fit.peers import trackpy_detections
 from pixelreg.fit.photometry import photometry_start, poisson_fit
-from pixelreg.fit.psf import integrated_gaussian, window_pixels
+from pixelreg.fit.psf import integrated_gaussian, window_pixels, windows_around
 from pixelreg.fit.solver import levenberg_marquardt
 from pixelreg.simulate.spec import DataSpec
 
@@ -69,13 +69,10 @@ def _windows(images: np.ndarray, peaks: np.ndarray, radius: int):
     """Pixel values and coordinates in a (2r+1)^2 window around each peak; outside: masked."""
     height, width = images.shape[1:]
     py, px = np.divmod(peaks, width)  # (N, K)
-    offsets = np.arange(-radius, radius + 1)
-    ys = py[..., None, None] + offsets[:, None]  # (N, K, 2r+1, 1)
-    xs = px[..., None, None] + offsets[None, :]  # (N, K, 1, 2r+1)
+    xs, ys, inside = windows_around(np.stack([px, py], -1), height, width, radius)
     ys, xs = np.broadcast_arrays(ys, xs)
-    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
     values = window_pixels(images, xs, ys).astype(np.float64)
-    return values, xs.astype(np.float64), ys.astype(np.float64), inside
+    return values, xs, ys, inside
 
 
 def centroid_points(images: np.ndarray, k: int, spec: DataSpec) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pixelreg.fit.psf import integrated_gaussian
+from pixelreg.fit.psf import integrated_gaussian, window_pixels
 from pixelreg.fit.solver import levenberg_marquardt
 from pixelreg.simulate.spec import DataSpec
 
@@ -338,9 +338,7 @@ def _windows(images: np.ndarray, image_of: np.ndarray, xs: np.ndarray, ys: np.nd
     and which of them a fit may use: inside the image and not clipped at either end."""
     height, width = images.shape[1:]
     inside = ((xs >= 0) & (xs < width))[:, None, :] & ((ys >= 0) & (ys < height))[:, :, None]
-    values = images[
-        image_of[:, None, None], ys.clip(0, height - 1)[:, :, None], xs.clip(0, width - 1)[:, None, :]
-    ]
+    values = window_pixels(images, xs[:, None, :], ys[:, :, None], frames=image_of)
     return values, inside & (values > 0) & (values < SATURATED)
 
 

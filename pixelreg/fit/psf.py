@@ -59,12 +59,19 @@ def windows_around(
     return xs, ys, inside
 
 
-def window_pixels(images: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """The pixels (..., R, C) of images (N, H, W) at coordinates xs (N, ..., 1 or R, C) and ys
-    (N, ..., R, 1 or C), those off the image read at its nearest edge (mask them): one `take`
-    of their places in the frames, half a fancy index's time."""
+def window_pixels(
+    images: np.ndarray, xs: np.ndarray, ys: np.ndarray, frames: np.ndarray | None = None
+) -> np.ndarray:
+    """The pixels (..., R, C) of images (N, H, W) at coordinates xs (M, ..., 1 or R, C) and ys
+    (M, ..., R, 1 or C), the windows of image m in images[m], or in images[frames[m]] where
+    `frames` (M,) is given; those off the image read at its nearest edge (mask them): one
+    `take` of their places in the frames, half a fancy index's time. The one window gatherer
+    of the fits, the photometry and the calibration."""
     n, height, width = images.shape
-    frame = np.arange(n).reshape((n,) + (1,) * (np.ndim(ys) - 1))
+    count = n if frames is None else len(frames)
+    frame = (np.arange(n) if frames is None else np.asarray(frames)).reshape(
+        (count,) + (1,) * (np.ndim(ys) - 1)
+    )
     row = np.clip(ys, 0, height - 1).astype(np.int64) + frame * height
     return images.reshape(-1).take(row * width + np.clip(xs, 0, width - 1).astype(np.int64))
 
