@@ -348,7 +348,7 @@ def test_trackpy_finding_nothing_is_no_detection(tmp_path):
 
 
 def test_the_bound_ratio_is_null_for_a_method_without_pairs():
-    from pixelreg.evaluate.report import precision_against_bound
+    from pixelreg.evaluate.precision import precision_against_bound
 
     spec = DataSpec(n=4, height=16, width=16, points=0, points_max=2, blur=1.0, noise=5, background=20)
     true = np.array([[[5.0, 6.0], [np.nan, np.nan]], [[9.2, 3.1], [11.0, 12.5]]])

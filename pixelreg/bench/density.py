@@ -16,7 +16,8 @@ from pixelreg.bench.defaults import (
     DENSITY_TRAINING_MOST,
 )
 from pixelreg.errors import PixelregError
-from pixelreg.evaluate.report import evaluate_model, save_evaluation
+from pixelreg.evaluate.files import save_evaluation
+from pixelreg.evaluate.report import evaluate_model
 from pixelreg.io.checkpoints import load_model
 from pixelreg.nn.config import TrainConfig
 from pixelreg.nn.inference import resolve_device

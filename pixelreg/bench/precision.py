@@ -20,8 +20,9 @@ from pixelreg.bench.defaults import (
     PRECISION_MODELS,
 )
 from pixelreg.errors import PixelregError
+from pixelreg.evaluate.files import Evaluation
 from pixelreg.evaluate.matching import MATCH_RADIUS_PX
-from pixelreg.evaluate.report import Evaluation, evaluate_model
+from pixelreg.evaluate.report import evaluate_model
 from pixelreg.io.checkpoints import load_model
 from pixelreg.nn.config import TrainConfig
 from pixelreg.nn.inference import resolve_device

@@ -64,8 +64,8 @@ def evaluate(
     if out is not None and out.exists() and not out.is_dir():
         raise PixelregError(f"--out {out} is not a folder; give one for metrics.json and predictions.npz")
 
+    from pixelreg.evaluate.files import save_evaluation
     from pixelreg.evaluate.report import evaluate as run_evaluation
-    from pixelreg.evaluate.report import save_evaluation
 
     evaluation = run_evaluation(checkpoint, data, split, device, scoring=scoring)
     metrics_path, _ = save_evaluation(evaluation, out if out is not None else checkpoint.parent)

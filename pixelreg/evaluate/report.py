@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +11,7 @@ import numpy as np
 import torch
 
 from pixelreg.errors import PixelregError
+from pixelreg.evaluate.files import Evaluation, load_predictions, save_evaluation
 from pixelreg.evaluate.matching import MATCH_RADIUS_PX, Scoring, match_points, pair_greedy
 from pixelreg.evaluate.metrics import (
     CONFIDENCE_THRESHOLDS,
@@ -31,13 +29,11 @@ from pixelreg.evaluate.metrics import (
     threshold_sweep,
 )
 from pixelreg.evaluate.photometry import photometry_report
-from pixelreg.fit.bounds import crlb_px
-from pixelreg.fit.classical import BASELINES, baseline_detections, baseline_points, baselines_for
-from pixelreg.fit.defaults import MIN_BOUND_BLUR
+from pixelreg.evaluate.precision import precision_against_bound, precision_curve, wants_precision_curve
+from pixelreg.fit.classical import baseline_detections, baseline_points, baselines_for
 from pixelreg.fit.peers import trackpy_available
 from pixelreg.io.checkpoints import load_model
 from pixelreg.io.datasets import load_dataset
-from pixelreg.io.files import writable_target, write_atomic, write_text
 from pixelreg.io.runs import RunDir, resolve_checkpoint
 from pixelreg.nn.architectures import PointModel
 from pixelreg.nn.inference import (
@@ -48,19 +44,12 @@ from pixelreg.nn.inference import (
     predict_images,
     resolve_device,
 )
-from pixelreg.simulate.coords import pixel_of, present_points
+from pixelreg.simulate.coords import pixel_of
 from pixelreg.simulate.dataset import Dataset, make_dataset
 from pixelreg.simulate.render import every_position
 from pixelreg.simulate.spec import SPLITS, DataSpec
 
 SWEEP_MAX_PIXELS = 128 * 128  # evaluate every position only for images up to this size
-BOUND_SPOTS = 5000  # spots whose isolated-spot bound is averaged, with a variable count
-
-
-@dataclass
-class Evaluation:
-    report: dict[str, Any]  # the contents of metrics.json
-    predictions: dict[str, np.ndarray]  # the contents of predictions.npz
 
 
 def dataset_for(
@@ -403,145 +392,11 @@ def bias_report(predictions: dict[str, np.ndarray]) -> dict[str, Any]:
     return table
 
 
-def precision_against_bound(
-    report: dict[str, Any], true: np.ndarray, spec: DataSpec, bound: float | None = None
-) -> dict[str, Any] | None:
-    """The Cramér-Rao bound for these spots and each method's RMSE as a multiple of it.
-
-    With a variable count the bound is that of each spot alone in its image (the
-    isolated-spot bound), over the pairs' rmse: neighbours can only raise the true bound.
-    Under the camera model the caller gives the Poisson bound of these spots.
-    """
-    if bound is not None:
-        return _over_bound(report, bound)
-    if spec.variable_count:
-        alone = present_points(true)[:, None, :]
-        rng = np.random.default_rng(0)  # the bound of a few thousand spots is the bound to 1%
-        alone = alone[rng.permutation(len(alone))[:BOUND_SPOTS]]
-        true, spec = alone, spec.with_(points=1, points_max=None)
-    if spec.noise <= 0 or true.shape[1] != 1 or len(true) == 0:
-        return None  # noise-free or several spots: no bound computed
-    bound = crlb_px(true, spec)
-    if not math.isfinite(bound):
-        return None  # too little blur for a meaningful bound
-    return _over_bound(report, bound)
-
-
-def _over_bound(report: dict[str, Any], bound: float) -> dict[str, Any]:
-    methods = {"model": report["metrics"]["all"], **report["baselines"]}
-    return {
-        "crlb_px": as_json_float(bound),
-        "rmse_over_crlb": {
-            name: as_json_float(m["rmse_px"] / bound) if m["rmse_px"] is not None else None
-            for name, m in methods.items()
-        },
-        "rmse_hits_over_crlb": {
-            name: as_json_float(m["rmse_hits_px"] / bound) if m["rmse_hits_px"] is not None else None
-            for name, m in methods.items()
-        },
-    }
-
-
-def wants_precision_curve(spec: DataSpec | None) -> bool:
-    """Whether a model trained on `spec` gets the precision-against-noise figure."""
-    return spec is not None and spec.noise > 0 and spec.blur >= MIN_BOUND_BLUR
-
-
-def precision_curve(
-    model: PointModel,
-    spec: DataSpec,
-    device: torch.device | str = "cpu",
-    n: int = 500,
-    factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 3.0),
-) -> dict[str, Any]:
-    """Model, baselines and the Cramér-Rao bound over noise levels around the spec's own.
-
-    Fresh single-spot test images at each level, from a seed apart from the training data.
-    The model is the one trained at `spec.noise`: it is not retrained per level.
-    """
-    curve: dict[str, Any] = {"trained_noise": spec.noise, "noise": [], "crlb_px": [], "methods": {}}
-    for factor in factors:
-        level_spec = spec.with_(
-            noise=spec.noise * factor, points=1, n=n, holdout="none", seed=spec.seed + 7919
-        )
-        dataset = make_dataset(level_spec)
-        true = dataset.points
-        predictions = {"model": match_points(predict_images(model, dataset.images, device), true)}
-        for name in BASELINES:
-            predictions[name] = baseline_points(name, dataset.images, 1, level_spec)
-        curve["noise"].append(level_spec.noise)
-        curve["crlb_px"].append(crlb_px(true, level_spec))
-        for name, pred in predictions.items():
-            m = summarize(pred, true, *level_spec.size)
-            entry = curve["methods"].setdefault(name, {"rmse_px": [], "rmse_hits_px": [], "recall_1px": []})
-            for key in entry:
-                entry[key].append(m[key])
-    return curve
-
-
 def _train_mask(payload: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
     mask = payload.get("train_mask")
     if mask is None or tuple(mask.shape) != size:
         return np.zeros(size, dtype=bool)  # another image size: every position is unseen
     return mask.numpy().astype(bool)
-
-
-def save_evaluation(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write predictions.npz, then metrics.json, into `out_dir` (each atomically).
-
-    The report is serialised first, so that a report that cannot be written (NaN in it)
-    leaves neither file; metrics.json comes last, so it only exists beside its predictions.
-    """
-    out = RunDir(out_dir)
-    if out.root.exists() and not out.root.is_dir():
-        raise PixelregError(
-            f"--out {out.root} is not a folder; give one for metrics.json and predictions.npz"
-        )
-    writable_target(out.metrics)  # both refused before either is written
-    writable_target(out.predictions)
-    try:
-        text = json.dumps(evaluation.report, indent=2, allow_nan=False) + "\n"
-    except ValueError:
-        raise PixelregError("the evaluation holds NaN or infinity, so nothing was written") from None
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **evaluation.predictions)  # type: ignore[arg-type]  # numpy's stub
-
-    predictions_path = write_atomic(out.predictions, write)
-    return write_text(out.metrics, text), predictions_path
-
-
-PREDICTION_KEYS = ("index", "images", "true", "pred", "error_px", "seen", "train_mask")
-
-
-def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a predictions.npz written by `save_evaluation`; anything else is a clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise PixelregError(f"{path} not found; run `pixelreg evaluate` first")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same answer
-        raise PixelregError(
-            f"{path} is not a readable predictions file; run `pixelreg evaluate` again"
-        ) from exc
-    missing = [key for key in PREDICTION_KEYS if key not in arrays]
-    n = len(arrays.get("true", ()))
-    shapes_fit = not missing and arrays["images"].ndim == 3 and arrays["true"].ndim == 3
-    shapes_fit = shapes_fit and all(
-        len(arrays[key]) == n for key in ("index", "images", "pred", "error_px", "seen")
-    )
-    counting = "confidence" in arrays  # any number of detections per image, padded with NaN
-    pred_fits = (
-        arrays["pred"].ndim == 3 and arrays["confidence"].shape == arrays["pred"].shape[:2]
-        if counting and not missing
-        else not missing and arrays["pred"].shape == arrays["true"].shape
-    )
-    if missing or not shapes_fit or arrays["train_mask"].ndim != 2 or not pred_fits:
-        raise PixelregError(f"{path} is not a predictions file of pixelreg; run `pixelreg evaluate` again")
-    return arrays
 
 
 def evaluate_run_for_plots(
