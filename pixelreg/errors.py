@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 
 class PixelregError(Exception):
     """A problem with the user's input or environment, reported as one `Error:` line.
 
-    `options` names the parameters the message begins with (as the library calls them); the
-    command line names them by their flags instead.
+    The library names its parameters as it calls them (`val_fraction must be in [0, 1)`) and
+    lists them in `options`; the command line names them by their flags instead.
     """
 
     def __init__(self, message: str, options: tuple[str, ...] = ()) -> None:
@@ -15,10 +17,9 @@ class PixelregError(Exception):
         self.options = options
 
     def for_command_line(self) -> str:
-        """The message with its parameters named as flags: `threshold` -> `--threshold`."""
+        """The message with its parameters named as flags: `val_fraction` -> `--val-fraction`."""
         message = str(self)
-        names = ", ".join(self.options)
-        if self.options and message.startswith(names):
-            flags = ", ".join("--" + name.replace("_", "-") for name in self.options)
-            return flags + message[len(names) :]
+        for name in self.options:
+            flag = "--" + name.replace("_", "-")
+            message = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", flag, message)
         return message

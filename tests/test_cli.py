@@ -388,7 +388,7 @@ def test_a_spec_file_gives_the_data_options_and_options_beside_it_win(run, tmp_p
                              "--out", tmp_path / "c.npz", "--json", "--quiet").stdout)["spec"]  # fmt: skip
     assert (changed["n"], changed["blur"], changed["blur_max"], changed["points_max"]) == (20, 1.0, 2.0, 3)
     for text, message in (('{"blurr": 1}', "unknown field(s) blurr"), ("[1]", "expected an object"),
-                          ('{"noise": -1}', "--noise must be")):  # fmt: skip
+                          ('{"noise": -1}', "bad.json: noise must be")):  # fmt: skip
         (tmp_path / "bad.json").write_text(text)
         result = run("generate", "--spec", tmp_path / "bad.json", "--out", tmp_path / "d.npz")
         assert result.exit_code == 1 and message in result.stderr and result.stderr.count("\n") == 1

@@ -227,7 +227,7 @@ def _dataset_with_spec(path: Path, spec: object, size: int = 16) -> Path:
         ("text", "must be an object"),
         ({"height": 50, "width": 50}, "describes 1 point(s) in 50x50"),
         ({"colour": "red"}, "unknown fields"),
-        ({"seed": -4}, "--seed must be 0"),
+        ({"seed": -4}, "the stored spec: seed must be 0"),
     ],
 )
 def test_a_stored_spec_is_checked_field_by_field(run, small_run, tmp_path, spec, words):

@@ -105,12 +105,12 @@ def test_several_points_keep_their_distance():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"n": 0}, "--n"),
+        ({"n": 0}, "n must be at least 1"),
         ({"height": 4}, "height"),
-        ({"val_fraction": 1.0}, "--val-fraction"),
+        ({"val_fraction": 1.0}, "val_fraction must be"),
         ({"val_fraction": 0.6, "test_fraction": 0.5}, "below 1"),
-        ({"holdout": "diagonal"}, "--holdout"),
-        ({"noise": -1.0}, "--noise"),
+        ({"holdout": "diagonal"}, "holdout must be"),
+        ({"noise": -1.0}, "noise must be"),
     ],
 )
 def test_impossible_specs_are_refused(changes, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -72,6 +73,8 @@ def calibrate(
     figure = figure if figure is not None else out.with_suffix(".png")
     if figure.suffix.lower() != ".png":
         raise PixelregError(f"--figure is drawn as PNG; give a .png path, got {figure}")
+    if Path(os.path.realpath(figure)) == Path(os.path.realpath(out)):
+        raise PixelregError(f"--out and --figure both name {out}; give the spec a .json name (or --figure)")
     for target in (out, figure):
         refuse_overwriting(target, files, "--out" if target == out else "--figure")
         writable_target(target)

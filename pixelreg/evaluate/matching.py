@@ -32,11 +32,13 @@ class Scoring:
 
     def __post_init__(self) -> None:
         if not (self.tolerance > 0 and math.isfinite(self.tolerance)):
-            raise PixelregError(f"--tolerance must be a distance above 0 px, got {self.tolerance:g}")
+            raise PixelregError(
+                f"tolerance must be a distance above 0 px, got {self.tolerance:g}", ("tolerance",)
+            )
         if not (self.pixel_size > 0 and math.isfinite(self.pixel_size)):
-            raise PixelregError(f"--pixel-size must be above 0 nm, got {self.pixel_size:g}")
+            raise PixelregError(f"pixel_size must be above 0 nm, got {self.pixel_size:g}", ("pixel_size",))
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise PixelregError(f"--threshold must be in [0, 1], got {self.threshold:g}")
+            raise PixelregError(f"threshold must be in [0, 1], got {self.threshold:g}", ("threshold",))
 
 
 def pair_greedy(pred: np.ndarray, true: np.ndarray, tolerance: float = TOLERANCE_PX) -> np.ndarray:

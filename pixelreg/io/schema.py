@@ -27,12 +27,13 @@ def describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def check_value(value: Any, declared: str, where: str) -> Any:
-    """`value` if it has the declared type ("int", "float | None", ...), floats as float."""
-    options = [part.strip() for part in declared.split("|")]
-    if value is None and "None" in options:
+def check_value(value: Any, declared: str, where: str, options: tuple[str, ...] = ()) -> Any:
+    """`value` if it has the declared type ("int", "float | None", ...), floats as float; an
+    error names `where`, and `options`, the parameters it is about."""
+    kinds = [part.strip() for part in declared.split("|")]
+    if value is None and "None" in kinds:
         return None
-    for option in options:
+    for option in kinds:
         kind = BASE_TYPES.get(option)
         if kind is None or isinstance(value, bool) and option != "bool":
             continue  # True is an int to Python, never to us
@@ -40,11 +41,11 @@ def check_value(value: Any, declared: str, where: str) -> Any:
             if option == "float":
                 value = float(value)  # type: ignore[arg-type]  # an int or a float, checked above
                 if math.isnan(value):
-                    raise PixelregError(f"{where} is NaN")
+                    raise PixelregError(f"{where} is NaN", options)
             return value
     articles = {"None": "null", "dict[str, Any]": "an object", "int": "an integer", "float": "a number"}
-    wanted = " or ".join(articles.get(o, f"a {o}") for o in options)
-    raise PixelregError(f"{where} must be {wanted}, got {describe(value)}")
+    wanted = " or ".join(articles.get(o, f"a {o}") for o in kinds)
+    raise PixelregError(f"{where} must be {wanted}, got {describe(value)}", options)
 
 
 def fields_from(cls: type, data: Any, where: str) -> dict[str, Any]:

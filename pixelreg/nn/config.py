@@ -53,31 +53,34 @@ class TrainConfig:
                 f"unknown model {self.model!r}; choose {AUTO_MODEL} or one of {', '.join(MODEL_NAMES)}"
             )
         if not 0 <= self.seed <= SEED_MAX:
-            raise PixelregError(f"--seed must be 0 to {SEED_MAX}, got {self.seed}")
+            raise PixelregError(f"seed must be 0 to {SEED_MAX}, got {self.seed}", ("seed",))
         if self.epochs < 1:
-            raise PixelregError(f"--epochs must be at least 1, got {self.epochs}")
+            raise PixelregError(f"epochs must be at least 1, got {self.epochs}", ("epochs",))
         if self.batch_size < 1:
-            raise PixelregError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise PixelregError(f"batch_size must be at least 1, got {self.batch_size}", ("batch_size",))
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise PixelregError(f"--lr must be a positive number, got {self.lr}")
+            raise PixelregError(f"lr must be a positive number, got {self.lr}", ("lr",))
         if self.device not in DEVICES:
             raise PixelregError(f"unknown device {self.device!r}; choose auto, cpu, cuda or mps")
         for name, value in self.model_args.items():
             if name in SIZE_LIMITS:
                 if self.model not in (AUTO_MODEL, *MODEL_SIZES):
                     raise PixelregError(
-                        f"--{name} applies to the {' and '.join(MODEL_SIZES)} models only, not {self.model!r}"
+                        f"{name} applies to the {' and '.join(MODEL_SIZES)} models only, not {self.model!r}",
+                        (name,),
                     )
                 least, most = SIZE_LIMITS[name]
                 if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
-                    raise PixelregError(f"--{name} must be {least} to {most}, got {value!r}")
+                    raise PixelregError(f"{name} must be {least} to {most}, got {value!r}", (name,))
         for name in ("stride", "mirror"):
             if name in self.model_args and self.model not in (AUTO_MODEL, "offsets"):
-                raise PixelregError(f"--{name} applies to the offsets model only, not {self.model!r}")
+                raise PixelregError(f"{name} applies to the offsets model only, not {self.model!r}", (name,))
         if "stride" in self.model_args:
             if self.model_args["stride"] not in STRIDES:
                 choices = ", ".join(map(str, STRIDES))
-                raise PixelregError(f"--stride must be one of {choices}, got {self.model_args['stride']!r}")
+                raise PixelregError(
+                    f"stride must be one of {choices}, got {self.model_args['stride']!r}", ("stride",)
+                )
         if self.spec.get("points_max") is not None:
             require_counting(self.model)
 
@@ -92,7 +95,7 @@ def require_counting(model: str) -> None:
     if model not in (AUTO_MODEL, *COUNTING_MODELS):
         raise PixelregError(
             f"the {model} model returns a fixed number of points and cannot count them; data with "
-            f"a count that varies per image (--points LO:HI) needs --model {' or '.join(COUNTING_MODELS)} "
+            f"a count that varies per image (points LO:HI) needs the {' or '.join(COUNTING_MODELS)} model "
             f"(or {AUTO_MODEL})"
         )
 

@@ -68,7 +68,7 @@ class SilentReporter:
         pass
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on SIGINT/SIGTERM; `last_path` resumes it (epoch 0: nothing was kept)."""
 
     def __init__(self, last_path: Path, epoch: int) -> None:

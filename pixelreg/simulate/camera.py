@@ -33,23 +33,27 @@ class Camera:
     def validate(self) -> None:
         """Raise PixelregError naming the first impossible setting."""
         if not (0.0 < self.qe <= 1.0):
-            raise PixelregError(f"--qe must be in (0, 1], got {self.qe:g}")
+            raise PixelregError(f"qe must be in (0, 1], got {self.qe:g}", ("qe",))
         if not (self.em_gain == 0.0 or 1.0 <= self.em_gain <= MOST_EM_GAIN):
             raise PixelregError(
-                f"--em-gain must be 0 (no EM register) or 1 to {MOST_EM_GAIN:g}, got {self.em_gain:g}"
+                f"em_gain must be 0 (no EM register) or 1 to {MOST_EM_GAIN:g}, got {self.em_gain:g}",
+                ("em_gain",),
             )
         if not (0.0 <= self.read_noise <= MOST_READ_NOISE):
             raise PixelregError(
-                f"--read-noise must be 0 to {MOST_READ_NOISE:g} electrons rms, got {self.read_noise:g}"
+                f"read_noise must be 0 to {MOST_READ_NOISE:g} electrons rms, got {self.read_noise:g}",
+                ("read_noise",),
             )
         if not (E_PER_ADU_RANGE[0] <= self.e_per_adu <= E_PER_ADU_RANGE[1]):
             raise PixelregError(
-                f"--e-per-adu must be {E_PER_ADU_RANGE[0]:g} to {E_PER_ADU_RANGE[1]:g} photoelectrons per count, "
-                f"got {self.e_per_adu:g}"
+                f"e_per_adu must be {E_PER_ADU_RANGE[0]:g} to {E_PER_ADU_RANGE[1]:g} photoelectrons per count, "
+                f"got {self.e_per_adu:g}",
+                ("e_per_adu",),
             )
         if not (0.0 <= self.baseline <= ADU_MAX):
             raise PixelregError(
-                f"--baseline must be 0 to {ADU_MAX} ADU (images are 16-bit), got {self.baseline:g}"
+                f"baseline must be 0 to {ADU_MAX} ADU (images are 16-bit), got {self.baseline:g}",
+                ("baseline",),
             )
 
     @classmethod

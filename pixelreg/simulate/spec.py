@@ -92,78 +92,92 @@ class DataSpec:
     def validate(self) -> None:
         """Raise PixelregError naming the first impossible setting."""
         for spec_field in fields(self):
-            flag = "--" + spec_field.name.replace("_", "-")
-            check_value(getattr(self, spec_field.name), str(spec_field.type), flag)
+            check_value(
+                getattr(self, spec_field.name), str(spec_field.type), spec_field.name, (spec_field.name,)
+            )
         if not 0 <= self.seed <= SEED_MAX:
-            raise PixelregError(f"--seed must be 0 to {SEED_MAX}, got {self.seed}")
+            raise PixelregError(f"seed must be 0 to {SEED_MAX}, got {self.seed}", ("seed",))
         if self.n < 1:
-            raise PixelregError(f"--n must be at least 1, got {self.n}")
+            raise PixelregError(f"n must be at least 1, got {self.n}", ("n",))
         for name, value in (("height", self.height), ("width", self.width)):
             if not MIN_SIZE <= value <= MAX_SIZE:
                 raise PixelregError(f"image {name} must be {MIN_SIZE} to {MAX_SIZE}, got {value}")
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not (0.0 <= value < 1.0) or math.isnan(value):
-                flag = "--" + name.replace("_", "-")
-                raise PixelregError(f"{flag} must be in [0, 1), got {value}")
+                raise PixelregError(f"{name} must be in [0, 1), got {value}", (name,))
         if self.val_fraction + self.test_fraction >= 1.0:
             raise PixelregError(
-                "--val-fraction plus --test-fraction must be below 1 so that some images train, "
-                f"got {self.val_fraction + self.test_fraction:g}"
+                "val_fraction plus test_fraction must be below 1 so that some images train, "
+                f"got {self.val_fraction + self.test_fraction:g}",
+                ("val_fraction", "test_fraction"),
             )
         if self.holdout not in HOLDOUTS:
-            raise PixelregError(f"--holdout must be one of {', '.join(HOLDOUTS)}, got {self.holdout!r}")
+            raise PixelregError(
+                f"holdout must be one of {', '.join(HOLDOUTS)}, got {self.holdout!r}", ("holdout",)
+            )
         if self.points_max is None and self.points < 1:
-            raise PixelregError(f"--points must be at least 1, got {self.points}")
+            raise PixelregError(f"points must be at least 1, got {self.points}", ("points",))
         if self.points_max is not None:
             if self.points < 0 or self.points_max < 1:
                 raise PixelregError(
-                    f"--points {self.points}:{self.points_max}: a count range needs 0 <= LO and 1 <= HI"
+                    f"points {self.points}:{self.points_max}: a count range needs 0 <= LO and 1 <= HI",
+                    ("points",),
                 )
             if self.points > self.points_max:
                 raise PixelregError(
-                    f"--points {self.points}:{self.points_max} is out of order; give LO:HI with LO <= HI"
+                    f"points {self.points}:{self.points_max} is out of order; give LO:HI with LO <= HI",
+                    ("points",),
                 )
         for name in ("min_distance", "blur", "noise", "background"):
             value = getattr(self, name)
             if not (value >= 0.0 and math.isfinite(value)):
-                raise PixelregError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+                raise PixelregError(f"{name} must be a finite number >= 0, got {value}", (name,))
         if not (self.brightness > 0.0 and math.isfinite(self.brightness)):
-            raise PixelregError(f"--brightness must be a finite number > 0, got {self.brightness}")
+            raise PixelregError(
+                f"brightness must be a finite number > 0, got {self.brightness}", ("brightness",)
+            )
         most = {
             "blur": float(max(self.height, self.width)),
             "photons": MOST_PHOTONS,
             "background_photons": MOST_PHOTONS,
         }
         for name, limit in most.items():
-            low, high, flag = getattr(self, name), getattr(self, f"{name}_max"), "--" + name.replace("_", "-")
+            low, high = getattr(self, name), getattr(self, f"{name}_max")
             for value in (low, high):
                 if value is not None and not 0.0 <= value <= limit:
-                    raise PixelregError(f"{flag} must be 0 to {limit:g}, got {value:g}")
+                    raise PixelregError(f"{name} must be 0 to {limit:g}, got {value:g}", (name,))
             if high is not None and high < low:
-                raise PixelregError(f"{flag} {low:g}:{high:g} is out of order; give LO:HI with LO <= HI")
+                raise PixelregError(
+                    f"{name} {low:g}:{high:g} is out of order; give LO:HI with LO <= HI", (name,)
+                )
         if self.photons_max is not None and self.photons == 0:
-            raise PixelregError("--photons LO:HI draws log-uniformly, so LO must be above 0")
+            raise PixelregError("photons LO:HI draws log-uniformly, so LO must be above 0", ("photons",))
         if 0 < self.photons < 1:
-            raise PixelregError(f"--photons must be 0 (grey levels) or at least 1, got {self.photons:g}")
+            raise PixelregError(
+                f"photons must be 0 (grey levels) or at least 1, got {self.photons:g}", ("photons",)
+            )
         self.camera.validate()  # its settings are checked even while the grey-level model is used
         if self.camera_model:
             if self.blur < MIN_CAMERA_BLUR:
                 raise PixelregError(
-                    f"the camera model renders spots of --blur {MIN_CAMERA_BLUR:g} px or more; got {self.blur:g}"
+                    f"the camera model renders spots of blur {MIN_CAMERA_BLUR:g} px or more; got {self.blur:g}",
+                    ("blur",),
                 )
         elif self.blur_max is not None and self.blur == 0:
-            raise PixelregError("--blur LO:HI needs LO above 0")
+            raise PixelregError("blur LO:HI needs LO above 0", ("blur",))
         if self.min_distance > math.hypot(self.height, self.width):
             raise PixelregError(
-                f"--min-distance {self.min_distance:g} is longer than the {self.height}x{self.width} "
-                "image's diagonal; lower it"
+                f"min_distance {self.min_distance:g} is longer than the {self.height}x{self.width} "
+                "image's diagonal; lower it",
+                ("min_distance",),
             )
         room = self.height * self.width / max(1.0, math.pi * self.min_distance**2 / 4)
         if self.most_points > room / 4:
             raise PixelregError(
-                f"{self.most_points} points with --min-distance {self.min_distance:g} do not fit in a "
-                f"{self.height}x{self.width} image; lower one of them"
+                f"{self.most_points} points with min_distance {self.min_distance:g} do not fit in a "
+                f"{self.height}x{self.width} image; lower one of them",
+                ("min_distance",),
             )
 
     @property
