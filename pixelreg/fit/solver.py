@@ -1,8 +1,9 @@
 """The batched Levenberg-Marquardt least-squares solver that the classical Gaussian fit and the
 joint fits of neighbouring spots share.
 
-Every problem of a batch is solved at once: parameters (..., P), residuals (..., R) and their
-Jacobian (..., R, P). A step that lowers a problem's sum of squares is kept and its damping
+Every problem of a batch is solved at once: parameters (..., P), the residuals data - model
+(..., R) and the Jacobian of the model (..., R, P), so that the Gauss-Newton step is
+(J^T J)^-1 J^T r. A step that lowers a problem's sum of squares is kept and its damping
 divided by 3; one that does not is dropped and its damping multiplied by 4 (Marquardt's rule,
 the damping scaling the diagonal of J^T J).
 """
@@ -27,15 +28,15 @@ def levenberg_marquardt(
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
     tolerance: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The parameters (..., P) that minimise each problem's sum of squared `residuals(params)`,
-    and that sum (...,). `ridge` keeps J^T J invertible where a parameter has no effect; `free`
+    """The parameters (..., P) that minimise each problem's sum of squares of `residuals(params)`
+    (which returns data - model and the model's Jacobian), and that sum (...,). `ridge` keeps J^T J invertible where a parameter has no effect; `free`
     (..., P), where given, holds the parameters marked False; `project` maps a trial step's
     parameters into their domain (a brightness kept positive); the loop ends early once no
     parameter of any problem moves by more than `tolerance`."""
     residual, jac = residuals(params)
     cost = (residual**2).sum(-1)
     damping = torch.full_like(cost, START_DAMPING)
-    eye = torch.eye(params.shape[-1], dtype=params.dtype)
+    eye = torch.eye(params.shape[-1], dtype=params.dtype, device=params.device)
     for _ in range(iterations):
         jtj = jac.transpose(-1, -2) @ jac
         jtr = (jac.transpose(-1, -2) @ residual[..., None])[..., 0]

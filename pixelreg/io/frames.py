@@ -224,7 +224,7 @@ def _read_counts(path: Path) -> np.ndarray:
     """A camera's ADU: integers 0..65535 of shape (H, W) or (N, H, W), from a .npy file."""
     if path.suffix.lower() != ".npy":
         raise PixelregError(
-            f"{path}: a model of the camera model reads 16-bit counts from .npy or TIFF files"
+            f"{path}: camera counts (16-bit ADU) are read from .npy or TIFF files, not {path.suffix or 'a file without a suffix'}"
         )
     array = _open_npy(path)
     if array.dtype.kind not in "ui":
