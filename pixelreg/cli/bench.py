@@ -105,7 +105,7 @@ def check_models(names: tuple[str, ...], epochs: int, device: str) -> None:
 @bench_command
 @with_data_options(only=("n", "size", "seed"))
 def holdouts(
-    out: BenchOut = Path("runs/bench"),
+    out: BenchOut = Path("runs/holdouts"),
     epochs: Epochs = BENCH_EPOCHS,
     models: Annotated[str, typer.Option(help="Comma-separated models to compare.")] = ",".join(MODEL_NAMES),
     holdouts: Annotated[str, typer.Option(help="Comma-separated holdouts to run.")] = ",".join(
@@ -142,7 +142,7 @@ def holdouts(
 @bench_command
 @with_data_options(only=("n", "size", "seed"), defaults={"n": PRECISION_N})
 def precision(
-    out: BenchOut = Path("runs/bench"),
+    out: BenchOut = Path("runs/precision"),
     epochs: Epochs = PRECISION_EPOCHS,
     models: Annotated[str, typer.Option(help="Comma-separated models to compare.")] = ",".join(
         PRECISION_MODELS
@@ -191,7 +191,7 @@ DENSITY_HELP = ", ".join(f"{key} {value:g}" for key, value in DENSITY_CONDITIONS
 @bench_command
 @with_data_options(only=("n", "size", "seed"), defaults={"n": DENSITY_N, "size": str(DENSITY_SIZE)})
 def density(
-    out: BenchOut = Path("runs/bench"),
+    out: BenchOut = Path("runs/density"),
     epochs: Epochs = DENSITY_EPOCHS,
     densities: Annotated[
         str, typer.Option(help="Comma-separated ranges LO:HI of spots per image.")
@@ -249,7 +249,7 @@ MovieCheckpoint = Annotated[
 
 @bench_command
 def movie(
-    out: BenchOut = Path("runs/bench"),
+    out: BenchOut = Path("runs/movie"),
     epochs: MovieEpochs = None,
     checkpoint: MovieCheckpoint = None,
     device: Device = "auto",
@@ -287,7 +287,7 @@ movie.__doc__ = (movie.__doc__ or "").replace(
 
 @bench_command
 def calibration(
-    out: BenchOut = Path("runs/bench"),
+    out: BenchOut = Path("runs/calibration"),
     epochs: Epochs = CALIBRATION_EPOCHS,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -314,7 +314,7 @@ def calibration(
 
 @bench_command
 def perf(
-    out: BenchOut = Path("runs/bench"),
+    out: BenchOut = Path("runs/perf"),
     rss_n: Annotated[
         int, typer.Option(help="Images of the training run whose peak memory is measured.")
     ] = 1_000_000,

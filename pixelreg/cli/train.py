@@ -10,7 +10,15 @@ from typing import Annotated, Any
 import typer
 
 from pixelreg.cli.app import command, console, emit
-from pixelreg.cli.options import AsJson, Device, Quiet, given_on_command_line, make_spec, with_data_options
+from pixelreg.cli.options import (
+    AsJson,
+    Device,
+    Quiet,
+    data_option_parameters,
+    given_on_command_line,
+    make_spec,
+    with_data_options,
+)
 from pixelreg.cli.progress import ConsoleReporter
 from pixelreg.errors import PixelregError
 from pixelreg.io.files import require_file
@@ -136,6 +144,7 @@ def train(
         )  # fmt: skip
         config.validate()
         if data is not None:
+            refuse_data_options_beside_data(ctx)
             require_file(data, "dataset")
         if out.exists() and not out.is_dir():
             raise PixelregError(f"cannot create run directory in {out}: it exists and is not a folder")
@@ -153,12 +162,28 @@ def train(
         emit(result.to_json() if as_json else str(result.run_dir), as_json)
 
 
+def flag_of(name: str) -> str:
+    """A parameter's flag: spec_file -> --spec, batch_size -> --batch-size."""
+    return "--spec" if name == "spec_file" else "--" + name.replace("_", "-")
+
+
+def refuse_data_options_beside_data(ctx: typer.Context) -> None:
+    """--data trains on a file's images: data options given beside it would be silently unused."""
+    names = {p.name for p in data_option_parameters()} - {"seed"} | {"spec_file"}
+    given = [name for name in ctx.params if name in names and given_on_command_line(ctx, name)]
+    if given:
+        flags = ", ".join(flag_of(name) for name in given)
+        raise PixelregError(
+            f"--data trains on the images of its file; drop {flags}, which make synthetic data"
+        )
+
+
 def refuse_settings_beside_resume(ctx: typer.Context) -> None:
     """--resume continues with the run's own settings: any other option given is refused."""
     given = [name for name in ctx.params if given_on_command_line(ctx, name)]
     clashing = [name for name in given if name not in ("resume", "quiet", "as_json")]
     if clashing:
-        flags = ", ".join("--" + name.replace("_", "-") for name in clashing)
+        flags = ", ".join(flag_of(name) for name in clashing)
         raise PixelregError(
             f"--resume continues a run with the settings it was started with; drop {flags} (or start a new run)"
         )

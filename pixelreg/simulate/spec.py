@@ -95,6 +95,12 @@ class DataSpec:
             check_value(
                 getattr(self, spec_field.name), str(spec_field.type), spec_field.name, (spec_field.name,)
             )
+        self._check_images_and_points()
+        self._check_light()
+        self._check_room()
+
+    def _check_images_and_points(self) -> None:
+        """The seed, the count and size of images, the splits and the points per image."""
         if not 0 <= self.seed <= SEED_MAX:
             raise PixelregError(f"seed must be 0 to {SEED_MAX}, got {self.seed}", ("seed",))
         if self.n < 1:
@@ -129,6 +135,9 @@ class DataSpec:
                     f"points {self.points}:{self.points_max} is out of order; give LO:HI with LO <= HI",
                     ("points",),
                 )
+
+    def _check_light(self) -> None:
+        """Blur, noise, brightness, photons and the camera: each in its range."""
         for name in ("min_distance", "blur", "noise", "background"):
             value = getattr(self, name)
             if not (value >= 0.0 and math.isfinite(value)):
@@ -166,6 +175,9 @@ class DataSpec:
                 )
         elif self.blur_max is not None and self.blur == 0:
             raise PixelregError("blur LO:HI needs LO above 0", ("blur",))
+
+    def _check_room(self) -> None:
+        """The points fit in an image, min_distance apart."""
         if self.min_distance > math.hypot(self.height, self.width):
             raise PixelregError(
                 f"min_distance {self.min_distance:g} is longer than the {self.height}x{self.width} "
