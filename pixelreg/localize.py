@@ -152,6 +152,7 @@ class Localizer:
             writer.start_file(str(movie.path), movie.count)
             for localizations in self.localize(movie, done):
                 writer.write(localizations)
+        writer.finish()
         return writer.count
 
 

@@ -276,3 +276,13 @@ def test_spots_on_an_uneven_background_are_found_where_they_are(counting_run):
     gap = np.linalg.norm(kept[:, None] - np.array(spots, dtype=float)[None], axis=-1)
     assert len(kept) == len(spots)
     assert gap.min(0).max() < 0.3 and gap.min(1).max() < 0.3
+
+
+def test_frames_refused_while_read_leave_no_table_on_stdout(run, small_run, tmp_path):
+    """The header goes out with the first rows: a movie refused when its first frames are read
+    leaves stdout empty, not a table's first line."""
+    frames = np.full((3, 16, 16), 1000, dtype=np.uint16)  # 16-bit counts for a grey-level model
+    tifffile.imwrite(tmp_path / "counts.tif", frames, photometric="minisblack")
+    result = run("predict", small_run, tmp_path / "counts.tif")
+    assert result.exit_code == 1 and "grey levels must lie in 0..255" in result.stderr
+    assert result.stdout == ""

@@ -38,8 +38,9 @@ FORMATS = ("csv", "thunderstorm")
 
 
 class TableWriter:
-    """Writes localization rows (dicts with COLUMNS, None where absent) as pixelreg's CSV or as
-    ThunderSTORM's. For ThunderSTORM, `sigma` is the PSF sigma in px and `noise_of` gives a
+    """Writes localization tables (`Localizations`) as pixelreg's CSV or as ThunderSTORM's. The
+    header goes out with the first rows, or at `finish` if there are none, so that frames
+    refused while the first are read leave no half of a table on stdout. For ThunderSTORM, `sigma` is the PSF sigma in px and `noise_of` gives a
     background's standard deviation in photons (None: unknown); frames number on across files,
     so that several files make one movie."""
 
@@ -60,12 +61,17 @@ class TableWriter:
         self.count = 0
         self.frames_before = 0  # ThunderSTORM: frames of the files already written
         self._file: tuple[str, int] | None = None  # (path, its frames) of the rows being written
-        if form == "thunderstorm":
-            stream.write(",".join(f'"{name}"' for name in THUNDERSTORM_COLUMNS) + "\n")
-            self.writer = csv.writer(stream, lineterminator="\n")
-        else:
-            self.writer = csv.writer(stream, lineterminator="\n")
-            self.writer.writerow(columns)
+        self.writer = csv.writer(stream, lineterminator="\n")
+        self._headed = False
+
+    def finish(self) -> None:
+        """The header, if no rows have brought it yet: a table with no localization is a header."""
+        if not self._headed:
+            self._headed = True
+            if self.form == "thunderstorm":
+                self.stream.write(",".join(f'"{name}"' for name in THUNDERSTORM_COLUMNS) + "\n")
+            else:
+                self.writer.writerow(self.columns)
 
     def start_file(self, path: str, frames: int) -> None:
         """Rows of the next file follow; it holds `frames` frames."""
@@ -75,6 +81,7 @@ class TableWriter:
 
     def write(self, localizations: Localizations) -> None:
         """The rows of `localizations`, of the file started last."""
+        self.finish()
         for row in localizations.rows():
             self.count += 1
             if self.form == "csv":  # lists, not a DictWriter's dicts: a third of the time a row
