@@ -40,9 +40,8 @@ from pixelreg.nn.inference import (
 )
 from pixelreg.simulate.spec import DataSpec
 
-LOCALIZE_PIXELS = (
-    2**20
-)  # frames localized at once (4 of 512x512): their spots' windows stay in the CPU's caches
+# frames localized at once (4 of 512x512): their spots' windows stay in the CPU's caches
+LOCALIZE_PIXELS = 2**20
 
 
 @dataclass
@@ -134,6 +133,13 @@ class Localizer:
             )
             yield table(str(frames.path), first, points, confidence, worth, self.columns)
             done(len(images))
+
+    def rows(
+        self, frames: Frames, done: Callable[[int], None] = lambda count: None
+    ) -> Iterator[dict[str, Any]]:
+        """The localizations of a file's frames as rows (`Localizations.rows`), as `--json` prints them."""
+        for localizations in self.localize(frames, done):
+            yield from localizations.rows()
 
     def write_table(
         self,

@@ -23,7 +23,7 @@ from pixelreg.evaluate.matching import pair_greedy
 from pixelreg.evaluate.metrics import best_threshold, keep_above, score_thresholds, summarize, threshold_sweep
 from pixelreg.fit.bounds import crlb
 from pixelreg.fit.calibrate import Calibration, calibrate, training_spec
-from pixelreg.fit.peers import trackpy_available, trackpy_detections
+from pixelreg.fit.peers import daofind_available, daofind_detections, trackpy_available, trackpy_detections
 from pixelreg.io.checkpoints import load_model
 from pixelreg.nn.config import TrainConfig
 from pixelreg.nn.inference import counted_points, set_precision
@@ -130,40 +130,6 @@ def _tuned(
     points, scores = detect(frames[TUNING_FRAMES:])
     seconds = time.perf_counter() - started
     return keep_above(points, scores, level), seconds
-
-
-def daofind_available() -> bool:
-    """Whether photutils (DAOStarFinder) is installed."""
-    try:
-        import photutils.detection  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def daofind_detections(frames: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """photutils' DAOStarFinder on each frame less its median, a threshold of 3 robust noise
-    sigmas so that the caller thresholds its `peak`; its FWHM from the PSF's sigma."""
-    import photutils
-    from photutils.detection import DAOStarFinder
-
-    photutils.future_column_names = True  # x_centroid, y_centroid (photutils 3)
-
-    found: list[np.ndarray] = []
-    for frame in frames.astype(np.float64):
-        level = np.median(frame)
-        noise = 1.4826 * np.median(np.abs(frame - level))
-        table = DAOStarFinder(threshold=3 * noise, fwhm=2.3548 * sigma)(frame - level)
-        if table is None or len(table) == 0:
-            found.append(np.zeros((0, 3)))
-            continue
-        found.append(np.stack([table["x_centroid"], table["y_centroid"], table["peak"]], 1))
-    most = max(1, max(len(f) for f in found))
-    points = np.full((len(frames), most, 2), np.nan)
-    scores = np.full((len(frames), most), -np.inf)
-    for i, table in enumerate(found):
-        points[i, : len(table)], scores[i, : len(table)] = table[:, :2], table[:, 2]
-    return points, scores
 
 
 def run_calibration_bench(

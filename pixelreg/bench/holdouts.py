@@ -38,17 +38,17 @@ def images_per_second(
             return done / elapsed
 
 
-def run_bench(
+def _rows(
     out: str | Path,
     spec: DataSpec,
-    epochs: int = BENCH_EPOCHS,
-    models: tuple[str, ...] = MODEL_NAMES,
-    holdouts: tuple[str, ...] = BENCH_HOLDOUTS,
-    device: str = "auto",
-    seed: int = 0,
-    reporter_for: Callable[[str], Reporter | None] = lambda label: None,
+    epochs: int,
+    models: tuple[str, ...],
+    holdouts: tuple[str, ...],
+    device: str,
+    reporter_for: Callable[[str], Reporter | None],
 ) -> list[dict[str, Any]]:
-    """Train and evaluate each model under each holdout; one result row per (holdout, model)."""
+    """Train (with the spec's seed) and evaluate each model under each holdout; one result row
+    per (holdout, model), after argmax's."""
     out = Path(out)
     torch_device = resolve_device(device)
     rows: list[dict[str, Any]] = []
@@ -60,7 +60,7 @@ def run_bench(
         rows.append(_argmax_row(holdout, dataset, test_images))
         for name in models:
             config = TrainConfig(
-                model=name, epochs=epochs, seed=seed, device=device, spec=holdout_spec.to_dict()
+                model=name, epochs=epochs, seed=spec.seed, device=device, spec=holdout_spec.to_dict()
             )
             started = time.perf_counter()
             result = train(config, out / f"{holdout}-{name}", reporter_for(f"{holdout}/{name}"))
@@ -113,13 +113,13 @@ def _argmax_row(holdout: str, dataset: Any, test_images: np.ndarray) -> dict[str
 def run_holdouts(
     out: str | Path,
     spec: DataSpec,
-    epochs: int,
-    models: tuple[str, ...],
-    holdouts: tuple[str, ...],
-    device: str,
-    reporter_for: Callable[[str], Reporter],
+    epochs: int = BENCH_EPOCHS,
+    models: tuple[str, ...] = MODEL_NAMES,
+    holdouts: tuple[str, ...] = BENCH_HOLDOUTS,
+    device: str = "auto",
+    reporter_for: Callable[[str], Reporter | None] = lambda label: None,
 ) -> dict[str, Any]:
     """The bench's results as bench.json holds them: its spec, budget and one row per model and
     holdout (and argmax's)."""
-    rows = run_bench(out, spec, epochs, models, holdouts, device, spec.seed, reporter_for)
+    rows = _rows(out, spec, epochs, models, holdouts, device, reporter_for)
     return {"spec": spec.to_dict(), "epochs": epochs, "rows": rows}

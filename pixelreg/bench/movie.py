@@ -291,7 +291,7 @@ def _localized(
     """`pixelreg predict`'s localizations of the movie at `path`, timed and scored."""
     source = open_frames(path, counts=True)
     started = time.perf_counter()
-    table = [row for found in Localizer(model, spec, device).localize(source) for row in found.rows()]
+    table = list(Localizer(model, spec, device).rows(source))
     seconds = time.perf_counter() - started
     frames, size = source.count, source.width
     return _row(_points_per_frame(table, frames), truth, seconds, frames, size)

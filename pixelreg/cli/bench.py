@@ -72,9 +72,14 @@ bench_app = typer.Typer(
 Epochs = Annotated[int, typer.Option(help="Epochs for every model, the same budget for all.")]
 
 
-def bench_command(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Register `function` as a bench subcommand, guarded."""
-    return bench_app.command()(guarded(function))
+def bench_command(help: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a function as a bench subcommand, guarded; `help` where its docstring cannot
+    say it (text made of the bench's settings), else the docstring."""
+
+    def register(function: Callable[..., Any]) -> Callable[..., Any]:
+        return bench_app.command(help=help)(guarded(function))
+
+    return register
 
 
 def reporter_for(quiet: bool) -> Callable[[str], ConsoleReporter]:
@@ -102,7 +107,7 @@ def check_models(names: tuple[str, ...], epochs: int, device: str) -> None:
         TrainConfig(model=name, epochs=epochs, device=device).validate()
 
 
-@bench_command
+@bench_command()
 @with_data_options(only=("n", "size", "seed"))
 def holdouts(
     out: BenchOut = Path("runs/holdouts"),
@@ -139,7 +144,7 @@ def holdouts(
     finish(path, results, [bench_table(results["rows"])], quiet, as_json)
 
 
-@bench_command
+@bench_command()
 @with_data_options(only=("n", "size", "seed"), defaults={"n": PRECISION_N})
 def precision(
     out: BenchOut = Path("runs/precision"),
@@ -185,10 +190,17 @@ def precision(
     finish(path, results, [precision_table(results)], quiet, as_json)
 
 
-DENSITY_HELP = ", ".join(f"{key} {value:g}" for key, value in DENSITY_CONDITIONS.items() if key != "subpixel")
+DENSITY_CONDITIONS_TEXT = ", ".join(f"{k} {v:g}" for k, v in DENSITY_CONDITIONS.items() if k != "subpixel")
+DENSITY_HELP = f"""The counting model against the classical detectors (and trackpy, where installed) from
+    sparse to dense images ({DENSITY_CONDITIONS_TEXT}); Jaccard index and efficiency. --n is per
+    density. Each density's model trains on LO to at least {DENSITY_TRAINING_MOST} spots per 64x64
+    pixels, where close pairs are common enough to learn from. Writes density.json and density.png.
+
+    Example: pixelreg bench density --densities 0:10 --n 2000 --epochs 5
+    """
 
 
-@bench_command
+@bench_command(DENSITY_HELP)
 @with_data_options(only=("n", "size", "seed"), defaults={"n": DENSITY_N, "size": str(DENSITY_SIZE)})
 def density(
     out: BenchOut = Path("runs/density"),
@@ -202,13 +214,7 @@ def density(
     *,
     spec_options: dict[str, Any],
 ) -> None:
-    """The counting model against the classical detectors (and trackpy, where installed) from
-    sparse to dense images; Jaccard index and efficiency. --n is per density. Each density's
-    model trains on LO to at least 30 spots per 64x64 pixels, where close pairs are common
-    enough to learn from. Writes density.json and density.png.
-
-    Example: pixelreg bench density --densities 0:10 --n 2000 --epochs 5
-    """
+    """The counting model against the classical detectors, sparse to dense (DENSITY_HELP)."""
     check_models(("offsets",), epochs, device)
     ranges = comma_list(densities, "--densities")
     from pixelreg.bench.density import density_spec, run_density
@@ -228,13 +234,6 @@ def density(
     finish(path, results, [density_table(results)], quiet, as_json)
 
 
-density.__doc__ = (
-    (density.__doc__ or "")
-    .replace("sparse to dense images", f"sparse to dense images ({DENSITY_HELP})")
-    .replace("at least 30", f"at least {DENSITY_TRAINING_MOST}")
-)
-
-
 MovieEpochs = Annotated[
     int | None,
     typer.Option(help=f"Epochs of the movie's model [default: {MOVIE_EPOCHS}].", show_default=False),
@@ -247,7 +246,15 @@ MovieCheckpoint = Annotated[
 ]
 
 
-@bench_command
+MOVIE_HELP = f"""Time `predict` on a 16-bit TIFF of {MOVIE_FRAMES} frames of {MOVIE_SIZE}x{MOVIE_SIZE} with about
+    {MOVIE_SPOTS} spots each (an sCMOS-like camera), localized by a model trained for it and by
+    trackpy.locate where installed: frames/s, Mpx/s, Jaccard index and rmse of each. Writes movie.json.
+
+    Example: pixelreg bench movie --out runs/movie-bench
+    """
+
+
+@bench_command(MOVIE_HELP)
 def movie(
     out: BenchOut = Path("runs/movie"),
     epochs: MovieEpochs = None,
@@ -256,12 +263,7 @@ def movie(
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Time `predict` on a 16-bit TIFF movie (an sCMOS-like camera), localized by a model trained
-    for it and by trackpy.locate where installed: frames/s, Mpx/s, Jaccard index and rmse of
-    each. Writes movie.json.
-
-    Example: pixelreg bench movie --out runs/movie-bench
-    """
+    """`predict`'s speed and scores on a camera movie, against trackpy (MOVIE_HELP)."""
     if checkpoint is not None:
         if epochs is not None:
             raise PixelregError("--epochs trains the movie's model; with --checkpoint none is trained")
@@ -279,13 +281,7 @@ def movie(
     finish(path, results, [movie_table(results)], quiet, as_json)
 
 
-movie.__doc__ = (movie.__doc__ or "").replace(
-    "a 16-bit TIFF movie",
-    f"a 16-bit TIFF of {MOVIE_FRAMES} frames of {MOVIE_SIZE}x{MOVIE_SIZE} with about {MOVIE_SPOTS} spots each",
-)
-
-
-@bench_command
+@bench_command()
 def calibration(
     out: BenchOut = Path("runs/calibration"),
     epochs: Epochs = CALIBRATION_EPOCHS,
@@ -312,7 +308,7 @@ def calibration(
     finish(path, results, tables, quiet, as_json)
 
 
-@bench_command
+@bench_command()
 def perf(
     out: BenchOut = Path("runs/perf"),
     rss_n: Annotated[

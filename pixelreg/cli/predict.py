@@ -122,12 +122,7 @@ def predict(
     frames = sum(movie.count for movie in movies)
     with FrameProgress(frames, quiet) as progress:
         if as_json:
-            rows = [
-                row
-                for movie in movies
-                for found in localizer.localize(movie, progress)
-                for row in found.rows()
-            ]
+            rows = [row for movie in movies for row in localizer.rows(movie, progress)]
             emit(rows, True)
             return
         if out is None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from pixelreg.errors import PixelregError
 from pixelreg.io.files import require_file
-from pixelreg.io.locs import COLUMNS, Localizations
+from pixelreg.io.locs import COLUMNS, DECIMALS, Localizations
 
 THUNDERSTORM_COLUMNS = (
     "id",
@@ -116,7 +116,7 @@ def _number(value: Any) -> str:
         return "NaN"
     if isinstance(value, int | np.integer):
         return str(int(value))
-    return f"{float(value):.4f}"
+    return f"{float(value):.{DECIMALS}f}"
 
 
 def read_table(path: str | Path, pixel_size: float = 100.0) -> Localizations:
