@@ -21,8 +21,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from pixelreg.errors import PixelregError
 from pixelreg.evaluate.photometry import measured
+from pixelreg.io.checkpoint_header import ModelHeader, check_data_kind
 from pixelreg.io.checkpoints import load_model
 from pixelreg.io.frames import Frames, open_frames
 from pixelreg.io.locs import COLUMNS, Localizations
@@ -66,31 +66,14 @@ class Localizer:
         to read each frame with its mirror images or once, in `precision` arithmetic, and to
         read ADU with the `camera` values given (baseline, e_per_adu, em_gain); None keeps
         what the model was trained and validated with."""
+        ModelHeader.read(checkpoint).check_settings(threshold, mirror, precision, camera, device)
         torch_device = resolve_device(device)
         model, payload = load_model(checkpoint, torch_device)
-        if camera:
-            if model.camera is None:
-                verb = "applies" if len(camera) == 1 else "apply"
-                raise PixelregError(
-                    f"{', '.join(camera)} {verb} to a model trained on camera images (--photons); "
-                    "this one reads grey levels",
-                    tuple(camera),
-                )
+        if camera and model.camera is not None:
             model.camera = dataclasses.replace(model.camera, **camera)
         if threshold is not None:
-            if not can_count(model):
-                raise PixelregError(
-                    f"threshold applies to a model that counts (trained with --points LO:HI); this "
-                    f"{model.name} model returns {model.points} point(s) per image",
-                    ("threshold",),
-                )
             model.threshold = threshold
         if mirror is not None:
-            if not hasattr(model, "mirror"):
-                raise PixelregError(
-                    f"mirror/--no-mirror apply to the offsets model; this is a {model.name} model",
-                    ("mirror",),
-                )
             model.mirror = mirror
         set_precision(model, precision, torch_device)
         spec = DataSpec.from_dict(payload["data_spec"]) if payload.get("data_spec") else None
@@ -99,9 +82,14 @@ class Localizer:
     def open(self, paths: list[Path]) -> list[Frames]:
         """The files' frames, every file checked against the model before any is read."""
         movies = [open_frames(path, counts=self.model.camera is not None) for path in paths]
-        for movie in movies:
-            check_frames(self.model, movie)
+        self.check(movies)
         return movies
+
+    def check(self, movies: list[Frames]) -> None:
+        """Refuse, before any is read, frames that the model cannot take (`check_frames`)."""
+        for movie in movies:
+            check_data_kind(self.model.camera is not None, movie.counts, str(movie.path))
+            check_frames(self.model, movie)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -154,10 +142,12 @@ class Localizer:
         sigma = self.spec.mean_blur if self.spec is not None and self.spec.mean_blur > 0 else None
         noise_of = None if camera is None else camera.background_std
         writer = TableWriter(stream, table_format, pixel_size, self.columns, sigma, noise_of)
+        self.check(movies)
         for movie in movies:
             writer.start_file(str(movie.path), movie.count)
             for localizations in self.localize(movie, done):
                 writer.write(localizations)
+                stream.flush()  # a reader that stops early (`| head`) stops the work early
         writer.finish()
         return writer.count
 

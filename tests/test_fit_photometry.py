@@ -162,7 +162,7 @@ CAMERA += ["--read-noise", "1.5", "--e-per-adu", "0.5", "--baseline", "100", "--
         (["--photons", "1e-300"], "--photons must be 0 (grey levels) or at least 1"),
         (["--photons", "500", "--background-photons", "0:1e308"], "--background-photons must be 0 to 1e+08"),
         (["--photons", "500", "--blur", "1:1e308"], "--blur must be 0 to 50, got 1e+308"),
-        (["--photons", "1000", "--baseline", "70000"], "--baseline must be 0 to 65535 ADU"),
+        (["--photons", "1000", "--baseline", "70000"], "--baseline must be 0 to 65534 ADU"),
         (["--photons", "1000", "--em-gain", "0.5"], "--em-gain must be 0 (no EM register) or 1 to 10000"),
         (["--photons", "1000", "--em-gain", "1e308"], "--em-gain must be 0 (no EM register) or 1 to 10000"),
         (["--photons", "3000:300"], "--photons 3000:300 is out of order"),

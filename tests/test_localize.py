@@ -125,7 +125,7 @@ def test_predict_writes_both_tables_atomically_and_frames_number_on(run, countin
         (["--json", "--out", "{tmp}/x.csv"], "--json prints the rows on stdout"),
         (["--pixel-size", "100"], "--pixel-size applies with --format thunderstorm only"),
         (["--format", "xml"], "--format must be one of csv, thunderstorm"),
-        (["--format", "thunderstorm", "--pixel-size", "0"], "--pixel-size must be a positive number"),
+        (["--format", "thunderstorm", "--pixel-size", "0"], "--pixel-size must be 1 to 1e6 nm"),
         (["--out", "{tmp}"], "it exists and is a directory"),
         (["--out", "{tmp}/locs.csv/deeper.csv"], "cannot write"),
     ],

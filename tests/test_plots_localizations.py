@@ -85,7 +85,7 @@ def test_bad_zoom_is_refused(zoom: float) -> None:
 
 
 def test_too_large_an_image_is_refused_before_it_is_allocated() -> None:
-    with pytest.raises(PixelregError, match="smaller --zoom"):
+    with pytest.raises(PixelregError, match="smaller zoom"):
         render_localizations(np.zeros(1), np.zeros(1), None, (2048, 2048), zoom=10)
 
 

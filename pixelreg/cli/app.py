@@ -170,6 +170,16 @@ app = typer.Typer(
 )
 
 
+MEMORY_HINTS = {  # what a command that ran out of memory can be given less of
+    "generate": "lower --n or --size",
+    "train": "lower --n, --size or --batch-size",
+    "evaluate": "evaluate a smaller --data",
+    "predict": "split the frames into smaller files",
+    "calibrate": "lower --frames",
+    "plot": "lower --zoom",
+}
+
+
 def guarded(function: F) -> F:
     """The command `function` with its expected failures as one `Error:` line, never a traceback."""
 
@@ -184,7 +194,9 @@ def guarded(function: F) -> F:
         except BrokenPipeError:
             raise typer.Exit(reader_left()) from None
         except MemoryError:
-            raise fail("out of memory; lower --n, --size or --batch-size") from None
+            raise fail(
+                f"out of memory; {MEMORY_HINTS.get(function.__name__, 'give it less data at once')}"
+            ) from None
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             raise fail(f"{exc.strerror or exc}{where}") from None

@@ -58,7 +58,7 @@ from pixelreg.cli.tables import (
 )
 from pixelreg.errors import PixelregError
 from pixelreg.fit.defaults import MIN_BOUND_BLUR
-from pixelreg.io.files import require_file, writable_target
+from pixelreg.io.files import require_file, require_writable_place
 from pixelreg.io.runs import resolve_checkpoint
 from pixelreg.nn.config import MODEL_NAMES, TrainConfig
 from pixelreg.simulate.spec import HOLDOUTS
@@ -326,7 +326,7 @@ def perf(
     """
     if rss_n < 10:
         raise PixelregError(f"--rss-n must be at least 10, got {rss_n}")
-    writable_target(out / "perf.json")
+    require_writable_place(out / "perf.json")
     from pixelreg.bench.perf import run_perf
 
     say(quiet)("Measuring speed and memory (a few minutes)")

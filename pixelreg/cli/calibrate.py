@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,8 +14,10 @@ from pixelreg.cli.app import command, console, emit, say
 from pixelreg.cli.options import AsJson, Quiet, refuse_overwriting
 from pixelreg.cli.tables import calibration_table
 from pixelreg.errors import PixelregError
-from pixelreg.fit.defaults import CALIBRATION_FRAMES
-from pixelreg.io.files import require_file, writable_target
+from pixelreg.fit.defaults import CALIBRATION_FRAMES, CALIBRATION_SIDE
+from pixelreg.io.files import write_together
+from pixelreg.io.frames import read_first_frames
+from pixelreg.simulate.camera import check_camera_values
 
 
 @command
@@ -56,42 +58,32 @@ def calibrate(
 
     Example: pixelreg calibrate movie.tif --out spec.json && pixelreg train --spec spec.json
     """
-    from pixelreg.fit.calibrate import calibrate as estimate
-    from pixelreg.fit.calibrate import read_calibration_frames
-    from pixelreg.io.files import write_json
-    from pixelreg.plots.calibration import plot_calibration
-
     if frames < 1:
         raise PixelregError(f"--frames must be at least 1, got {frames}")
-    if not (em_gain == 0.0 or 1.0 <= em_gain <= 1e4):
-        raise PixelregError(f"--em-gain must be 0 (no EM register) or 1 to 10000, got {em_gain:g}")
-    for name, value in (("baseline", baseline), ("e-per-adu", e_per_adu)):
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise PixelregError(f"--{name} must be a finite number >= 0, got {value:g}")
-    if e_per_adu is not None and e_per_adu <= 0:
-        raise PixelregError(f"--e-per-adu must be above 0, got {e_per_adu:g}")
+    check_camera_values(baseline=baseline, e_per_adu=e_per_adu, em_gain=em_gain)
     figure = figure if figure is not None else out.with_suffix(".png")
     if figure.suffix.lower() != ".png":
         raise PixelregError(f"--figure is drawn as PNG; give a .png path, got {figure}")
     if Path(os.path.realpath(figure)) == Path(os.path.realpath(out)):
         raise PixelregError(f"--out and --figure both name {out}; give the spec a .json name (or --figure)")
-    for target in (out, figure):
-        refuse_overwriting(target, files, "--out" if target == out else "--figure")
-        writable_target(target)
-    for path in files:
-        require_file(path, "image")
-    pixels = read_calibration_frames(files, frames)
+    for target, flag in ((out, "--out"), (figure, "--figure")):
+        refuse_overwriting(target, files, flag)
+    # Every option, output and file header is checked before torch is imported
+    pixels = read_first_frames(files, frames, CALIBRATION_SIDE)
+
+    from pixelreg.fit.calibrate import calibrate as estimate
+    from pixelreg.plots.calibration import plot_calibration
+
     result = estimate(pixels, baseline, e_per_adu, em_gain, say(quiet))
     for warning in result.warnings:
         sys.stderr.write(f"Warning: {warning}\n")
-    existed = figure.exists()
-    plot_calibration(result, figure)
-    try:
-        path = write_json(out, result.spec.to_dict())
-    except BaseException:
-        if not existed:  # the two go together: no figure of a spec that was not written
-            figure.unlink(missing_ok=True)
-        raise
+    spec = json.dumps(result.spec.to_dict(), indent=2, allow_nan=False) + "\n"
+    write_together(
+        [
+            (figure, lambda tmp: plot_calibration(result, tmp)),
+            (out, lambda tmp: tmp.write_text(spec, encoding="utf-8")),
+        ]
+    )
     if not quiet:
         console.print(calibration_table(result))
-    emit({"path": str(path), "figure": str(figure), **result.summary()} if as_json else str(path), as_json)
+    emit({"path": str(out), "figure": str(figure), **result.summary()} if as_json else str(out), as_json)

@@ -12,6 +12,7 @@ from pixelreg.cli.options import AsJson, CheckpointArg, Device, Quiet, Threshold
 from pixelreg.cli.tables import metrics_table, photometry_table
 from pixelreg.errors import PixelregError
 from pixelreg.evaluate.matching import PIXEL_SIZE_NM, TOLERANCE_PX, Scoring
+from pixelreg.io.checkpoint_header import ModelHeader, check_values
 from pixelreg.io.files import require_file
 from pixelreg.io.runs import resolve_checkpoint
 from pixelreg.simulate.spec import SPLITS
@@ -58,7 +59,9 @@ def evaluate(
     scoring = Scoring(tolerance, pixel_size, threshold)
     if split not in (*SPLITS, "all"):
         raise PixelregError(f"--split must be one of {', '.join(SPLITS)}, all; got {split!r}")
+    check_values(threshold, device=device)
     checkpoint = require_file(resolve_checkpoint(checkpoint), "checkpoint")
+    ModelHeader.read(checkpoint).check_settings(threshold, device=device)  # before torch is imported
     if data is not None:
         require_file(data, "dataset")
     if out is not None and out.exists() and not out.is_dir():
@@ -68,9 +71,11 @@ def evaluate(
     from pixelreg.evaluate.report import evaluate as run_evaluation
 
     evaluation = run_evaluation(checkpoint, data, split, device, scoring=scoring)
+    tables = [metrics_table(evaluation.report)]  # made before anything is written
+    if "photometry" in evaluation.report:
+        tables.append(photometry_table(evaluation.report["photometry"]))
     metrics_path, _ = save_evaluation(evaluation, out if out is not None else checkpoint.parent)
     if not quiet:
-        console.print(metrics_table(evaluation.report))
-        if "photometry" in evaluation.report:
-            console.print(photometry_table(evaluation.report["photometry"]))
+        for table in tables:
+            console.print(table)
     emit(evaluation.report if as_json else str(metrics_path), as_json)

@@ -10,7 +10,7 @@ import typer
 from pixelreg.cli.app import command, console, emit
 from pixelreg.cli.options import AsJson, Quiet, make_spec, with_data_options
 from pixelreg.io.datasets import save_dataset
-from pixelreg.io.files import writable_target
+from pixelreg.io.files import require_writable_place
 from pixelreg.simulate.dataset import make_dataset
 from pixelreg.simulate.spec import SPLITS
 
@@ -29,7 +29,7 @@ def generate(
     Example: pixelreg generate --n 1000 --holdout quadrant --out data.npz
     """
     spec = make_spec(spec_options)
-    writable_target(out)  # refuse a bad --out before the work, not after
+    require_writable_place(out)  # refuse a bad --out before the work, not after
     dataset = make_dataset(spec)
     path = save_dataset(out, dataset)
     counts = {name: int((dataset.split == name).sum()) for name in SPLITS}

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from pixelreg.errors import PixelregError
-from pixelreg.io.files import writable_target
+from pixelreg.io.files import require_writable_place
 from pixelreg.simulate.spec import DataSpec, parse_count, parse_range, read_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -210,15 +210,21 @@ def numbers(values: tuple[float, ...]) -> str:
     return ",".join(f"{value:g}" for value in values)
 
 
+LEAST_PIXEL_SIZE = 1.0  # nm: tables in nm keep 4 decimals, 1e-4 px of such a pixel; cameras' are ~100
+
+
 def check_pixel_size(pixel_size: float) -> None:
-    """Refuse a --pixel-size that is not a positive number of nm."""
-    if not (math.isfinite(pixel_size) and 0 < pixel_size <= 1e6):
-        raise PixelregError(f"--pixel-size must be a positive number of nm up to 1e6, got {pixel_size:g}")
+    """Refuse a --pixel-size that is not a camera's pixel in nm: below LEAST_PIXEL_SIZE a table in
+    nm could not hold positions to 1e-4 px."""
+    if not (math.isfinite(pixel_size) and LEAST_PIXEL_SIZE <= pixel_size <= 1e6):
+        raise PixelregError(
+            f"--pixel-size must be {LEAST_PIXEL_SIZE:g} to 1e6 nm (a camera's pixel), got {pixel_size:g}"
+        )
 
 
 def refuse_overwriting(out: Path, inputs: list[Path], flag: str = "--out") -> None:
     """Refuse an output that would replace one of the command's own inputs, or is no file."""
-    target = writable_target(out)
+    target = require_writable_place(out)
     for path in inputs:
         if path.exists() and Path(os.path.realpath(path)) == target:
             raise PixelregError(f"{flag} {out} is one of this command's inputs; choose another file")

@@ -50,18 +50,19 @@ def plot(
     """
     if run_dir.suffix.lower() == ".csv" and not run_dir.is_dir():
         from pixelreg.io.tables import read_table
-        from pixelreg.plots.localizations import plot_localizations
+        from pixelreg.plots.localizations import check_rendering, plot_localizations
 
         check_pixel_size(pixel_size)
-        table = read_table(run_dir, pixel_size)
         figure = out if out is not None else run_dir.with_suffix(".png")
         if figure.suffix.lower() != ".png":
             raise PixelregError(f"--out {figure}: the figure is a PNG; give a .png file")
         refuse_overwriting(figure, [run_dir])
+        table = read_table(run_dir, pixel_size)
         shape = (  # the frame the localizations lie in: up to the farthest one
             max(1, math.ceil(float(table["y"].max(initial=0.0)) + 0.5)),
             max(1, math.ceil(float(table["x"].max(initial=0.0)) + 0.5)),
         )
+        check_rendering(shape, zoom)
         emit(str(plot_localizations(table, shape, figure, zoom, title=run_dir.name)), False)
         return
     for name in ("zoom", "pixel_size", "out"):

@@ -22,8 +22,8 @@ from pixelreg.cli.options import (
 from pixelreg.cli.progress import FrameProgress
 from pixelreg.errors import PixelregError
 from pixelreg.evaluate.matching import PIXEL_SIZE_NM
-from pixelreg.io.files import require_file
-from pixelreg.io.frames import IMAGE_FORMATS
+from pixelreg.io.checkpoint_header import ModelHeader, check_values
+from pixelreg.io.frames import IMAGE_FORMATS, open_frames
 from pixelreg.io.runs import resolve_checkpoint
 from pixelreg.io.tables import FORMATS
 
@@ -94,8 +94,6 @@ def predict(
 
     Example: pixelreg predict runs/train movie.tif --out locs.csv
     """
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise PixelregError(f"--threshold must be in [0, 1], got {threshold:g}")
     if table_format not in FORMATS:
         raise PixelregError(f"--format must be one of {', '.join(FORMATS)}, got {table_format!r}")
     check_pixel_size(pixel_size)
@@ -103,22 +101,24 @@ def predict(
         raise PixelregError("--json prints the rows on stdout; it does not combine with --out or --format")
     if given_on_command_line(ctx, "pixel_size") and table_format != "thunderstorm":
         raise PixelregError("--pixel-size applies with --format thunderstorm only")
-    if out is not None:
-        refuse_overwriting(out, [resolve_checkpoint(checkpoint), *images])
     camera = {
         k: v
         for k, v in (("baseline", baseline), ("e_per_adu", e_per_adu), ("em_gain", em_gain))
         if v is not None
     }
-    require_file(resolve_checkpoint(checkpoint), "checkpoint")
-    for path in images:
-        require_file(path, "image")
+    # Every option, path and file header is checked before torch is imported (a second or more)
+    check_values(threshold, precision, camera, device)
+    header = ModelHeader.read(resolve_checkpoint(checkpoint))
+    header.check_settings(threshold, mirror, precision, camera, device)
+    if out is not None:
+        refuse_overwriting(out, [resolve_checkpoint(checkpoint), *images])
+    movies = [open_frames(path, counts=header.camera is not None) for path in images]
 
     from pixelreg.io.files import atomic_path
     from pixelreg.localize import Localizer
 
     localizer = Localizer.load(resolve_checkpoint(checkpoint), device, threshold, mirror, precision, camera)
-    movies = localizer.open(images)
+    localizer.check(movies)
     frames = sum(movie.count for movie in movies)
     with FrameProgress(frames, quiet) as progress:
         if as_json:
@@ -128,7 +128,11 @@ def predict(
         if out is None:
             localizer.write_table(movies, sys.stdout, table_format, pixel_size, progress)
             return
-        with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
+        # surrogateescape: a file name that is not UTF-8 goes into the table as its bytes, as on stdout
+        with (
+            atomic_path(out) as tmp,
+            open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream,
+        ):
             count = localizer.write_table(movies, stream, table_format, pixel_size, progress)
     if not quiet:
         plural = "s" * (count != 1), "s" * (frames != 1)

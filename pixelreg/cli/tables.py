@@ -87,19 +87,21 @@ def metrics_table(report: dict[str, Any], console: Console = CONSOLE) -> Table:
     )
     notes = []
     if report.get("crlb"):
-        ratios = ", ".join(f"{k} {v:.2f}" for k, v in report["crlb"]["rmse_over_crlb"].items())
+        ratios = ", ".join(f"{k} {shown(v, '.2f')}" for k, v in report["crlb"]["rmse_over_crlb"].items())
         alone = " (each spot alone)" if counting else ""
-        notes.append(f"Cramér-Rao bound{alone} {report['crlb']['crlb_px']:.4f} px; rmse / bound: {ratios}")
+        notes.append(
+            f"Cramér-Rao bound{alone} {shown(report['crlb']['crlb_px'], '.4f')} px; rmse / bound: {ratios}"
+        )
     if counting:
         separation = report["recall_by_separation"]
         edges, found = separation["edges_px"], separation["methods"]["model"]
         bins = [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:], strict=False)] + [f">={edges[-1]:g}"]
         recalls = ", ".join(
-            f"{label} px {'-' if r is None else format(r, '.1%')} ({n:,})"
+            f"{label} px {shown(r, '.1%')} ({n:,})"
             for label, r, n in zip(bins, found["recall"], found["truths"], strict=True)
         )
         notes.append(f"model's recall by distance to the nearest other spot: {recalls}")
-        chosen = ", ".join(f"{k} {v:g}" for k, v in report["thresholds"].items())
+        chosen = ", ".join(f"{k} {shown(v, 'g')}" for k, v in report["thresholds"].items())
         notes.append(
             f"pairs within {report['tolerance_px']:g} px; efficiency at {report['pixel_size_nm']:g} nm "
             f"pixels; thresholds: {chosen}; model's merge radius {report['merge_radius_px']:g} px"

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from pixelreg.errors import PixelregError
-from pixelreg.io.files import writable_target, write_atomic, write_text
+from pixelreg.io.files import require_writable_place, write_atomic, write_text
 from pixelreg.io.runs import RunDir
 
 
@@ -31,8 +31,8 @@ def save_evaluation(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path, 
         raise PixelregError(
             f"--out {out.root} is not a folder; give one for metrics.json and predictions.npz"
         )
-    writable_target(out.metrics)  # both refused before either is written
-    writable_target(out.predictions)
+    require_writable_place(out.metrics)  # both refused before either is written
+    require_writable_place(out.predictions)
     try:
         text = json.dumps(evaluation.report, indent=2, allow_nan=False) + "\n"
     except ValueError:

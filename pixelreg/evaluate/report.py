@@ -32,6 +32,7 @@ from pixelreg.evaluate.photometry import photometry_report
 from pixelreg.evaluate.precision import precision_against_bound, precision_curve, wants_precision_curve
 from pixelreg.fit.classical import baseline_detections, baseline_points, baselines_for
 from pixelreg.fit.peers import trackpy_available
+from pixelreg.io.checkpoint_header import check_data_kind
 from pixelreg.io.checkpoints import load_model
 from pixelreg.io.datasets import load_dataset
 from pixelreg.io.runs import RunDir, resolve_checkpoint
@@ -129,6 +130,7 @@ def evaluate_model(
     if split not in (*SPLITS, "all"):
         raise PixelregError(f"--split must be one of {', '.join(SPLITS)}, all; got {split!r}")
     dataset, source = dataset_for(payload, data, split)
+    check_data_kind(model.camera is not None, dataset.images.dtype == np.uint16, source)
     height, width = dataset.size
     check_image_size(model, (height, width), "the data")
     variable = dataset.spec.variable_count if dataset.spec else bool(np.isnan(dataset.points).any())

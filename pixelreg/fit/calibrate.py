@@ -22,9 +22,8 @@ pixels' k1 less the baseline; the spots per frame are counted.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,14 +34,11 @@ from pixelreg.errors import PixelregError
 from pixelreg.fit.background import background_map
 from pixelreg.fit.calibrate_camera import EM_MOMENTS, POISSON_MOMENTS, Estimate, camera_estimates
 from pixelreg.fit.classical import gaussian_smooth
-from pixelreg.fit.defaults import CALIBRATION_FRAMES
 from pixelreg.fit.photometry import poisson_fit
 from pixelreg.fit.psf import window_pixels
-from pixelreg.io.frames import open_frames
 from pixelreg.simulate.camera import ADU_MAX, Camera
 from pixelreg.simulate.spec import DataSpec
 
-CALIBRATION_SIDE = 512  # larger frames are calibrated on their central square of this side
 DETECTION_SIGMAS = 5.0  # a spot: a local maximum of the smoothed frame this many noise sigmas up
 SPOT_BLOCK = 16  # px: spots are found above the medians of blocks this size, which follow the illumination
 MASK_RADIUS = 6  # px around a detected spot left out of the camera's statistics
@@ -107,32 +103,6 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def read_calibration_frames(paths: Sequence[Path], most: int = CALIBRATION_FRAMES) -> np.ndarray:
-    """The first frames of the files (ADU, uint16), up to `most` frames, each cropped to its
-    central CALIBRATION_SIDE x CALIBRATION_SIDE pixels; every file's frames of one size."""
-    taken: list[np.ndarray] = []
-    size = None
-    for path in paths:
-        frames = open_frames(path, counts=True)
-        if size is None:
-            size = (frames.height, frames.width)
-        elif (frames.height, frames.width) != size:
-            raise PixelregError(
-                f"{path}: frames of {frames.height}x{frames.width}, but the first file's are {size[0]}x{size[1]}"
-            )
-        top, left = ((side - min(side, CALIBRATION_SIDE)) // 2 for side in size)
-        for _, chunk in frames.chunks():
-            chunk = chunk[
-                : most - sum(len(t) for t in taken),
-                top : top + CALIBRATION_SIDE,
-                left : left + CALIBRATION_SIDE,
-            ]
-            taken.append(np.ascontiguousarray(chunk))
-            if sum(len(t) for t in taken) >= most:
-                return np.concatenate(taken)
-    return np.concatenate(taken)
-
-
 def calibrate(
     frames: np.ndarray,
     baseline: float | None = None,
@@ -147,6 +117,7 @@ def calibrate(
     if min(height, width) < 2 * FIT_RADIUS + 1:
         raise PixelregError(f"frames of {height}x{width} are too small to calibrate; at least 15x15")
     warnings: list[str] = []
+    _check_levels(frames, baseline, warnings)
     saturated = _check_saturation(frames, warnings)
     pixels = torch.from_numpy(frames.astype(np.float32))[:, None]
     say(f"Finding spots in {count} frames of {height}x{width}")
@@ -170,6 +141,23 @@ def calibrate(
     estimates["spots_per_frame"] = Estimate(per_frame, "estimated", note="spots found, not counting overlaps")
     spec = _calibrated_spec(estimates, camera, height * width)
     return Calibration(spec, estimates, warnings, count, (height, width), levels, line, profile, spot_photons)
+
+
+def _check_levels(frames: np.ndarray, baseline: float | None, warnings: list[str]) -> None:
+    """Refuse frames of one value (nothing to measure); warn of a given baseline above most of the
+    pixels, which would read as negative light."""
+    low, high = int(frames.min()), int(frames.max())
+    if low == high:
+        raise PixelregError(
+            f"every pixel of the {len(frames)} frames reads {low} ADU: there is no light or noise to "
+            "measure; are these a camera's raw frames?"
+        )
+    typical = float(np.median(frames[:, ::4, ::4]))
+    if baseline is not None and baseline > typical:
+        warnings.append(
+            f"the baseline given, {baseline:g} ADU, lies above most of the pixels (median {typical:g} ADU), "
+            "which would read as less than no light; is it this camera's?"
+        )
 
 
 def _check_saturation(frames: np.ndarray, warnings: list[str]) -> int | None:
@@ -229,13 +217,21 @@ def _camera_parameters(
     estimates["read_noise"] = Estimate(
         math.sqrt(max(read_var, 0.0)) * e_adu, "estimated", note="electrons rms"
     )
-    camera = Camera(
-        qe=1.0,
-        em_gain=float(em_gain),
-        read_noise=min(estimates["read_noise"].value, 1e3),
-        e_per_adu=e_adu,
-        baseline=float(np.clip(estimates["baseline"].value, 0.0, ADU_MAX)),
-    )
+    try:
+        camera = Camera(
+            qe=1.0,
+            em_gain=float(em_gain),
+            read_noise=estimates["read_noise"].value,
+            e_per_adu=e_adu,
+            baseline=float(np.clip(estimates["baseline"].value, 0.0, ADU_MAX - 1)),
+        )
+    except PixelregError as exc:  # what the frames give is beyond any camera: say so, not which option
+        given = f" with em_gain {em_gain:g}" if em_gain else ""
+        raise PixelregError(
+            f"the camera measured from these frames{given} is beyond any real one ({exc}); are they "
+            "a camera's raw frames" + (", and is em_gain right?" if em_gain else "?"),
+            ("em_gain",),
+        ) from None
     return estimates, camera
 
 

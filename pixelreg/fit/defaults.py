@@ -7,3 +7,4 @@ from __future__ import annotations
 MIN_BOUND_BLUR = 0.5
 
 CALIBRATION_FRAMES = 200  # `calibrate` reads at most this many frames, the first of the files
+CALIBRATION_SIDE = 512  # larger frames are calibrated on their central square of this side

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,20 @@ def writable_target(path: str | Path) -> Path:
         kind = "a directory" if target.is_dir() else "not a regular file"
         shown = str(path) if target == Path(path).absolute() else f"{path} (which leads to {target})"
         raise PixelregError(f"cannot write {shown}: it exists and is {kind}")
+    return target
+
+
+def require_writable_place(path: str | Path) -> Path:
+    """Refuse, before any work, an output that could not be written: no regular file
+    (`writable_target`), under a file, or in a folder this user may not write in."""
+    target = writable_target(path)
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise PixelregError(f"cannot write {path}: a part of its path is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PixelregError(f"cannot write {path}: permission denied in {folder}")
     return target
 
 
@@ -94,6 +108,14 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
     with atomic_path(path) as tmp:
         write(tmp)
     return Path(path)
+
+
+def write_together(writes: list[tuple[Path, Callable[[Path], Any]]]) -> None:
+    """Write several files as one: each `write(tmp_path)` to a temporary name beside its path,
+    and only when all have succeeded are they moved into place; a failure replaces none."""
+    with ExitStack() as stack:
+        for path, write in writes:
+            write(stack.enter_context(atomic_path(path)))
 
 
 def write_text(path: str | Path, text: str) -> Path:

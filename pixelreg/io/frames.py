@@ -3,18 +3,16 @@ grey levels (N, H, W), or as a camera's uint16 counts."""
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from pixelreg.errors import PixelregError
 from pixelreg.io.files import require_file
+from pixelreg.io.tiff import TIFF_SUFFIXES, tiff_layout, tiff_pages
 from pixelreg.limits import require_memory
 
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 weights, as PIL's "L" mode uses
@@ -64,7 +62,7 @@ class Frames:
             if every is not None:
                 yield start, every[start:stop]
                 continue
-            pixels = _tiff_pages(self.path, start, stop)
+            pixels = tiff_pages(self.path, start, stop)
             if self.counts:
                 yield start, _counts(pixels, self.path)
             else:
@@ -73,21 +71,28 @@ class Frames:
 
 def open_frames(path: str | Path, counts: bool = False) -> Frames:
     """The frames of an image file, checked, to be read with `Frames.chunks`. A TIFF is opened
-    and checked here (pixel type, shape; a float TIFF is read once for NaN and its range) and
-    read chunk by chunk later; other files are read whole, as `read_images` reads them."""
+    and checked here (pixel type, shape, page chain, its first frame decoded; a float TIFF, or
+    one of more than 8 bits read as grey levels, is read once for NaN and its range) and read
+    chunk by chunk later; other files are read whole, as `read_images` reads them."""
     path = require_file(path, "image")
     if path.suffix.lower() not in TIFF_SUFFIXES:  # checked now, read again when its turn comes
         count, height, width = read_images(path, counts).shape
         return Frames(path, count, height, width, counts, whole=True)
-    shape, dtype = _tiff_layout(path)
+    shape, dtype = tiff_layout(path)
     count, height, width = (1, *shape) if len(shape) == 2 else shape
     frames = Frames(path, count, height, width, counts)
-    if dtype.kind == "f":
+    if dtype.kind == "f" or (not counts and dtype != np.uint8):  # NaN, or values out of range
         low, high = math.inf, -math.inf
         for start, stop in frames.spans():
-            pixels = _tiff_pages(path, start, stop)
+            pixels = tiff_pages(path, start, stop)
             low, high = min(low, float(pixels.min())), max(high, float(pixels.max()))
-        frames._float_scaled = low >= 0 and high <= 1
+        frames._float_scaled = dtype.kind == "f" and low >= 0 and high <= 1
+        extremes = np.array([low, high], dtype)  # checked as the frames will be
+        _counts(extremes, path) if counts else _to_grey_levels(
+            extremes, path, frames._float_scaled, rgb=False
+        )
+    else:
+        tiff_pages(path, 0, 1)  # decoded now: a codec that is missing here fails before any work
     return frames
 
 
@@ -126,93 +131,11 @@ def _read_png(path: Path) -> np.ndarray:
     return _to_grey_levels(pixels, path, scaled=True, rgb=pixels.ndim == 3)
 
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-TIFF_DTYPES = (np.uint8, np.uint16, np.float32)
-
-
 def _read_tiff(path: Path) -> np.ndarray:
     """The frames (N, H, W) of a single- or multi-page TIFF of one channel."""
-    shape, dtype = _tiff_layout(path)
+    shape, dtype = tiff_layout(path)
     require_memory(3 * math.prod(shape) * dtype.itemsize, f"{path}", "split it into smaller files")
-    return _tiff_pages(path, 0, 1 if len(shape) == 2 else shape[0])
-
-
-@contextmanager
-def _tiff_errors(path: Path) -> Iterator[None]:
-    """A damaged TIFF, whatever tifffile raises or logs for it, as one clear line."""
-    logger = logging.getLogger("tifffile")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)  # its own warnings would be a second line
-    try:
-        yield
-    except PixelregError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a damaged TIFF raises many types
-        raise PixelregError(
-            f"{path} is not a readable TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        ) from None
-    finally:
-        logger.setLevel(level)
-
-
-def _tiff_layout(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """The shape, (H, W) or (N, H, W), and pixel type of a TIFF's frames, checked: its first
-    series, or its pages where each page is a series of its own (as a TIFF written page by
-    page is), which must then all be frames of one size and type."""
-    import tifffile
-
-    with _tiff_errors(path), tifffile.TiffFile(path) as tiff:
-        series = tiff.series[0]
-        shape, dtype = tuple(series.shape), np.dtype(series.dtype)
-        if len(tiff.series) > 1:
-            kinds = {(tuple(s.shape), np.dtype(s.dtype)) for s in tiff.series}
-            if len(kinds) > 1 or len(shape) != 2:
-                raise PixelregError(
-                    f"{path}: a TIFF of {len(tiff.series)} series of different shapes or types; "
-                    "give frames of one size"
-                )
-            shape = (len(tiff.series), *shape)
-        if dtype not in TIFF_DTYPES:
-            raise PixelregError(f"{path}: TIFF pixels must be uint8, uint16 or float32, got {dtype}")
-        if "S" in series.axes:  # samples per pixel: colour, contiguous or planar
-            raise PixelregError(f"{path}: an RGB TIFF; give frames of one channel")
-        if len(shape) not in (2, 3):
-            raise PixelregError(
-                f"{path}: a TIFF of shape {shape} (axes {series.axes}); give frames (H, W) or a stack (N, H, W)"
-            )
-        if 0 not in shape and _data_end(tiff.series[-1]) > path.stat().st_size:  # now, before any row
-            raise PixelregError(f"{path} is not a readable TIFF (truncated: its pixels run past its end)")
-    if 0 in shape:
-        raise PixelregError(f"{path}: the TIFF of shape {shape} holds no pixels")
-    return shape, dtype
-
-
-def _data_end(series: Any) -> int:
-    """Where the pixels of a TIFF series end in its file: of the whole series where it is one
-    block, else of its last page."""
-    if series.dataoffset is not None:
-        return int(series.dataoffset) + int(series.nbytes)
-    page = series.pages[-1] if len(series.pages) else None
-    if page is None or not page.dataoffsets:
-        return 0
-    return max(int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts, strict=True))
-
-
-def _tiff_pages(path: Path, start: int, stop: int) -> np.ndarray:
-    """Frames start..stop-1 (B, H, W) of a TIFF, checked for NaN."""
-    import tifffile
-
-    with _tiff_errors(path), tifffile.TiffFile(path) as tiff:
-        if len(tiff.series) > 1:  # a series a page: the pages are the frames
-            frames = tiff.asarray(key=slice(start, stop))
-        elif len(tiff.series[0].shape) == 2:
-            frames = tiff.series[0].asarray()
-        else:
-            frames = tiff.asarray(key=slice(start, stop), series=0)
-    frames = frames[None] if frames.ndim == 2 else frames  # a chunk of one frame
-    if frames.dtype.kind == "f" and not np.isfinite(frames).all():
-        raise PixelregError(f"{path} contains NaN or infinity")
-    return frames
+    return tiff_pages(path, 0, 1 if len(shape) == 2 else shape[0])
 
 
 def _scaled(pixels: np.ndarray) -> bool:
@@ -282,3 +205,28 @@ def _to_grey_levels(pixels: np.ndarray, path: Path, scaled: bool, rgb: bool) -> 
     if pixels.min() < 0 or pixels.max() > 255:
         raise PixelregError(f"{path}: grey levels must lie in 0..255, got {pixels.min()}..{pixels.max()}")
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def read_first_frames(paths: Sequence[Path], most: int, side: int) -> np.ndarray:
+    """The first frames of the files (ADU, uint16), up to `most` frames, each cropped to its
+    central `side` x `side` pixels; every file's frames of one size. Every file is opened and
+    checked (`open_frames`) before any frame is read."""
+    movies = [open_frames(path, counts=True) for path in paths]
+    height, width = movies[0].height, movies[0].width
+    for movie in movies[1:]:
+        if (movie.height, movie.width) != (height, width):
+            raise PixelregError(
+                f"{movie.path}: frames of {movie.height}x{movie.width}, but the first file's are {height}x{width}"
+            )
+    top, left = ((length - min(length, side)) // 2 for length in (height, width))
+    taken: list[np.ndarray] = []
+    for movie in movies:
+        for _, chunk in movie.chunks():
+            taken.append(
+                np.ascontiguousarray(
+                    chunk[: most - sum(map(len, taken)), top : top + side, left : left + side]
+                )
+            )
+            if sum(map(len, taken)) >= most:
+                return np.concatenate(taken)
+    return np.concatenate(taken)

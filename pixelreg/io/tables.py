@@ -35,6 +35,7 @@ THUNDERSTORM_COLUMNS = (
     "uncertainty [nm]",
 )
 FORMATS = ("csv", "thunderstorm")
+MOST_COORDINATE = 2**20  # px: no camera has a frame this wide
 
 
 class TableWriter:
@@ -133,6 +134,10 @@ def read_table(path: str | Path, pixel_size: float = 100.0) -> Localizations:
             rows = list(reader)
     except UnicodeDecodeError:
         raise PixelregError(f"{path} is not a text CSV table") from None
+    except csv.Error as exc:  # a cell over csv's limit of 131,072 characters, a NUL byte
+        raise PixelregError(
+            f"{path}, row {reader.line_num}: not a localization table's row ({exc})"
+        ) from None
     header = [name.strip() for name in header]
     if {"path", "index", "x", "y"} <= set(header):  # pixelreg's (a fixed-count model adds `point`)
         names = {"x": "x", "y": "y", "frame": "index", "photons": "photons", "uncertainty": "uncertainty"}
@@ -169,6 +174,13 @@ def read_table(path: str | Path, pixel_size: float = 100.0) -> Localizations:
         raise PixelregError(f"{path}, row {int(np.argmax(bad)) + 2}: every row needs a finite x and y")
     table["frame"] = np.nan_to_num(table["frame"], nan=frame_base) - frame_base
     table["x"], table["y"] = table["x"] * scale - shift, table["y"] * scale - shift
+    far = (np.abs(table["x"]) > MOST_COORDINATE) | (np.abs(table["y"]) > MOST_COORDINATE)
+    if far.any():
+        at = int(np.argmax(far))
+        raise PixelregError(
+            f"{path}, row {at + 2}: x = {table['x'][at]:.6g}, y = {table['y'][at]:.6g} px lie beyond any "
+            f"camera's frame (at most {MOST_COORDINATE:,} px from its corner)"
+        )
     table["uncertainty"] = table["uncertainty"] * scale
     kept = [name for name in table if name in ("frame", "x", "y") or where[name] is not None]
     columns = ("path", *(("index" if name == "frame" else name) for name in kept))

@@ -60,8 +60,7 @@ class TrainConfig:
             raise PixelregError(f"batch_size must be at least 1, got {self.batch_size}", ("batch_size",))
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise PixelregError(f"lr must be a positive number, got {self.lr}", ("lr",))
-        if self.device not in DEVICES:
-            raise PixelregError(f"unknown device {self.device!r}; choose auto, cpu, cuda or mps")
+        check_device(self.device)
         for name, value in self.model_args.items():
             if name in SIZE_LIMITS:
                 if self.model not in (AUTO_MODEL, *MODEL_SIZES):
@@ -88,6 +87,21 @@ class TrainConfig:
     def learning_rate(self) -> float:
         """The learning rate in effect: `lr`, or the model's default (once `auto` is resolved)."""
         return self.lr if self.lr is not None else DEFAULT_LR[self.model]
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")  # of an offsets model's convolutions, when it reads
+
+
+def check_precision(name: str) -> None:
+    """Refuse a precision other than PRECISIONS'."""
+    if name not in PRECISIONS:
+        raise PixelregError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}", ("precision",))
+
+
+def check_device(name: str) -> None:
+    """Refuse a device name other than DEVICES' (whether it is here is for torch to tell)."""
+    if name not in DEVICES:
+        raise PixelregError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
 
 
 def require_counting(model: str) -> None:

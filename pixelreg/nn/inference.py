@@ -19,7 +19,7 @@ from pixelreg.fit.deblend import refine_detections
 from pixelreg.io.frames import Frames
 from pixelreg.limits import require_memory
 from pixelreg.nn.architectures import PointModel
-from pixelreg.nn.config import DEVICES
+from pixelreg.nn.config import check_device, check_precision
 from pixelreg.nn.offsets import OffsetLocalizer
 from pixelreg.simulate.camera import Camera
 from pixelreg.simulate.spec import DataSpec
@@ -31,8 +31,7 @@ BATCH_PIXELS = 2**18  # larger images go fewer to a batch, so a batch's activati
 
 def resolve_device(name: str) -> torch.device:
     """auto picks cuda, then mps, then cpu; an unavailable explicit choice is an error."""
-    if name not in DEVICES:
-        raise PixelregError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    check_device(name)
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
@@ -41,9 +40,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not mps:
         raise PixelregError("--device mps: Apple MPS is not available here; use --device cpu or auto")
     return torch.device(name)
-
-
-PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def bfloat16_native(device: torch.device | str) -> bool:
@@ -62,8 +58,7 @@ def set_precision(model: PointModel, precision: str, device: torch.device | str)
     """Run an offsets model's convolutions in `precision` (auto: bfloat16 where native, else
     float32); the name of the one chosen. Its maps and everything read from them stay float32:
     the positions move by thousandths of a pixel (`bench movie` measures it)."""
-    if precision not in PRECISIONS:
-        raise PixelregError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     if not hasattr(model, "bf16"):
         if precision == "bfloat16":
             raise PixelregError(

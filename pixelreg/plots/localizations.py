@@ -12,14 +12,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 
 from pixelreg.errors import PixelregError
 from pixelreg.io.files import write_atomic
 from pixelreg.io.locs import Localizations
+from pixelreg.limits import require_memory
 
 MAX_ZOOM = 50
 MAX_PIXELS = 2**28  # 2 GiB of float64: beyond this a rendering is no longer a figure
@@ -51,17 +48,8 @@ def render_localizations(
     so time grows with the number of spots times (sigma * zoom)^2 and memory stays bounded.
     """
     height, width = _frame_shape(shape)
-    if not (isinstance(zoom, int | np.integer) and 1 <= zoom <= MAX_ZOOM):
-        raise PixelregError(f"zoom must be a whole number from 1 to {MAX_ZOOM}, not {zoom!r}")
-    zoom = int(zoom)
+    zoom = check_rendering(shape, zoom)
     fine_h, fine_w = height * zoom, width * zoom
-    if fine_h * fine_w > MAX_PIXELS:
-        most = math.isqrt(MAX_PIXELS // (height * width))
-        advice = f"use a smaller --zoom (at most {most})" if most >= 1 else "the frame itself is too large"
-        raise PixelregError(
-            f"a {height}x{width} frame at zoom {zoom} would be a {fine_h}x{fine_w} image, "
-            f"more than {MAX_PIXELS:,} pixels; {advice}"
-        )
     floor = 1.0 / zoom if least_sigma is None else float(least_sigma)
     if not (math.isfinite(floor) and floor > 0):
         raise PixelregError(f"least sigma must be a positive number of pixels, not {least_sigma!r}")
@@ -107,6 +95,25 @@ def render_localizations(
     return image.reshape(fine_h, fine_w)
 
 
+def check_rendering(shape: tuple[int, int], zoom: int) -> int:
+    """The `zoom` of a rendering of frames of `shape`, checked: a whole number from 1 to MAX_ZOOM
+    whose image has at most MAX_PIXELS and fits in the memory here."""
+    if not (isinstance(zoom, int | np.integer) and 1 <= zoom <= MAX_ZOOM):
+        raise PixelregError(f"zoom must be a whole number from 1 to {MAX_ZOOM}, not {zoom!r}", ("zoom",))
+    height, width = _frame_shape(shape)
+    fine = height * width * int(zoom) ** 2
+    if fine > MAX_PIXELS:
+        most = math.isqrt(MAX_PIXELS // (height * width))
+        advice = f"use a smaller zoom (at most {most})" if most >= 1 else "the frame itself is too large"
+        raise PixelregError(
+            f"a {height}x{width} frame at zoom {zoom} would be a {height * zoom}x{width * zoom} image, "
+            f"more than {MAX_PIXELS:,} pixels; {advice}",
+            ("zoom",),
+        )
+    require_memory(3 * 8 * fine, f"a {height * zoom}x{width * zoom} rendering", "use a smaller zoom")
+    return int(zoom)
+
+
 def _frame_shape(shape: tuple[int, int]) -> tuple[int, int]:
     """The (height, width) of a camera frame, checked to be two positive whole numbers."""
     try:
@@ -134,6 +141,8 @@ def _weights_1d(
     first = np.floor(centre).astype(np.int64) - radius
     index = first[:, None] + np.arange(2 * radius + 1)
     edges = (first[:, None] + np.arange(2 * radius + 2) - centre[:, None]) / (sigma[:, None] * math.sqrt(2.0))
+    import torch  # here, so that a table's refusals come before torch is imported
+
     cdf = torch.special.erf(torch.from_numpy(edges)).numpy()  # numpy has no vectorised erf
     weight = np.diff(cdf, axis=1)
     weight /= weight.sum(axis=1, keepdims=True)  # the tail beyond the window, folded back in
@@ -163,6 +172,9 @@ def plot_localizations(
     del image
     nonzero = shown[shown > 0]
     vmax = float(np.percentile(nonzero, CONTRAST_PERCENTILE)) if nonzero.size else 1.0
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # here: checks come before matplotlib
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13.5, 8.5), layout="constrained")
     FigureCanvasAgg(fig)
@@ -242,6 +254,8 @@ def _histogram(ax, values: np.ndarray, label: str, unit: str, missing: str) -> N
     if unit == "photons" and positive.size == finite.size and positive.max() > 10 * positive.min():
         bins: np.ndarray | int = np.geomspace(positive.min(), positive.max(), 60)
         ax.set_xscale("log")
+        from matplotlib.ticker import NullFormatter
+
         ax.xaxis.set_minor_formatter(NullFormatter())  # labels on every minor tick overlap
     else:
         bins = 60

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,31 @@ MOST_EM_GAIN = 10_000.0  # EMCCDs reach about 1,000
 MOST_READ_NOISE = 1_000.0  # electrons rms: noisier than any scientific camera
 E_PER_ADU_RANGE = (1e-3, 1e4)  # photoelectrons per count: far beyond real converters either way
 CAMERA_FIELDS = ("qe", "em_gain", "read_noise", "e_per_adu", "baseline")
+
+
+CAMERA_LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "qe": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    "em_gain": (
+        lambda v: v == 0.0 or 1.0 <= v <= MOST_EM_GAIN,
+        f"0 (no EM register) or 1 to {MOST_EM_GAIN:g}",
+    ),
+    "read_noise": (lambda v: 0.0 <= v <= MOST_READ_NOISE, f"0 to {MOST_READ_NOISE:g} electrons rms"),
+    "e_per_adu": (
+        lambda v: E_PER_ADU_RANGE[0] <= v <= E_PER_ADU_RANGE[1],
+        f"{E_PER_ADU_RANGE[0]:g} to {E_PER_ADU_RANGE[1]:g} photoelectrons per count",
+    ),
+    "baseline": (lambda v: 0.0 <= v < ADU_MAX, f"0 to {ADU_MAX - 1} ADU (images are 16-bit)"),
+}
+
+
+def check_camera_values(**values: float | None) -> None:
+    """Refuse the first camera value (by its name in CAMERA_FIELDS; None: not given) out of its
+    range, NaN included: the one check of every camera value, from a spec, a checkpoint or a
+    command's options."""
+    for name, value in values.items():
+        within, rule = CAMERA_LIMITS[name]
+        if value is not None and not within(float(value)):
+            raise PixelregError(f"{name} must be {rule}, got {float(value):g}", (name,))
 
 
 @dataclass(frozen=True)
@@ -32,29 +58,7 @@ class Camera:
 
     def validate(self) -> None:
         """Raise PixelregError naming the first impossible setting."""
-        if not (0.0 < self.qe <= 1.0):
-            raise PixelregError(f"qe must be in (0, 1], got {self.qe:g}", ("qe",))
-        if not (self.em_gain == 0.0 or 1.0 <= self.em_gain <= MOST_EM_GAIN):
-            raise PixelregError(
-                f"em_gain must be 0 (no EM register) or 1 to {MOST_EM_GAIN:g}, got {self.em_gain:g}",
-                ("em_gain",),
-            )
-        if not (0.0 <= self.read_noise <= MOST_READ_NOISE):
-            raise PixelregError(
-                f"read_noise must be 0 to {MOST_READ_NOISE:g} electrons rms, got {self.read_noise:g}",
-                ("read_noise",),
-            )
-        if not (E_PER_ADU_RANGE[0] <= self.e_per_adu <= E_PER_ADU_RANGE[1]):
-            raise PixelregError(
-                f"e_per_adu must be {E_PER_ADU_RANGE[0]:g} to {E_PER_ADU_RANGE[1]:g} photoelectrons per count, "
-                f"got {self.e_per_adu:g}",
-                ("e_per_adu",),
-            )
-        if not (0.0 <= self.baseline <= ADU_MAX):
-            raise PixelregError(
-                f"baseline must be 0 to {ADU_MAX} ADU (images are 16-bit), got {self.baseline:g}",
-                ("baseline",),
-            )
+        check_camera_values(**{name: getattr(self, name) for name in CAMERA_FIELDS})
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Camera:

@@ -265,14 +265,24 @@ def _value_or_range(text: str, kind: type, wanted: str) -> tuple[Any, Any]:
     raise PixelregError(f"{wanted}, got {text!r}")
 
 
+MOST_SPEC_BYTES = 256 * 1024  # a spec's options take a few hundred bytes
+
+
 def read_spec(path: Path) -> DataSpec:
     """The DataSpec a spec JSON file holds (as `calibrate` writes, or under `spec` as `generate
     --json` prints), every field checked; fields it lacks take their defaults."""
     require_file(path, "spec file")
+    if path.stat().st_size > MOST_SPEC_BYTES:
+        raise PixelregError(
+            f"{path} is not a spec: {path.stat().st_size:,} bytes, where a spec is a few hundred "
+            f"(at most {MOST_SPEC_BYTES:,})"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PixelregError(f"{path} is not a JSON spec ({exc})") from None
+    except (RecursionError, ValueError) as exc:  # brackets nested too deep, integers too long
+        raise PixelregError(f"{path} is not a JSON spec ({str(exc).splitlines()[0]})") from None
     if isinstance(data, dict) and isinstance(data.get("spec"), dict):
         data = data["spec"]
     if not isinstance(data, dict):
