@@ -29,6 +29,44 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def checkpoint_of() -> Callable[..., Path]:
+    """`checkpoint_of(path, camera=True)`: an untrained but loadable checkpoint of a counting
+    offsets model of 16x16 frames, of a camera's counts (`--photons`) or of grey levels, in
+    milliseconds: for the tests of what a model of each kind accepts."""
+    from pixelreg.io.checkpoints import save_checkpoint
+    from pixelreg.nn.registry import build_model
+    from pixelreg.simulate.spec import DataSpec
+
+    def make(path: Path, camera: bool = True, counting: bool = True) -> Path:
+        light = {"photons": 1000.0, "photons_max": 3000.0, "background_photons": 10.0} if camera else {}
+        spec = DataSpec(
+            height=16,
+            width=16,
+            points=0 if counting else 1,
+            points_max=3 if counting else None,
+            blur=1.0,
+            **light,
+        )
+        args = {
+            "height": 16,
+            "width": 16,
+            "points": 3 if counting else 1,
+            **({"counting": True} if counting else {}),
+        }
+        model = build_model("offsets", **args)
+        payload = {
+            "model": "offsets",
+            "model_args": args,
+            "state_dict": model.state_dict(),
+            "data_spec": spec.to_dict(),
+            "epoch": 1,
+        }
+        return save_checkpoint(path, payload)
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def run() -> Callable[..., Any]:
     """`run("train", "--epochs", 3)`: the command line through Typer's CliRunner, every argument
     as text; the result has exit_code, stdout and stderr."""

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -80,3 +83,35 @@ def test_a_damaged_pickle_inside_an_intact_archive_is_called_corrupt_not_dangero
             target.writestr(item, data[: len(data) // 2] if item.filename.endswith("data.pkl") else data)
     with pytest.raises(PixelregError, match="truncated or corrupt"):
         load_checkpoint(damaged)
+
+
+@pytest.mark.parametrize("camera", [True, False])
+def test_the_header_says_what_the_loaded_model_is(tmp_path, checkpoint_of, camera):
+    from pixelreg.io.checkpoint_header import ModelHeader
+    from pixelreg.io.checkpoints import load_model
+
+    path = checkpoint_of(tmp_path / "m.pt", camera=camera)
+    header, (model, _) = ModelHeader.read(path), load_model(path)
+    assert (header.model, header.points, header.counting) == (model.name, model.points, model.counting)
+    assert header.camera == model.camera and (header.camera is not None) == camera
+
+
+def test_the_header_is_read_without_torch(small_run):
+    code = (
+        "import sys\nfrom pixelreg.io.checkpoint_header import ModelHeader\n"
+        f"header = ModelHeader.read({str(small_run / 'best.pt')!r})\n"
+        "print(header.model, header.counting, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["heatmap", "False", "False"], done.stderr
+
+
+def test_a_header_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    from pixelreg.io.checkpoint_header import ModelHeader
+
+    marker = tmp_path / "pwned"
+    payload = {"format_version": 1, "model": "heatmap", "model_args": {}, "state_dict": {}}
+    torch.save({**payload, "evil": WritesAFile(str(marker))}, tmp_path / "evil.pt")
+    with pytest.raises(PixelregError, match="could run code"):
+        ModelHeader.read(tmp_path / "evil.pt")
+    assert not marker.exists()
