@@ -356,3 +356,15 @@ def test_rows_are_flushed_batch_by_batch(camera_model, movies, monkeypatch):
     stream = Counting()
     localizer.write_table(localizer.open([movies["counts"]]), stream)
     assert Counting.flushes == 6  # 60 frames
+
+
+@pytest.mark.parametrize("closed", [True, False])
+def test_a_reader_that_left_is_seen_without_writing(closed):
+    code = (
+        "import os, sys\nfrom pixelreg.cli.app import reader_gone\n"
+        "read, write = os.pipe()\nos.dup2(write, sys.stdout.fileno())\n"
+        f"if {closed}:\n    os.close(read)\n"
+        "print(reader_gone(), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stderr.strip() == str(closed)

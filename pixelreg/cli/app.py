@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import select
 import signal
 import sys
 import traceback
@@ -98,6 +99,17 @@ def reader_left() -> int:
     except (OSError, ValueError):
         pass
     return 128 + signal.SIGPIPE
+
+
+def reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it: a command that writes rows only now
+    and then learns it at once, rather than at its next row (or never, if none follows)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # no event asked for: errors and hang-ups only
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (AttributeError, ValueError, OSError):  # no file descriptor (a test's buffer), no poll
+        return False
 
 
 def run_quietly(invoke: Callable[[], Any]) -> int:

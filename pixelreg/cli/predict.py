@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pixelreg.cli.app import command, console, emit
+from pixelreg.cli.app import command, console, emit, reader_gone
 from pixelreg.cli.options import (
     AsJson,
     CheckpointArg,
@@ -121,12 +121,18 @@ def predict(
     localizer.check(movies)
     frames = sum(movie.count for movie in movies)
     with FrameProgress(frames, quiet) as progress:
+
+        def done(count: int) -> None:  # after each batch of frames
+            progress(count)
+            if out is None and reader_gone():  # `| head`: stop now, even if no row is due
+                raise BrokenPipeError
+
         if as_json:
-            rows = [row for movie in movies for row in localizer.rows(movie, progress)]
+            rows = [row for movie in movies for row in localizer.rows(movie, done)]
             emit(rows, True)
             return
         if out is None:
-            localizer.write_table(movies, sys.stdout, table_format, pixel_size, progress)
+            localizer.write_table(movies, sys.stdout, table_format, pixel_size, done)
             return
         # surrogateescape: a file name that is not UTF-8 goes into the table as its bytes, as on stdout
         with (
