@@ -267,6 +267,15 @@ def test_a_table_beyond_any_frame_is_refused(run, tmp_path, x, words):
     assert len(result.stderr) < 200
 
 
+def test_calibrate_given_a_table_says_what_it_reads(run, tmp_path):
+    table = tmp_path / "locs.csv"
+    table.write_text("path,index,x,y\na.tif,0,1,1\n")
+    refused(
+        run("calibrate", table, "--out", tmp_path / "s.json"),
+        "locs.csv: camera counts (16-bit ADU) are read from .npy or TIFF files",
+    )
+
+
 def test_too_fine_a_rendering_names_zoom(run, tmp_path):
     table = tmp_path / "locs.csv"
     table.write_text("path,index,x,y\na.tif,0,16383,16383\n")
