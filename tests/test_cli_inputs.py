@@ -276,6 +276,21 @@ def test_calibrate_given_a_table_says_what_it_reads(run, tmp_path):
     )
 
 
+@pytest.mark.parametrize("column", ["photons", "uncertainty"])
+def test_a_table_of_one_absurd_value_is_still_drawn(run, tmp_path, column):
+    table = tmp_path / "locs.csv"
+    values = (
+        {"photons": "1e300", "uncertainty": "0.1"}
+        if column == "photons"
+        else {"photons": "1", "uncertainty": "1e20"}
+    )
+    table.write_text(
+        f"path,index,x,y,photons,uncertainty\na.tif,0,1,1,{values['photons']},{values['uncertainty']}\n"
+    )
+    result = run("plot", table)
+    assert result.exit_code == 0 and (tmp_path / "locs.png").stat().st_size > 10_000, result.stderr
+
+
 def test_too_fine_a_rendering_names_zoom(run, tmp_path):
     table = tmp_path / "locs.csv"
     table.write_text("path,index,x,y\na.tif,0,16383,16383\n")
@@ -313,6 +328,7 @@ def test_a_file_name_of_any_bytes_goes_into_the_table_as_it_is(run, camera_model
 def test_refusals_of_options_paths_and_headers_never_import_torch(small_run, movies, stars, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
+    empty.with_suffix(".npz").write_text("not a zip archive")
     cases = [
         ["predict", small_run, movies["cut"]],
         ["predict", small_run, movies["deep"]],
@@ -325,6 +341,9 @@ def test_refusals_of_options_paths_and_headers_never_import_torch(small_run, mov
         ["calibrate", movies["cut"], "--out", tmp_path / "s.json"],
         ["calibrate", stars, "--out", tmp_path / "empty.csv" / "s.json"],
         ["evaluate", small_run, "--device", "tpu"],
+        ["evaluate", small_run, "--data", empty.with_suffix(".npz")],
+        ["evaluate", small_run, "--out", tmp_path / "file" / "ev"],
+        ["train", "--epochs", "1", "--out", tmp_path / "file" / "runs"],
         ["plot", empty],
         ["plot", empty, "--zoom", "0"],
     ]

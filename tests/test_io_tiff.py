@@ -107,3 +107,28 @@ def test_a_codec_that_is_not_here_is_refused_when_the_file_is_opened(tmp_path):
             open_frames(tmp_path / "lzw.tif")
     else:
         assert open_frames(tmp_path / "lzw.tif").count == 3
+
+
+def test_a_page_whose_signed_offset_points_past_the_end_is_refused_at_open(tmp_path):
+    write_pages(tmp_path / "movie.tif", MOVIE[:5])
+    data = bytearray((tmp_path / "movie.tif").read_bytes())
+    with tifffile.TiffFile(tmp_path / "movie.tif") as tiff:
+        tag = tiff.pages[-1].tags["StripOffsets"]
+    entry = tag.offset  # the tag's 12 bytes: code, type, count, value
+    data[entry + 2 : entry + 4] = struct.pack("<H", 9)  # SLONG
+    data[entry + 8 : entry + 12] = struct.pack("<i", len(data) + 5000)
+    (tmp_path / "movie.tif").write_bytes(bytes(data))
+    with pytest.raises(PixelregError, match="truncated: its pixels run past its end"):
+        open_frames(tmp_path / "movie.tif", counts=True)
+
+
+@pytest.mark.parametrize(("top", "kept"), [(200, True), (60000, False)])
+def test_a_16_bit_png_is_grey_levels_only_up_to_255(tmp_path, top, kept):
+    pixels = np.zeros((16, 16), np.uint16)
+    pixels[5, 7] = top
+    Image.fromarray(pixels).save(tmp_path / "frame.png")
+    if kept:
+        np.testing.assert_array_equal(open_frames(tmp_path / "frame.png").chunks().__next__()[1][0], pixels)
+    else:
+        with pytest.raises(PixelregError, match=r"grey levels must lie in 0\.\.255, got 0\.\.60000"):
+            open_frames(tmp_path / "frame.png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from pixelreg.cli.app import command, console, emit
@@ -12,8 +13,9 @@ from pixelreg.cli.options import AsJson, CheckpointArg, Device, Quiet, Threshold
 from pixelreg.cli.tables import metrics_table, photometry_table
 from pixelreg.errors import PixelregError
 from pixelreg.evaluate.matching import PIXEL_SIZE_NM, TOLERANCE_PX, Scoring
-from pixelreg.io.checkpoint_header import ModelHeader, check_values
-from pixelreg.io.files import require_file
+from pixelreg.io.checkpoint_header import ModelHeader, check_data_kind, check_values
+from pixelreg.io.datasets import dataset_header
+from pixelreg.io.files import require_file, require_writable_place
 from pixelreg.io.runs import resolve_checkpoint
 from pixelreg.simulate.spec import SPLITS
 
@@ -59,13 +61,18 @@ def evaluate(
     scoring = Scoring(tolerance, pixel_size, threshold)
     if split not in (*SPLITS, "all"):
         raise PixelregError(f"--split must be one of {', '.join(SPLITS)}, all; got {split!r}")
+    # Every option, path and file header is checked before torch is imported
     check_values(threshold, device=device)
     checkpoint = require_file(resolve_checkpoint(checkpoint), "checkpoint")
-    ModelHeader.read(checkpoint).check_settings(threshold, device=device)  # before torch is imported
+    header = ModelHeader.read(checkpoint)
+    header.check_settings(threshold, device=device)
     if data is not None:
-        require_file(data, "dataset")
+        images = dataset_header(data)["images"]
+        check_data_kind(header.camera is not None, images[1] == np.uint16, str(data))
     if out is not None and out.exists() and not out.is_dir():
         raise PixelregError(f"--out {out} is not a folder; give one for metrics.json and predictions.npz")
+    for name in ("metrics.json", "predictions.npz"):
+        require_writable_place((out if out is not None else checkpoint.parent) / name)
 
     from pixelreg.evaluate.files import save_evaluation
     from pixelreg.evaluate.report import evaluate as run_evaluation

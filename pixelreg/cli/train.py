@@ -21,7 +21,7 @@ from pixelreg.cli.options import (
 )
 from pixelreg.cli.progress import ConsoleReporter
 from pixelreg.errors import PixelregError
-from pixelreg.io.files import require_file
+from pixelreg.io.files import require_file, require_writable_folder
 from pixelreg.io.runs import last_checkpoint_of, next_run_dir
 from pixelreg.nn.config import AUTO_MODEL, DEFAULT_LR, MODEL_NAMES, MODEL_SIZES, SIZE_LIMITS, TrainConfig
 
@@ -148,6 +148,7 @@ def train(
             require_file(data, "dataset")
         if out.exists() and not out.is_dir():
             raise PixelregError(f"cannot create run directory in {out}: it exists and is not a folder")
+        require_writable_folder(out)
         # under torchrun only rank 0 picks the run directory; train() hands it to the others
         run_dir = next_run_dir(out, name, exist_ok) if is_main else out
     result = run_training(config, run_dir, quiet, is_main)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -86,15 +88,26 @@ def load_dataset(path: str | Path) -> Dataset:
     return Dataset(images, points.astype(np.float32), split.astype("<U5"), spec, photometry)
 
 
-def _read_archive(path: Path) -> dict[str, np.ndarray]:
-    """Every array of the .npz at `path`, after checking that the memory its headers declare is
-    there; a damaged archive raises one PixelregError, whatever library failed to read it."""
-    try:
+def dataset_header(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """What a dataset .npz declares, its arrays' shapes and dtypes (`npz_array_sizes`), read from
+    the headers alone and checked for images of a kind a model reads: to refuse a file before
+    anything is loaded."""
+    path = require_file(path, "dataset")
+    with _archive_errors(path):
         sizes = npz_array_sizes(path)
-        declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in sizes.values())
-        require_memory(declared, f"{path} (as its arrays declare)", "use a smaller dataset")
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+    if "images" not in sizes:
+        raise PixelregError(f"{path} lacks the array images; expected images, points, split")
+    shape, dtype = sizes["images"]
+    if dtype not in (np.uint8, np.uint16) or len(shape) != 3:
+        raise PixelregError(f"{path}: images must be uint8 or uint16 of shape (N, H, W), got {dtype} {shape}")
+    return sizes
+
+
+@contextmanager
+def _archive_errors(path: Path) -> Iterator[None]:
+    """A damaged archive as one PixelregError, whatever library failed to read it."""
+    try:
+        yield
     except PixelregError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged archive raises zlib, zip, numpy and OS errors alike
@@ -102,6 +115,18 @@ def _read_archive(path: Path) -> dict[str, np.ndarray]:
         raise PixelregError(
             f"{path} is not a readable .npz dataset ({reason}); make one with `pixelreg generate`"
         ) from exc
+
+
+def _read_archive(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz at `path`, after checking that the memory its headers declare is
+    there."""
+    with _archive_errors(path):
+        sizes = npz_array_sizes(path)
+        declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in sizes.values())
+        require_memory(declared, f"{path} (as its arrays declare)", "use a smaller dataset")
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    raise AssertionError("unreachable")  # for the type checker: the block returns or raises
 
 
 def _check_images(path: Path, images: np.ndarray) -> None:

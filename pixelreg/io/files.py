@@ -36,17 +36,23 @@ def writable_target(path: str | Path) -> Path:
 
 
 def require_writable_place(path: str | Path) -> Path:
-    """Refuse, before any work, an output that could not be written: no regular file
-    (`writable_target`), under a file, or in a folder this user may not write in."""
+    """Refuse, before any work, an output file that could not be written: no regular file
+    (`writable_target`), or in a folder that could not be (`require_writable_folder`)."""
     target = writable_target(path)
-    folder = target.parent
+    require_writable_folder(target.parent, path)
+    return target
+
+
+def require_writable_folder(folder: Path, shown: str | Path | None = None) -> None:
+    """Refuse a folder that could not be made or written in: a part of its path is a file, or the
+    nearest folder of it that exists is not this user's to write in. `shown` names the output."""
+    shown = folder if shown is None else shown
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise PixelregError(f"cannot write {path}: a part of its path is a file, not a folder")
+        raise PixelregError(f"cannot write {shown}: a part of its path is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise PixelregError(f"cannot write {path}: permission denied in {folder}")
-    return target
+        raise PixelregError(f"cannot write {shown}: permission denied in {folder}")
 
 
 def make_folders(folder: Path, failure: str) -> Path | None:

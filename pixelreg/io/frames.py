@@ -115,9 +115,15 @@ def read_images(path: str | Path, counts: bool = False) -> np.ndarray:
 
 def _read_png(path: Path) -> np.ndarray:
     import matplotlib.image
+    from PIL import Image
 
     try:
+        with Image.open(path) as image:  # 16-bit grey: integers, kept as they are (0..255 or refused)
+            if image.mode.startswith("I"):
+                return _to_grey_levels(np.asarray(image), path, scaled=False, rgb=False)
         pixels = matplotlib.image.imread(path, format="png")
+    except PixelregError:
+        raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a bad file
         raise PixelregError(f"{path} is not a readable PNG image") from exc
     if pixels.dtype == np.uint8:

@@ -26,7 +26,7 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 TIFF_DTYPES = (np.uint8, np.uint16, np.float32)
 DATA_TAGS = {273: 279, 324: 325}  # StripOffsets: StripByteCounts, TileOffsets: TileByteCounts
 MOST_STRIPS = 2**20  # strips or tiles of one page: a frame of 2**20 rows at the most
-INTEGER_TYPES = {3: "H", 4: "I", 13: "I", 16: "Q", 18: "Q"}  # SHORT, LONG, IFD, LONG8, IFD8
+INTEGER_TYPES = {3: "H", 4: "I", 13: "I", 16: "Q", 18: "Q", 8: "h", 9: "i", 17: "q"}  # (S)SHORT, (S)LONG, ...
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,14 @@ def _page_data_end(stream: IO[bytes], order: str, big: bool, table: bytes) -> in
             if len(field) < struct.calcsize(form):
                 return 2**63  # the list of offsets itself lies past the end
         values[tag] = struct.unpack(form, field[: struct.calcsize(form)])
-    ends = [
-        offset + length
+    pairs = [
+        (offset, length)
         for offsets, lengths in DATA_TAGS.items()
         for offset, length in zip(values.get(offsets, ()), values.get(lengths, ()), strict=False)
     ]
-    return max(ends, default=0)
+    if any(offset < 0 or length < 0 for offset, length in pairs):
+        return 2**63  # a signed offset or count below 0: a damaged page
+    return max((offset + length for offset, length in pairs), default=0)
 
 
 @contextmanager

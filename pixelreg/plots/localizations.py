@@ -251,19 +251,24 @@ def _histogram(ax, values: np.ndarray, label: str, unit: str, missing: str) -> N
         ax.set(xticks=[], yticks=[])
         return
     positive = finite[finite > 0]
-    if unit == "photons" and positive.size == finite.size and positive.max() > 10 * positive.min():
-        bins: np.ndarray | int = np.geomspace(positive.min(), positive.max(), 60)
+    span = None  # the bars' range: numpy's own unless every value is one
+    if finite.max() - finite.min() <= 1e-9 * max(abs(finite.max()), 1.0):  # one value: one bar
+        bins: np.ndarray | int = 1
+        half = max(abs(float(finite[0])) * 1e-3, 0.5)
+        span = (float(finite[0]) - half, float(finite[0]) + half)
+    elif unit == "photons" and positive.size == finite.size and positive.max() > 10 * positive.min():
+        bins = np.geomspace(positive.min(), positive.max(), 60)
         ax.set_xscale("log")
         from matplotlib.ticker import NullFormatter
 
         ax.xaxis.set_minor_formatter(NullFormatter())  # labels on every minor tick overlap
     else:
         bins = 60
-    heights, _, _ = ax.hist(finite, bins=bins, color="#4c72b0", alpha=0.85)
+    heights, _, _ = ax.hist(finite, bins=bins, range=span, color="#4c72b0", alpha=0.85)
     ax.set_ylim(0, 1.3 * heights.max())  # headroom for the note, above the bars
     median = float(np.median(finite))
     ax.axvline(median, color="#d62728", ls="--", lw=1.5)
-    shown = f"{median:,.0f}" if abs(median) >= 100 else f"{median:.3g}"
+    shown = f"{median:,.0f}" if 100 <= abs(median) < 1e9 else f"{median:.3g}"
     note = f"median {shown} {unit}\n{finite.size:,} of {values.size:,} rows"
     if finite.size < values.size and missing:
         note += f"\nthe others {missing}"
