@@ -15,7 +15,10 @@ from pixelreg.errors import PixelregError
 LEAST_FRAMES = 20  # fewer frames: a pixel's cumulants over time are too noisy for the gain
 
 
-SLOPE_PRECISION = 0.03  # the mean-variance line gives the gain when its slope is this precise
+SLOPE_PRECISION = 0.2  # the mean-variance line gives the gain unless its slope is less precise than this
+
+
+LEVEL_RADIUS = 2  # px: a pixel's expected level is the mean of the pixels this near
 
 
 GAIN_PRECISION = 0.10  # otherwise k4 / k3 must be this precise, or the default gain is used
@@ -109,10 +112,11 @@ def camera_estimates(
             f"too few background pixels to measure the camera ({int(usable.sum())}; a stack of at "
             f"least {LEAST_FRAMES} frames with spots on a part of the field is needed)"
         )
+    local = local_level(k1, usable)[usable]
     n, k1, k2, k3, k4 = n[usable], k1[usable], k2[usable] - ROUNDING[0], k3[usable], k4[usable] - ROUNDING[2]
-    levels = _binned(k1, k2)
-    slope, slope_error = _grouped((n, k1, k2, k3), _line_slope)
-    intercept = float(k2.mean() - slope * k1.mean())
+    levels = _binned(local, k2)
+    slope, slope_error = _grouped((local, k2), _line_slope)
+    intercept = float(k2.mean() - slope * local.mean())
     ratio, ratio_error = _grouped(
         (k3, k4), lambda x, y: float(a3 / a4 * y.mean() / x.mean()) if x.mean() > 0 else math.nan
     )
@@ -153,10 +157,24 @@ def camera_estimates(
     return levels, (slope, intercept), theta, base, read_var
 
 
-def _line_slope(n: np.ndarray, k1: np.ndarray, k2: np.ndarray, k3: np.ndarray) -> float:
-    """The slope of the pixels' variance over their mean, less what sampling puts there: a
-    pixel's sample mean varies by k2 / n and moves with its sample variance by k3 / n, which
-    alone would draw a line of slope k3 / k2 through pixels of one background."""
-    spread = np.var(k1, ddof=1) - np.mean(k2 / n)
-    together = np.cov(k1, k2)[0, 1] - np.mean(k3 / n)
-    return float(together / spread) if spread > 0 else math.nan
+def _line_slope(level: np.ndarray, k2: np.ndarray) -> float:
+    """The slope of the pixels' variance over their local level (`local_level`): the level is
+    the mean of many pixels around each, so it carries hardly any of the pixel's own noise, which
+    would otherwise flatten the line (and move with its variance through k3)."""
+    spread = np.var(level, ddof=1)
+    return float(np.cov(level, k2)[0, 1] / spread) if spread > 0 else math.nan
+
+
+def local_level(k1: np.ndarray, usable: np.ndarray, radius: int = LEVEL_RADIUS) -> np.ndarray:
+    """Each pixel's expected level (H, W): the mean of the usable pixels' means k1 in the square
+    of side 2 * radius + 1 around it, as an integral image sums it."""
+
+    def box_sums(values: np.ndarray) -> np.ndarray:
+        padded = np.pad(values, ((radius + 1, radius), (radius + 1, radius)))
+        total = padded.cumsum(0).cumsum(1)
+        side = 2 * radius + 1
+        return total[side:, side:] - total[:-side, side:] - total[side:, :-side] + total[:-side, :-side]
+
+    weight = usable.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return box_sums(np.where(usable, k1, 0.0)) / box_sums(weight)

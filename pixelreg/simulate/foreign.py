@@ -146,8 +146,10 @@ def render_stars(
     e_per_adu: float = 2.0,
     baseline: float = 1000.0,
     read_noise: float = 3.0,
+    background: tuple[float, float] = (8.0, 25.0),
 ) -> ForeignMovie:
-    """Star field with per-frame tip-tilt jitter and scintillation on a CCD/sCMOS (no EM gain)."""
+    """Star field with per-frame tip-tilt jitter and scintillation on a CCD/sCMOS (no EM gain),
+    on a `background` (photons/px) that rises from the first column to the last."""
     rng = np.random.default_rng(seed)
     max_shift = 5 * jitter
     lo, hi = 1.5 + max_shift, size - 2.5 - max_shift
@@ -157,7 +159,8 @@ def render_stars(
     points = base[None] + shift  # (T, M, 2)
     photons = flux[None] * rng.uniform(1 - scint, 1 + scint, size=(frames, n_stars))
     xx = np.arange(size, dtype=np.float64)
-    bg = np.broadcast_to(8.0 + 17.0 * xx / (size - 1), (size, size)).copy()  # col 0: 8, last col: 25
+    low, high = background
+    bg = np.broadcast_to(low + (high - low) * xx / (size - 1), (size, size)).copy()
     expected = _render_spots(points, photons, size, size, sigma, 5) + bg
     adu = _camera(rng, expected, 1.0, 0.0, read_noise, e_per_adu, baseline)
     truth = {
