@@ -75,7 +75,7 @@ def test_calibrate_writes_a_spec_that_train_takes_and_a_figure(run, stars, tmp_p
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["path"] == str(tmp_path / "spec.json") and (tmp_path / "spec.png").stat().st_size > 10_000
-    spec = json.loads((tmp_path / "spec.json").read_text())
+    spec = json.loads((tmp_path / "spec.json").read_text())["spec"]  # beside the estimates and twin
     assert spec["e_per_adu"] == pytest.approx(2.0, rel=0.05) and spec["points"] == 0
     trained = run("train", "--spec", tmp_path / "spec.json", "--n", 64, "--epochs", 1, "--stride", 2,
                   "--out", tmp_path / "run", "--quiet")  # fmt: skip
@@ -102,8 +102,8 @@ def test_bad_stacks_get_an_error_or_a_warning_that_names_the_default(run, stars,
     tifffile.imwrite(tmp_path / "short.tif", stars.frames[:5])
     result = run("calibrate", tmp_path / "short.tif", "--out", tmp_path / "short.json", "--quiet")
     assert result.exit_code == 0, result.stderr
-    assert "Warning: e-per-adu: not estimated (only 5 frames" in result.stderr
-    assert "the default 1 electrons per ADU is used" in result.stderr
+    assert "Warning: e-per-adu: not measured (only 5 frames" in result.stderr
+    assert "with a nominal 1 electron per ADU: give --e-per-adu" in result.stderr
     tifffile.imwrite(tmp_path / "three.tif", stars.frames[:3], photometric="minisblack")  # too few for k4
     result = run("calibrate", tmp_path / "three.tif", "--out", tmp_path / "three.json", "--quiet")
     assert (

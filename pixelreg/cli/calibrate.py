@@ -12,7 +12,7 @@ import typer
 
 from pixelreg.cli.app import command, console, emit, say
 from pixelreg.cli.options import AsJson, Quiet, refuse_overwriting
-from pixelreg.cli.tables import calibration_table
+from pixelreg.cli.tables import calibration_table, twin_table
 from pixelreg.errors import PixelregError
 from pixelreg.fit.defaults import CALIBRATION_FRAMES, CALIBRATION_SIDE
 from pixelreg.io.files import write_together
@@ -77,7 +77,10 @@ def calibrate(
     result = estimate(pixels, baseline, e_per_adu, em_gain, say(quiet))
     for warning in result.warnings:
         sys.stderr.write(f"Warning: {warning}\n")
-    spec = json.dumps(result.spec.to_dict(), indent=2, allow_nan=False) + "\n"
+    if result.twin is not None and not (quiet and result.twin.agrees):
+        console.print(twin_table(result.twin))
+    result.require_twin()
+    spec = json.dumps(result.summary(), indent=2, allow_nan=False) + "\n"
     write_together(
         [
             (figure, lambda tmp: plot_calibration(result, tmp)),

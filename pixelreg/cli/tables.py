@@ -172,6 +172,21 @@ def calibration_table(result: Any, console: Console = CONSOLE) -> Table:
     )
 
 
+def twin_table(twin: Any, console: Console = CONSOLE) -> Table:
+    """The movie beside its simulated twin: each statistic of both, and whether they agree."""
+    rows = [
+        [s.name, f"{s.movie:.4g}", f"{s.twin:.4g}", s.unit, "yes" if s.agrees else "NO"]
+        for s in twin.statistics
+    ]
+    return fitted_table(
+        f"the movie and its simulated twin ({len(twin.movie)} frames of {twin.movie.shape[1]}x{twin.movie.shape[2]} each)",
+        ["statistic", "movie", "twin", "unit", "agree"],
+        rows,
+        ["unit"],
+        console=console,
+    )
+
+
 BENCH_HEADERS = {
     "parameters": "params",
     "train_seconds": "train s",

@@ -28,20 +28,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pixelreg.errors import PixelregError
-from pixelreg.fit.background import background_map
 from pixelreg.fit.calibrate_camera import EM_MOMENTS, POISSON_MOMENTS, Estimate, camera_estimates
-from pixelreg.fit.classical import gaussian_smooth
 from pixelreg.fit.photometry import poisson_fit
 from pixelreg.fit.psf import window_pixels
+from pixelreg.fit.spots import find_spots
+from pixelreg.fit.twin import Twin, central, compare, render_twin
 from pixelreg.simulate.camera import ADU_MAX, Camera
 from pixelreg.simulate.spec import DataSpec
 
-DETECTION_SIGMAS = 5.0  # a spot: a local maximum of the smoothed frame this many noise sigmas up
-SPOT_BLOCK = 16  # px: spots are found above the medians of blocks this size, which follow the illumination
-MASK_RADIUS = 6  # px around a detected spot left out of the camera's statistics
 FIT_RADIUS = 7  # px: spots are fitted in windows of 2 * FIT_RADIUS + 1
 ISOLATION = 12.0  # px: a spot fitted for the PSF has no other spot this near
 PSF_SPOTS = 1500  # the brightest isolated spots fitted for the PSF, at most
@@ -64,9 +60,20 @@ class Calibration:
     line: tuple[float, float] = (0.0, 0.0)  # variance = slope * mean + intercept
     profile: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 2)))  # r px, mean light
     photons: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # every fitted spot's
+    twin: Twin | None = field(repr=False, default=None)  # the simulated twin, compared with the movie
+
+    def require_twin(self) -> None:
+        """Refuse a spec whose simulated twin disagrees with the movie, naming each statistic."""
+        if self.twin is not None and not self.twin.agrees:
+            raise PixelregError(
+                "the spec cannot have made this movie: its simulated twin differs in "
+                + "; ".join(self.twin.disagreements())
+                + ". Are these a camera's raw frames of spots? (the table above compares them)"
+            )
 
     def summary(self) -> dict[str, Any]:
-        """The estimates as plain data (the JSON of `calibrate --json`)."""
+        """The estimates as plain data: the spec JSON `calibrate` writes (`train --spec` reads its
+        `spec`) and prints with `--json`."""
         return {
             "frames": self.frames,
             "size": list(self.size),
@@ -75,6 +82,7 @@ class Calibration:
                 for name, e in self.estimates.items()
             },
             "warnings": self.warnings,
+            "twin": self.twin.summary() if self.twin is not None else None,
             "spec": self.spec.to_dict(),
         }
 
@@ -138,9 +146,21 @@ def calibrate(
     estimates.update(_photon_estimates(spot_photons, warnings))
     estimates.update(_background_estimates(levels, camera.baseline, e_adu / gain))
     per_frame = len(peaks) / count
-    estimates["spots_per_frame"] = Estimate(per_frame, "estimated", note="spots found, not counting overlaps")
+    counts = np.bincount(peaks[:, 0].astype(np.int64), minlength=count)
+    estimates["spots_per_frame"] = Estimate(
+        per_frame,
+        "estimated",
+        float(counts.std() / math.sqrt(count)),
+        note="spots found, not counting overlaps",
+    )
     spec = _calibrated_spec(estimates, camera, height * width)
-    return Calibration(spec, estimates, warnings, count, (height, width), levels, line, profile, spot_photons)
+    say("Rendering the movie's simulated twin from what was measured")
+    compared = central(frames)
+    area = compared.shape[1] * compared.shape[2] / (height * width)
+    twin = compare(compared, render_twin(spec, compared, per_frame * area, spot_photons))
+    return Calibration(
+        spec, estimates, warnings, count, (height, width), levels, line, profile, spot_photons, twin
+    )
 
 
 def _check_levels(frames: np.ndarray, baseline: float | None, warnings: list[str]) -> None:
@@ -178,9 +198,9 @@ def _check_saturation(frames: np.ndarray, warnings: list[str]) -> int | None:
 
 
 def _require_spots(pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The spots of the frames and the pixels near them, as _find_spots gives them; raise where
+    """The spots of the frames and the pixels near them, as find_spots gives them; raise where
     there are none, since every estimate but the camera's needs spots."""
-    peaks, mask = _find_spots(pixels)
+    peaks, mask = find_spots(pixels)
     if len(peaks) == 0:
         raise PixelregError(
             "no spots found in the frames (nothing stands 5 noise sigmas above the background); "
@@ -190,7 +210,7 @@ def _require_spots(pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _camera_parameters(
-    theta: Estimate, baseline: Estimate, read_var: float, e_per_adu: float | None, em_gain: float
+    theta: Estimate, baseline: Estimate, read_var: Estimate, e_per_adu: float | None, em_gain: float
 ) -> tuple[dict[str, Estimate], Camera]:
     """The camera's estimates (baseline, e_per_adu, em_gain, read_noise, in that order) from
     theta (ADU per photoelectron), the baseline and the read noise's variance (ADU^2); and the
@@ -214,9 +234,9 @@ def _camera_parameters(
         note="" if em_gain else "no EM register (give --em-gain for an EMCCD)",
     )
     e_adu = estimates["e_per_adu"].value
-    estimates["read_noise"] = Estimate(
-        math.sqrt(max(read_var, 0.0)) * e_adu, "estimated", note="electrons rms"
-    )
+    noise = math.sqrt(max(read_var.value, 0.0))  # ADU rms
+    spread = None if read_var.spread is None else e_adu * read_var.spread / (2 * max(noise, 0.5))
+    estimates["read_noise"] = Estimate(noise * e_adu, read_var.how, spread, note="electrons rms")
     try:
         camera = Camera(
             qe=1.0,
@@ -237,14 +257,29 @@ def _camera_parameters(
 
 def _photon_estimates(spot_photons: np.ndarray, warnings: list[str]) -> dict[str, Estimate]:
     """The estimates "photons" and "photons_max": the range of photons to train on (see
-    _photon_range), each noting the percentile of the fitted spots it comes from."""
+    _photon_range), each noting the percentile of the fitted spots it comes from, with the
+    spread of that percentile over halves of the spots."""
     low, high = _photon_range(spot_photons, warnings)
+    if len(spot_photons) < 20:
+        note = f"only {len(spot_photons)} spots fitted"
+        return {
+            "photons": Estimate(low, "default", note=note),
+            "photons_max": Estimate(high, "default", note=note),
+        }
+    halves = np.array_split(np.random.default_rng(0).permutation(spot_photons), 2)
+    spread = [float(abs(np.subtract(*(np.percentile(h, q) for h in halves)))) / 2 for q in (1, 99)]
     return {
         "photons": Estimate(
-            low, "estimated", note=f"1st percentile {np.percentile(spot_photons, 1):.0f} / {PHOTON_MARGIN}"
+            low,
+            "estimated",
+            spread[0] / PHOTON_MARGIN,
+            note=f"1st percentile {np.percentile(spot_photons, 1):.0f} / {PHOTON_MARGIN}",
         ),
         "photons_max": Estimate(
-            high, "estimated", note=f"99th percentile {np.percentile(spot_photons, 99):.0f} x {PHOTON_MARGIN}"
+            high,
+            "estimated",
+            spread[1] * PHOTON_MARGIN,
+            note=f"99th percentile {np.percentile(spot_photons, 99):.0f} x {PHOTON_MARGIN}",
         ),
     }
 
@@ -252,14 +287,18 @@ def _photon_estimates(spot_photons: np.ndarray, warnings: list[str]) -> dict[str
 def _background_estimates(levels: np.ndarray, baseline: float, scale: float) -> dict[str, Estimate]:
     """The estimates "background_photons" and "background_photons_max": the 2nd and 98th
     percentiles over the field of the background pixels' levels (bins, 2), less the `baseline`
-    (ADU) and times `scale` (photons per ADU), never below 0."""
-    quiet_level = levels[:, 0]
-    background = (quiet_level - baseline) * scale
-    bg_low, bg_high = (float(max(0.0, v)) for v in np.percentile(background, [2, 98]))
-    return {
-        "background_photons": Estimate(bg_low, "estimated", note="2nd percentile over the field"),
-        "background_photons_max": Estimate(bg_high, "estimated", note="98th percentile over the field"),
-    }
+    (ADU) and times `scale` (photons per ADU), never below 0; each spread is half the difference
+    of the two halves' percentiles."""
+    background = (levels[:, 0] - baseline) * scale
+    halves = (background[::2], background[1::2]) if len(background) > 3 else (background, background)
+    estimates = {}
+    for name, q, where in (
+        ("background_photons", 2, "2nd percentile over the field"),
+        ("background_photons_max", 98, "98th percentile over the field"),
+    ):
+        spread = abs(float(np.percentile(halves[0], q) - np.percentile(halves[1], q))) / 2
+        estimates[name] = Estimate(float(max(0.0, np.percentile(background, q))), "estimated", spread, where)
+    return estimates
 
 
 def _calibrated_spec(estimates: dict[str, Estimate], camera: Camera, frame_pixels: int) -> DataSpec:
@@ -289,30 +328,6 @@ def _saturation(frames: np.ndarray) -> int | None:
     if top >= ADU_MAX or int((frames == top).sum()) >= 20:
         return top
     return None
-
-
-def _find_spots(pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Spots in frames (T, 1, H, W) of ADU: local maxima of the smoothed frame DETECTION_SIGMAS
-    noise sigmas above its background (S, 4: frame, row, column, height above it), and which
-    pixels lie within MASK_RADIUS of one (T, H, W)."""
-    found, masks = [], []
-    for start in range(0, len(pixels), 16):
-        chunk = pixels[start : start + 16]
-        smooth = gaussian_smooth(chunk, 1.0)
-        level = background_map(smooth, SPOT_BLOCK)
-        residual = smooth - (level if level.dim() == 4 else level[:, None, None, None])
-        flat = residual.flatten(1)[:, :: max(1, residual[0].numel() // 2**16)]
-        noise = 1.4826 * (flat - flat.median(1, keepdim=True).values).abs().median(1).values
-        peak = (residual == F.max_pool2d(residual, 5, 1, 2)) & (
-            residual > DETECTION_SIGMAS * noise.clamp(min=1e-6)[:, None, None, None]
-        )
-        where = peak[:, 0].nonzero()
-        height = residual[where[:, 0], 0, where[:, 1], where[:, 2]]
-        where[:, 0] += start
-        found.append(torch.cat([where.double(), height.double()[:, None]], 1))
-        size = 2 * MASK_RADIUS + 1
-        masks.append(F.max_pool2d(peak.float(), size, 1, MASK_RADIUS)[:, 0] > 0)
-    return torch.cat(found).numpy(), torch.cat(masks).numpy()
 
 
 def _windows(images: np.ndarray, peaks: np.ndarray, radius: int) -> np.ndarray:

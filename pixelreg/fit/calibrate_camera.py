@@ -88,7 +88,7 @@ def camera_estimates(
     e_per_adu: float | None,
     em_gain: float,
     warnings: list[str],
-) -> tuple[np.ndarray, tuple[float, float], Estimate, Estimate, float]:
+) -> tuple[np.ndarray, tuple[float, float], Estimate, Estimate, Estimate]:
     """The mean-variance points of the background pixels (bins, 2), the line through them,
     theta (ADU per photoelectron), the baseline and the read noise's variance (ADU^2)."""
     a2, a3, a4 = moments
@@ -104,7 +104,7 @@ def camera_estimates(
         level = np.where(mask, 0, frames).sum(0, dtype=np.float64)[count > 0] / count[count > 0]
         levels = _binned(level, np.full(level.shape, math.nan))
         theta, base = Estimate(gain / e_per_adu, "given"), Estimate(float(baseline), "given")
-        return levels, (math.nan, math.nan), theta, base, 0.0
+        return levels, (math.nan, math.nan), theta, base, Estimate(0.0, "default", note="too few frames")
     n, k1, k2, k3, k4 = _k_statistics(frames, ~mask)
     usable = (n >= max(4, 0.3 * len(frames))) & np.isfinite(k4)
     if usable.sum() < 100:
@@ -121,13 +121,17 @@ def camera_estimates(
         (k3, k4), lambda x, y: float(a3 / a4 * y.mean() / x.mean()) if x.mean() > 0 else math.nan
     )
     short = len(frames) < LEAST_FRAMES
+    low, high = np.percentile(local, [2, 98])
+    flat = (  # levels that differ by more than the noise, and a variance that does not follow them
+        not short and high - low > 2 * math.sqrt(max(float(k2.mean()), 0.0)) and not slope > 2 * slope_error
+    )
     if e_per_adu is not None:
         theta = Estimate(gain / e_per_adu, "given")
-    elif not short and slope > 0 and slope_error < SLOPE_PRECISION * slope:
+    elif not short and not flat and slope > 0 and slope_error < SLOPE_PRECISION * slope:
         theta = Estimate(
             slope / a2, "estimated", slope_error / a2, "the mean-variance line of background pixels"
         )
-    elif not short and ratio > 0 and ratio_error < GAIN_PRECISION * ratio:
+    elif not short and not flat and ratio > 0 and ratio_error < GAIN_PRECISION * ratio:
         theta = Estimate(
             ratio,
             "estimated",
@@ -135,26 +139,32 @@ def camera_estimates(
             "k4 / k3 of background pixels (their levels are too even for a line)",
         )
     else:
-        why = (
-            f"only {len(frames)} frames (at least {LEAST_FRAMES} are needed)"
-            if short
-            else "the background pixels' statistics are too noisy"
-        )
+        if flat:
+            why = (
+                f"the background's variance does not grow with its level (slope {slope:.3g} +- "
+                f"{slope_error:.2g} over levels {low:.0f} to {high:.0f} ADU): not photon counts"
+            )
+        elif short:
+            why = f"only {len(frames)} frames (at least {LEAST_FRAMES} are needed)"
+        else:
+            why = "the background pixels' statistics are too noisy"
         warnings.append(
-            f"e-per-adu: not estimated ({why}); the default {gain:g} electrons per ADU is used: give --e-per-adu"
+            f"e-per-adu: not measured ({why}); the frames are described in ADU as they are, additive "
+            f"noise on their background, with a nominal {gain:g} electron per ADU: give --e-per-adu "
+            "if they are a camera's counts"
         )
         theta = Estimate(1.0, "default", note=why)
     t = theta.value
     if baseline is not None:
         base = Estimate(float(baseline), "given")
+    elif theta.how == "default":  # additive noise: the background's lowest level is its floor
+        base = Estimate(float(low), "default", note="the background's lowest level (2nd percentile)")
     else:
         value, error = _grouped((k1, k3), lambda x, y: float(np.mean(x - y / (a3 * t * t))))
-        how = "estimated" if theta.how != "default" else "default"
-        base = Estimate(value, how, error, "k1 - k3 / (a3 theta^2) of background pixels")
-        if theta.how == "default":
-            warnings.append("baseline: found with the default gain, so as uncertain as it; give --baseline")
-    read_var = float(np.mean(k2 - a2 * t * (k1 - base.value)))
-    return levels, (slope, intercept), theta, base, read_var
+        base = Estimate(value, "estimated", error, "k1 - k3 / (a3 theta^2) of background pixels")
+    read_var, sampling = _grouped((k1, k2), lambda x, y: float(np.mean(y - a2 * t * (x - base.value))))
+    spread = math.hypot(sampling, a2 * t * (base.spread or 0.0))  # its pixels', and the baseline's
+    return levels, (slope, intercept), theta, base, Estimate(read_var, "estimated", spread)
 
 
 def _line_slope(level: np.ndarray, k2: np.ndarray) -> float:

@@ -177,3 +177,45 @@ def render_stars(
         "spots_per_frame": float(n_stars),
     }
     return ForeignMovie(adu, points, photons, truth, bg)
+
+
+def render_grey_spots(
+    frames: int = 70,
+    size: int = 128,
+    seed: int = 0,
+    spots: int = 30,
+    sigma: float = 1.06,
+    peaks: tuple[float, float] = (750.0, 3000.0),
+    pedestal: float = 200.0,
+    noise: float = 300.0,
+    bits: int = 12,
+    gradient: float = 0.0,
+) -> ForeignMovie:
+    """Spots drawn as trackpy's own test data are: point-sampled Gaussians of `sigma` with peak
+    heights uniform in `peaks`, on a `pedestal` with uniform noise 0..`noise`, in `bits`-bit
+    grey levels; no photon statistics at all. `gradient` adds a pedestal rising by that much
+    from the first column to the last. `photons` holds each spot's peak height."""
+    rng = np.random.default_rng(seed)
+    top = 2**bits - 1
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    movie = np.empty((frames, size, size), np.uint16)
+    points = np.full((frames, spots, 2), np.nan)
+    heights = np.full((frames, spots), np.nan)
+    for t in range(frames):
+        xy = rng.uniform(3.0, size - 4.0, size=(spots, 2))
+        peak = rng.uniform(*peaks, size=spots)
+        image = pedestal + gradient * xx / (size - 1) + rng.uniform(0.0, noise, size=(size, size))
+        for (x, y), height in zip(xy, peak, strict=True):
+            near = (np.abs(xx - x) <= 5 * sigma) & (np.abs(yy - y) <= 5 * sigma)
+            image[near] += height * np.exp(-((xx[near] - x) ** 2 + (yy[near] - y) ** 2) / (2 * sigma**2))
+        movie[t] = np.clip(np.rint(image), 0, top)
+        points[t], heights[t] = xy, peak
+    truth = {
+        "sigma": sigma,
+        "peak_min": peaks[0],
+        "peak_max": peaks[1],
+        "pedestal": pedestal,
+        "noise": noise,
+        "spots_per_frame": float(spots),
+    }
+    return ForeignMovie(movie, points, heights, truth)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -265,6 +266,27 @@ def _value_or_range(text: str, kind: type, wanted: str) -> tuple[Any, Any]:
     raise PixelregError(f"{wanted}, got {text!r}")
 
 
+PHOTON_SCALE = ("e_per_adu", "baseline")  # a default of these changes every photon count read
+
+
+def _warn_of_defaults(path: Path, estimates: Any) -> None:
+    """A `Warning:` for each value of a calibrated spec that `calibrate` could not measure and
+    took a default for, where the default changes the photons the model will read."""
+    if not isinstance(estimates, dict):
+        return
+    for name in PHOTON_SCALE:
+        found = estimates.get(name)
+        if isinstance(found, dict) and found.get("how") == "default":
+            value = found.get("value")
+            shown = f"{value:.4g}" if isinstance(value, int | float) else "none"
+            warnings.warn(
+                f"{path}: {name} is a default ({shown}), not measured: the photons the "
+                f"model reads scale with it; give calibrate --{name.replace('_', '-')} if you know it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+
 MOST_SPEC_BYTES = 256 * 1024  # a spec's options take a few hundred bytes
 
 
@@ -284,6 +306,7 @@ def read_spec(path: Path) -> DataSpec:
     except (RecursionError, ValueError) as exc:  # brackets nested too deep, integers too long
         raise PixelregError(f"{path} is not a JSON spec ({str(exc).splitlines()[0]})") from None
     if isinstance(data, dict) and isinstance(data.get("spec"), dict):
+        _warn_of_defaults(path, data.get("estimates"))
         data = data["spec"]
     if not isinstance(data, dict):
         raise PixelregError(f"{path} is not a JSON spec: expected an object of data options")
