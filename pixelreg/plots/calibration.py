@@ -18,8 +18,14 @@ from pixelreg.plots.style import _save
 def plot_calibration(calibration: Any, path: Path) -> Path:
     """What `calibrate` fitted: the mean-variance line of the background pixels, the PSF's radial
     profile against the Gaussian of the estimated sigma, and the spots' photons with the range
-    the training spec takes."""
-    fig, (ax_line, ax_psf, ax_photons) = plt.subplots(1, 3, figsize=(14, 4))
+    the training spec takes; below, the simulated twin: a frame of the movie beside one of the
+    twin at the same contrast, and both ones' background pixels and spot peaks."""
+    twin = calibration.twin
+    rows = 2 if twin is not None else 1
+    fig, axes = plt.subplots(rows, 3, figsize=(14, 4 * rows), squeeze=False)
+    ax_line, ax_psf, ax_photons = axes[0]
+    if twin is not None:
+        _plot_twin(twin, *axes[1])
     levels, (slope, intercept) = calibration.levels, calibration.line
     estimates = calibration.estimates
     ax_line.plot(levels[:, 0], levels[:, 1], "o", ms=4, label="background pixels (24 bins)")
@@ -60,3 +66,44 @@ def plot_calibration(calibration: Any, path: Path) -> Path:
     ax_photons.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _plot_twin(twin: Any, ax_frames: Any, ax_background: Any, ax_peaks: Any) -> None:
+    """The movie's first frame and the twin's side by side at one contrast, and the histograms
+    of both ones' background pixels and spot peak heights."""
+    movie, simulated = twin.movie[0].astype(float), twin.frames[0].astype(float)
+    low, high = np.percentile(np.concatenate([movie.ravel(), simulated.ravel()]), [1, 99.7])
+    ax_frames.imshow(
+        np.hstack([movie, np.full((movie.shape[0], 2), high), simulated]), cmap="gray", vmin=low, vmax=high
+    )
+    ax_frames.set(
+        xticks=[], yticks=[], title=f"movie (left) and its twin (right), {low:.0f} to {high:.0f} ADU"
+    )
+    verdict = (
+        "agree" if twin.agrees else "DISAGREE: " + ", ".join(s.name for s in twin.statistics if not s.agrees)
+    )
+    ax_frames.set_xlabel(f"the statistics {verdict}", fontsize=9, color="black" if twin.agrees else "tab:red")
+    for ax, (ours, theirs), label, title in (
+        (ax_background, twin.background, "background pixel (ADU)", "Background pixels"),
+        (ax_peaks, twin.peaks, "spot peak above background (ADU)", "Spot peaks"),
+    ):
+        both = np.concatenate([ours, theirs])
+        if both.size == 0:
+            ax.text(0.5, 0.5, "none found", ha="center", va="center", transform=ax.transAxes)
+            continue
+        low, high = (float(v) for v in np.percentile(both, [0.5, 99.5]))
+        bins: Any = np.linspace(low, high, 50) if high > low else 10
+        if high - low < 100:  # whole ADU: a bin each, so that none holds two values and its neighbour none
+            bins = np.arange(np.floor(low) - 0.5, np.ceil(high) + 1.5)
+        ax.hist(ours, bins=bins, density=True, alpha=0.5, color="tab:blue", label=f"movie ({ours.size:,})")
+        ax.hist(
+            theirs,
+            bins=bins,
+            density=True,
+            histtype="step",
+            lw=1.5,
+            color="tab:orange",
+            label=f"twin ({theirs.size:,})",
+        )
+        ax.set(xlabel=label, ylabel="share", title=f"{title}: movie and twin")
+        ax.legend(fontsize=8)
