@@ -73,8 +73,22 @@ def test_the_twin_of_an_emccd_movie_agrees_with_it():
     assert twin is not None and twin.agrees, twin.disagreements()
 
 
+def salt_and_pepper() -> np.ndarray:
+    """The short sCMOS movie with 3% of its pixels read as 0 or 4000: noise no camera makes."""
+    frames = short_scmos().copy()
+    rng = np.random.default_rng(0)
+    hit = rng.random(frames.shape) < 0.03
+    frames[hit] = rng.choice([0, 4000], size=int(hit.sum()))
+    return frames
+
+
 @pytest.mark.parametrize(
-    ("movie", "statistic"), [(one_blob, "spot peak height"), (texture, "background noise")]
+    ("movie", "statistic"),
+    [
+        (one_blob, "spot peak height"),
+        (texture, "background noise"),
+        (salt_and_pepper, "background pixels beyond"),
+    ],
 )
 def test_the_twin_refuses_what_it_cannot_match(movie, statistic):
     found = calibrate(movie())

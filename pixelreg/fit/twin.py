@@ -5,9 +5,11 @@ trained for their data.
 
 The twin is pixelreg's own rendering (`simulate.render.expected_image` through the spec's
 camera): spots of the spec's blur at uniform positions, as many per frame as the movie has on
-average (Poisson), with photons drawn from the spots' fitted photons, on backgrounds drawn from
-the measured range. Both are measured the same way (`frame_statistics`): the background's level
-and noise, the spots' peak heights and widths, and spots per frame.
+average (Poisson), with photons drawn from the spots' fitted photons, on the movie's own
+background read back through the camera. Both are measured the same way (`frame_statistics`):
+the background's level and noise, the share of background pixels far out in the noise's tails
+(hot pixels, salt and pepper: noise that no camera model here describes), the spots' peak
+heights and widths, and spots per frame.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pixelreg.simulate.spec import DataSpec
 TWIN_FRAMES = 20  # frames of each compared, the movie's first
 TWIN_SIDE = 128  # px: each compared on its central square of this side at most
 WIDTH_RADIUS = 3  # px: a spot's width is its second moment within this many pixels
+OUTLIER_SIGMAS = 5.0  # a background pixel this far from the level is an outlier (Gaussian: 6e-7)
+OUTLIER_SHARE = 0.01  # the movie's and the twin's shares of outliers differ by at most this
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,15 @@ class LevelStatistic(Statistic):
     @property
     def measure(self) -> float:
         return (self.twin - self.movie) / max(self.noise, 1e-9)
+
+
+@dataclass(frozen=True)
+class ShareStatistic(Statistic):
+    """A share of pixels: the two must differ by at most `low`..`high` in absolute terms."""
+
+    @property
+    def measure(self) -> float:
+        return self.twin - self.movie
 
 
 @dataclass
@@ -136,9 +149,13 @@ def frame_statistics(frames: np.ndarray) -> dict[str, np.ndarray | float]:
         float(1.4826 * np.median(np.abs(steps - np.median(steps))) / math.sqrt(2)) if steps.size else math.nan
     )
     heights = peaks[:, 3] if len(peaks) else np.zeros(0)
+    level = float(np.median(background)) if background.size else math.nan
     return {
-        "level": float(np.median(background)) if background.size else math.nan,
+        "level": level,
         "noise": noise,
+        "outliers": float(np.mean(np.abs(background - level) > OUTLIER_SIGMAS * noise))
+        if background.size
+        else 0.0,
         "heights": heights,
         "widths": _widths(values, peaks, noise),
         "spots": len(peaks) / len(frames),
@@ -183,6 +200,14 @@ def compare(movie: np.ndarray, twin: np.ndarray) -> Twin:
             "background level", "ADU", float(ours["level"]), float(theirs["level"]), -1.0, 1.0, noise
         ),
         Statistic("background noise", "ADU", noise, float(theirs["noise"]), 0.8, 1.25),
+        ShareStatistic(
+            f"background pixels beyond {OUTLIER_SIGMAS:g} noise sigmas",
+            "share",
+            float(ours["outliers"]),
+            float(theirs["outliers"]),
+            -OUTLIER_SHARE,
+            OUTLIER_SHARE,
+        ),
         Statistic(
             "spot peak height (median)", "ADU", median(ours["heights"]), median(theirs["heights"]), 0.67, 1.5
         ),
