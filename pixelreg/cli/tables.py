@@ -346,14 +346,15 @@ def calibration_bench_table(name: str, result: dict[str, Any], console: Console 
             ""
             if "same_spots" not in row
             else f"{row['same_spots']['theirs_px']} vs {row['same_spots']['ours_px']}",
+            shown(row.get("photons_over_truth"), ".3f"),
             shown(row["frames_per_second"], ".1f"),
         ]
         for method, row in result["methods"].items()
     ]
     table = fitted_table(
         f"{name}: {result['frames']} frames of {result['size']}x{result['size']} "
-        f"(scored after the first {result['tuning_frames']})",
-        ["method", *DETECTION_HEADERS, "same spots: theirs vs ours", "frames/s"],
+        f"(calibrated on and scored after the first {result['tuning_frames']})",
+        ["method", *DETECTION_HEADERS, "same spots: theirs vs ours", "photons / true", "frames/s"],
         cells,
         [],
         console=console,
@@ -370,6 +371,8 @@ def calibration_bench_table(name: str, result: dict[str, Any], console: Console 
         ("background_max", "background_photons_max"),
         ("spots_per_frame", "spots_per_frame"),
     ]
-    compared = ", ".join(f"{key} {truth[key]:.4g} -> {estimates[name]['value']:.4g}" for key, name in pairs)
+    compared = ", ".join(
+        f"{key} {truth[key]:.4g} -> {estimates[name]['value']:.4g}" for key, name in pairs if key in truth
+    )
     table.caption = f"true -> calibrated: {compared}; goal met: {'yes' if result['goal_met'] else 'no'}"
     return table
