@@ -51,6 +51,9 @@ class Statistic:
 
     @property
     def agrees(self) -> bool:
+        """Within the rule; a statistic neither has (no spot bright enough for a width) agrees."""
+        if math.isnan(self.movie) and math.isnan(self.twin):
+            return True
         return bool(self.low <= self.measure <= self.high)
 
 
@@ -90,16 +93,30 @@ class Twin:
 
     def disagreements(self) -> list[str]:
         """Each statistic that disagrees, in words with its numbers."""
+
+        def value(number: float) -> str:
+            return "none" if math.isnan(number) else f"{number:.4g}"
+
         return [
-            f"{s.name}: the movie's {s.movie:.4g} {s.unit}, the twin's {s.twin:.4g}"
+            f"{s.name}: the movie's {value(s.movie)} {s.unit}, the twin's {value(s.twin)}".replace("  ", " ")
             for s in self.statistics
             if not s.agrees
         ]
 
     def summary(self) -> list[dict[str, object]]:
         """The statistics as plain data (for the spec's JSON and `--json`)."""
+
+        def number(value: float) -> float | None:
+            return None if math.isnan(value) or math.isinf(value) else value
+
         return [
-            {"name": s.name, "unit": s.unit, "movie": s.movie, "twin": s.twin, "agrees": s.agrees}
+            {
+                "name": s.name,
+                "unit": s.unit,
+                "movie": number(s.movie),
+                "twin": number(s.twin),
+                "agrees": s.agrees,
+            }
             for s in self.statistics
         ]
 
