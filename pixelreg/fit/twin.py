@@ -15,7 +15,7 @@ heights and widths, and spots per frame.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -144,7 +144,7 @@ def render_twin(
         points[t, :number, 1] = rng.uniform(-0.5, height - 0.5, size=number)
     drawn = rng.choice(photons, size=(count, most)) if len(photons) else np.full((count, most), spec.photons)
     light = Photometry(drawn, np.full((count, most), spec.blur), np.zeros(count))
-    framed = DataSpec.from_dict({**spec.to_dict(), "height": height, "width": width})
+    framed = replace(spec, height=height, width=width)
     level = background_map(torch.from_numpy(movie.astype(np.float32))[:, None], SPOT_BLOCK)  # (T,) or maps
     level_adu = np.broadcast_to(level.double().mean(0).numpy().squeeze(), (height, width))
     background = np.clip(spec.camera.photons(level_adu), 0.0, None)
