@@ -39,7 +39,7 @@ CheckpointArg = Annotated[
 BenchOut = Annotated[Path, typer.Option(help="Directory for the bench's runs and its JSON (new or empty).")]
 SIZE_HELP = "Image size: N for NxN, or H W (also HxW) for rows x columns."
 OPTION_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
-RANGED = ("blur", "photons", "background_photons")  # data options that take a value or LO:HI
+RANGED = ("blur", "photons", "background_photons", "z")  # data options that take a value or LO:HI
 
 
 def given_on_command_line(ctx: typer.Context, name: str) -> bool:

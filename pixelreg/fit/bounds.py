@@ -18,16 +18,17 @@ from pixelreg.fit.psf import (
     windows_around,
 )
 from pixelreg.simulate.camera import Camera
+from pixelreg.simulate.psf import SampledPSF
 from pixelreg.simulate.render import expected_image
 from pixelreg.simulate.spec import DataSpec
 
 
 def fisher_information(
-    theta: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, inside: torch.Tensor, camera: Camera
+    mu: torch.Tensor, jac: torch.Tensor, inside: torch.Tensor, camera: Camera
 ) -> torch.Tensor:
-    """(..., 5, 5) Fisher information of the spots `theta` on the pixels `inside` their windows:
-    sum over pixels of d mu d mu^T / (mu + read variance), in photoelectrons, halved by EM gain."""
-    mu, jac = spot_and_derivatives(theta, xs, ys)
+    """(..., P, P) Fisher information of spots of expected photons `mu` (..., R, C) and their
+    derivatives `jac` (..., R, C, P) by P parameters, on the pixels `inside` their windows: sum
+    over pixels of d mu d mu^T / (mu + read variance), in photoelectrons, halved by EM gain."""
     mu_e, jac_e = camera.qe * mu, camera.qe * jac
     weight = inside / (mu_e + camera.read_variance).clamp(min=1e-12) / camera.excess_noise
     jac_e = jac_e.flatten(-3, -2)  # (..., pixels, 5): a batched matrix product, not an einsum's loops
@@ -42,14 +43,23 @@ def crlb(
     camera: Camera,
     size: tuple[int, int],
     free: tuple[bool, ...] = POSITION_AND_PHOTOMETRY,
+    psf: SampledPSF | None = None,
+    z: np.ndarray | float = 0.0,
 ) -> np.ndarray:
     """(..., 5) the bound on the standard deviation of each parameter of spots at `points`
     (..., 2) with `photons`, `background` (photons per pixel) and `sigma` (...), every
-    parameter marked `free` unknown to the estimator; NaN for a fixed parameter."""
+    parameter marked `free` unknown to the estimator; NaN for a fixed parameter. With a sampled
+    `psf`, the spots are its own at depths `z` nm (...), and the fifth parameter is the depth."""
     theta = spot_parameters(points, photons, background, sigma)
-    radius = window_radius(float(np.max(sigma)) if np.size(sigma) else 1.0)
-    xs, ys, inside = (torch.from_numpy(a) for a in windows_around(points, *size, radius))
-    information = fisher_information(theta, xs, ys, inside.double(), camera)
+    if psf is None:
+        radius = window_radius(float(np.max(sigma)) if np.size(sigma) else 1.0)
+        xs, ys, inside = (torch.from_numpy(a) for a in windows_around(points, *size, radius))
+        mu, jac = spot_and_derivatives(theta, xs, ys)
+    else:
+        depths = torch.from_numpy(np.broadcast_to(np.asarray(z, dtype=np.float64), theta.shape[:-1]).copy())
+        inside = torch.from_numpy(windows_around(points, *size, psf.radius)[2])
+        mu, jac = sampled_spots(theta, depths, psf)
+    information = fisher_information(mu, jac, inside.double(), camera)
     chosen = torch.tensor(free)
     sub = information[..., chosen, :][..., :, chosen]
     variance = torch.full(theta.shape, math.nan, dtype=torch.float64)
@@ -58,6 +68,26 @@ def crlb(
         inverse[singular != 0] = torch.linalg.pinv(sub[singular != 0])
     variance[..., chosen] = torch.diagonal(inverse, dim1=-2, dim2=-1)
     return variance.clamp(min=0).sqrt().numpy()
+
+
+def sampled_spots(
+    theta: torch.Tensor, depth: torch.Tensor, psf: SampledPSF, middles: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`spot_and_derivatives` through a sampled PSF: mu (..., R, C) of the spots `theta` (..., 5,
+    its sigma unused) at `depth` (...) nm in the windows around their pixels (or around the
+    pixels `middles` (..., 2)), and d mu / d (x, y, photons, background, depth) (..., R, C, 5)."""
+    lead = theta.shape[:-1]
+    if middles is not None:
+        middles = middles.reshape(-1, 2)
+    shares, by = psf.window(theta.reshape(-1, 5)[:, :2], depth.reshape(-1), psf.radius, True, middles)
+    assert by is not None
+    side = shares.shape[-1]
+    shares, by = shares.reshape(*lead, side, side), by.reshape(*lead, side, side, 3)
+    photons, background = theta[..., 2, None, None], theta[..., 3, None, None]
+    mu = background + photons * shares
+    ones = torch.ones_like(mu)
+    jac = torch.stack([photons * by[..., 0], photons * by[..., 1], shares, ones, photons * by[..., 2]], -1)
+    return mu, jac
 
 
 # --- closed forms, for one axis (REFERENCES.md), pixel size a = 1 -----------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pixelreg.fit.background import background_level
-from pixelreg.fit.bounds import crlb
+from pixelreg.fit.bounds import crlb, sampled_spots
 from pixelreg.fit.psf import (
     POSITION_AND_PHOTOMETRY,
     integrated_gaussian,
@@ -21,6 +21,7 @@ from pixelreg.fit.psf import (
     windows_around,
 )
 from pixelreg.simulate.camera import Camera
+from pixelreg.simulate.psf import SampledPSF
 
 FIT_ITERATIONS = 30
 PHOTOMETRY_ITERATIONS = 8  # photons and background alone converge within 1e-4 of 30 steps' values
@@ -35,10 +36,12 @@ def poisson_fit(
     camera: Camera,
     free: tuple[bool, ...] = POSITION_AND_PHOTOMETRY,
     iterations: int = FIT_ITERATIONS,
+    psf: SampledPSF | None = None,
 ) -> np.ndarray:
     """(N, K, 5) maximum-likelihood (x, y, photons, background, sigma) of a spot near each point
     (N, K, 2) of photon images (N, H, W), started from the given values (..., broadcast to
-    (N, K)); the parameters not `free` stay as given.
+    (N, K)); the parameters not `free` stay as given. With a sampled `psf` the spots are its
+    own, and `sigma` is their depth in nm (the fifth parameter).
 
     Fisher scoring on the Poisson likelihood of photoelectrons, with the read noise's variance
     added to data and model alike (Huang et al. 2013), so that it also holds for sCMOS pixels.
@@ -46,15 +49,25 @@ def poisson_fit(
     height, width = images.shape[1:]
     theta = spot_parameters(points, photons, background, sigma)
     start = theta.clone()
-    radius = window_radius(float(np.max(sigma)) if np.size(sigma) else 1.0)
+    if psf is None:
+        radius = window_radius(float(np.max(sigma)) if np.size(sigma) else 1.0)
+    else:
+        radius, (low, high) = psf.radius, psf.z_range
     xs_np, ys_np, inside_np = windows_around(points, height, width, radius)
     values = window_pixels(images, xs_np, ys_np)
     xs, ys, inside = (torch.from_numpy(a) for a in (xs_np, ys_np, inside_np))
     inside = inside.double()
+    middles = torch.stack([xs[..., 0, radius], ys[..., radius, 0]], -1)  # each window's middle pixel
     shift = camera.read_variance
     data = camera.qe * torch.from_numpy(values.astype(np.float64)) + shift
+
+    def spots(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if psf is None:
+            return spot_and_derivatives(theta, xs, ys)
+        return sampled_spots(theta, theta[..., 4], psf, middles)
+
     if free == (False, False, True, True, False):  # photons and background alone: mu is linear
-        shape = spot_and_derivatives(theta, xs, ys)[1][..., 2]  # d mu / d photons: the spot's shape
+        shape = spots(theta)[1][..., 2]  # d mu / d photons: the spot's shape
         theta[..., 2], theta[..., 3] = _photometry_fit(
             data, inside, shape, theta[..., 2], theta[..., 3], camera, iterations
         )
@@ -62,7 +75,7 @@ def poisson_fit(
     chosen = torch.tensor(free)
     eye = torch.eye(int(chosen.sum()), dtype=torch.float64)
     for _ in range(iterations):
-        mu, jac = spot_and_derivatives(theta, xs, ys)
+        mu, jac = spots(theta)
         model = (camera.qe * mu).clamp(min=1e-9) + shift
         jac_e = camera.qe * jac[..., chosen]
         gradient = torch.einsum("...rc,...rci->...i", inside * (data / model - 1.0), jac_e)
@@ -75,7 +88,7 @@ def poisson_fit(
         theta = theta + update
         theta[..., 2] = theta[..., 2].clamp(min=1.0)  # photons
         theta[..., 3] = theta[..., 3].clamp(min=-shift / camera.qe + 1e-6)  # background
-        theta[..., 4] = theta[..., 4].clamp(0.3, 5.0)  # sigma
+        theta[..., 4] = theta[..., 4].clamp(0.3, 5.0) if psf is None else theta[..., 4].clamp(low, high)
     fitted = theta.numpy()
     # a fit that wandered off its window is not to be trusted: keep where it started
     wandered = (np.abs(fitted[..., :2] - start[..., :2].numpy()).max(-1) > radius) | ~np.isfinite(fitted).all(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,24 +12,35 @@ from pixelreg.simulate.coords import pixel_of
 from pixelreg.simulate.spec import DataSpec
 from pixelreg.simulate.streams import random_stream
 
+if TYPE_CHECKING:
+    from pixelreg.simulate.psf import SampledPSF
+
 # --- rendering -----------------------------------------------------------------------------
 
 
 @dataclass
 class Photometry:
     """What each spot and image of a batch was rendered with, where a spec lets it vary or
-    counts photons: spots' photons (or grey levels) and sigmas (N, K), images' background (N,)."""
+    counts photons: spots' photons (or grey levels) and sigmas (N, K), images' background (N,),
+    and under a measured PSF the spots' depths z (N, K), nm."""
 
     photons: np.ndarray
     sigma: np.ndarray
     background: np.ndarray
+    z: np.ndarray | None = None
 
     def __getitem__(self, index: Any) -> Photometry:
-        return Photometry(self.photons[index], self.sigma[index], self.background[index])
+        z = None if self.z is None else self.z[index]
+        return Photometry(self.photons[index], self.sigma[index], self.background[index], z)
 
     @staticmethod
     def concatenate(parts: list[Photometry]) -> Photometry:
-        return Photometry(*(np.concatenate([getattr(p, name) for p in parts]) for name in PHOTOMETRY_ARRAYS))
+        photons, sigma, background = (
+            np.concatenate([getattr(p, name) for p in parts]) for name in PHOTOMETRY_ARRAYS
+        )
+        depths = [p.z for p in parts if p.z is not None]
+        z = np.concatenate(depths) if len(depths) == len(parts) else None
+        return Photometry(photons, sigma, background, z)
 
 
 PHOTOMETRY_ARRAYS = ("photons", "sigma", "background")
@@ -56,7 +67,12 @@ def draw_photometry(spec: DataSpec, shape: tuple[int, int], rng: np.random.Gener
     sigma = np.full(shape, spec.blur)
     if spec.blur_max is not None:
         sigma = rng.uniform(spec.blur, spec.blur_max, size=shape)
-    return Photometry(photons, sigma, background)
+    z = None
+    if spec.psf:
+        z = np.full(shape, spec.z)
+        if spec.z_max is not None:
+            z = rng.uniform(spec.z, spec.z_max, size=shape)
+    return Photometry(photons, sigma, background, z)
 
 
 def expected_image(points: np.ndarray, spec: DataSpec, photometry: Photometry | None = None) -> np.ndarray:
@@ -80,6 +96,11 @@ def expected_image(points: np.ndarray, spec: DataSpec, photometry: Photometry | 
     image[:] = photometry.background[:, None, None]
     present = np.isfinite(points[..., 0])  # (N, K): False where a variable count pads
     brightness = np.where(present, photometry.photons, 0.0)
+    psf = spec.sampled_psf
+    if psf is not None:
+        z = np.full((n, k), spec.z) if photometry.z is None else photometry.z
+        add_sampled_spots(image, points, brightness, z, psf)
+        return image
     if spec.blur == 0 and spec.blur_max is None:
         cells = pixel_of(np.where(present[..., None], points, 0.0))
         rows = np.repeat(np.arange(n), k)
@@ -108,6 +129,28 @@ def expected_image(points: np.ndarray, spec: DataSpec, photometry: Photometry | 
         where = np.broadcast_arrays(rows, ys, xs)
         np.add.at(image, tuple(axis[inside] for axis in where), patch[inside])
     return image
+
+
+def add_sampled_spots(
+    image: np.ndarray, points: np.ndarray, photons: np.ndarray, z: np.ndarray, psf: SampledPSF
+) -> None:
+    """Add to `image` (N, H, W) the spots at `points` (N, K, 2, NaN where none) with `photons`
+    and depths `z` (N, K) nm through the sampled PSF: each pixel within its reach receives the PSF
+    integrated over it."""
+    import torch  # a spec that names a PSF has loaded it, and torch with it
+
+    n, height, width = image.shape
+    frame, spot = np.nonzero(np.isfinite(points[..., 0]) & (photons != 0))
+    where = points[frame, spot]
+    shares, _ = psf.window(torch.from_numpy(where), torch.from_numpy(z[frame, spot]), psf.radius)
+    light = shares.numpy() * photons[frame, spot][:, None, None]
+    steps = np.arange(-psf.radius, psf.radius + 1)
+    centre = np.floor(where + 0.5).astype(np.int64)
+    xs = centre[:, 0, None, None] + steps[None, None, :]
+    ys = centre[:, 1, None, None] + steps[None, :, None]
+    inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
+    flat = (frame[:, None, None] * height + ys) * width + xs
+    image += np.bincount(flat[inside], weights=light[inside], minlength=image.size).reshape(image.shape)
 
 
 SPOT_REACH_SIGMAS = 6.0  # a spot's light beyond this many sigmas (a billionth of it) is left out

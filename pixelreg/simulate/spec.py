@@ -7,7 +7,7 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from pixelreg.errors import PixelregError
 from pixelreg.io.files import require_file
 from pixelreg.io.schema import check_value, fields_from
 from pixelreg.simulate.camera import Camera
+
+if TYPE_CHECKING:
+    from pixelreg.simulate.psf import SampledPSF
 
 SPLITS = ("train", "val", "test")
 HOLDOUTS = ("random", "quadrant", "none")
@@ -82,12 +85,25 @@ class DataSpec:
     read_noise: float = _option(0.0, "Camera model: read noise, electrons rms.")
     e_per_adu: float = _option(1.0, "Camera model: photoelectrons per A/D count.")
     baseline: float = _option(0.0, "Camera model: the offset a dark pixel reads, ADU.")
+    psf: str = _option(
+        "",
+        "Camera model: a measured PSF (psf.npz, as calibrate writes) instead of a Gaussian of "
+        "--blur; empty: the Gaussian.",
+    )
+    z: float = _option(
+        0.0,
+        "With --psf: each spot's depth, nm from focus, positive away from the objective (ranks "
+        "of width for a PSF measured from a movie alone); LO:HI draws each spot's, uniformly.",
+    )
+    z_max: float | None = _option(None, "The HI of --z LO:HI.")
 
     def __post_init__(self) -> None:
         if self.holdout == "auto":  # resolved here, so that every stored spec says what it did
             object.__setattr__(self, "holdout", "none" if self.points_max is not None else "random")
         if self.photons > 0:  # photons arrive anywhere: the camera model's spots are sub-pixel
             object.__setattr__(self, "subpixel", True)
+        if self.psf:  # a spec names its PSF file wherever it is read from
+            object.__setattr__(self, "psf", str(Path(self.psf).absolute()))
         self.validate()
 
     def validate(self) -> None:
@@ -99,6 +115,7 @@ class DataSpec:
         self._check_images_and_points()
         self._check_light()
         self._check_room()
+        self._check_psf()
 
     def _check_images_and_points(self) -> None:
         """The seed, the count and size of images, the splits and the points per image."""
@@ -192,6 +209,32 @@ class DataSpec:
                 f"{self.height}x{self.width} image; lower one of them",
                 ("min_distance",),
             )
+
+    def _check_psf(self) -> None:
+        """A PSF file only under the camera model, readable, and the depths within its planes."""
+        if not self.psf:
+            if self.z != 0 or self.z_max is not None:
+                raise PixelregError("--z needs a measured PSF (--psf)", ("z",))
+            return
+        if not self.camera_model:
+            raise PixelregError("a measured PSF (--psf) renders photons: give --photons too", ("psf",))
+        low, high = self.z, self.z if self.z_max is None else self.z_max
+        if not (math.isfinite(low) and math.isfinite(high)) or high < low:
+            raise PixelregError(f"z {low:g}:{high:g} is not a range LO:HI with LO <= HI", ("z",))
+        first, last = self.sampled_psf.z_range  # type: ignore[union-attr]  # psf is set
+        if low < first - 1e-6 or high > last + 1e-6:
+            raise PixelregError(
+                f"z {low:g}:{high:g} reaches beyond the PSF's planes, {first:g} to {last:g} nm", ("z",)
+            )
+
+    @property
+    def sampled_psf(self) -> SampledPSF | None:
+        """The measured PSF the spec names, None for a Gaussian."""
+        if not self.psf:
+            return None
+        from pixelreg.simulate.psf import SampledPSF  # torch: imported only where a PSF is named
+
+        return SampledPSF.load(self.psf)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -310,6 +353,8 @@ def read_spec(path: Path) -> DataSpec:
         data = data["spec"]
     if not isinstance(data, dict):
         raise PixelregError(f"{path} is not a JSON spec: expected an object of data options")
+    if isinstance(data.get("psf"), str) and data["psf"]:  # a PSF file beside the spec
+        data = {**data, "psf": str(path.parent / data["psf"])}
     unknown = sorted(set(data) - {spec_field.name for spec_field in fields(DataSpec)})
     if unknown:
         raise PixelregError(f"{path}: unknown field(s) {', '.join(unknown)}; the fields are the data options")
