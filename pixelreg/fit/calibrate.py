@@ -24,18 +24,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from pixelreg.errors import PixelregError
+from pixelreg.fit.bounds import crlb
 from pixelreg.fit.calibrate_camera import EM_MOMENTS, POISSON_MOMENTS, Estimate, camera_estimates
+from pixelreg.fit.defaults import PSF_MODELS
 from pixelreg.fit.photometry import poisson_fit
 from pixelreg.fit.psf import window_pixels
+from pixelreg.fit.psf_measure import EXTRA, MOVIE_RADIUS, BeadPSF, MoviePSF, psf_from_beads, psf_from_spots
 from pixelreg.fit.spots import find_spots
 from pixelreg.fit.twin import Twin, central, compare, render_twin
 from pixelreg.simulate.camera import ADU_MAX, Camera
+from pixelreg.simulate.psf import SampledPSF
 from pixelreg.simulate.spec import DataSpec
 
 FIT_RADIUS = 7  # px: spots are fitted in windows of 2 * FIT_RADIUS + 1
@@ -45,6 +50,8 @@ PHOTON_SPOTS = 20_000  # spots fitted for their photons, at most
 PHOTON_MARGIN = 1.25  # the training range reaches this factor beyond the 1st and 99th percentiles
 TRAIN_SIZE = 64  # the training crops' side ...
 TRAIN_N = 10_000  # ... and number
+MIN_PSF_SPOTS = 20  # isolated spots averaged into a PSF, at least
+MeasuredPSF = BeadPSF | MoviePSF
 
 
 @dataclass
@@ -61,6 +68,17 @@ class Calibration:
     profile: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 2)))  # r px, mean light
     photons: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # every fitted spot's
     twin: Twin | None = field(repr=False, default=None)  # the simulated twin, compared with the movie
+    measured: MeasuredPSF | None = field(repr=False, default=None)  # a PSF measured from beads or spots
+    psf: SampledPSF | None = field(repr=False, default=None)  # ... and the one the spec trains on
+    z_range: tuple[float, float] = (0.0, 0.0)  # nm: the depths training draws through `psf`
+
+    def spec_with_psf(self, path: Path) -> DataSpec:
+        """The spec, its PSF saved at `path` where one was measured: what a library user trains on."""
+        if self.psf is None:
+            return self.spec
+        self.psf.save(path)
+        low, high = self.z_range
+        return self.spec.with_(psf=str(path), z=low, z_max=high if high > low else None)
 
     def require_twin(self) -> None:
         """Refuse a spec whose simulated twin disagrees with the movie, naming each statistic."""
@@ -71,9 +89,23 @@ class Calibration:
                 + ". Are these a camera's raw frames of spots? (the table above compares them)"
             )
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, psf_name: str = "psf.npz") -> dict[str, Any]:
         """The estimates as plain data: the spec JSON `calibrate` writes (`train --spec` reads its
-        `spec`) and prints with `--json`."""
+        `spec`, whose `psf` names the PSF file `psf_name` beside it, where one was measured) and
+        prints with `--json`."""
+        spec = self.spec.to_dict()
+        psf: dict[str, Any] | None = None
+        if self.psf is not None:
+            low, high = self.z_range
+            spec.update(psf=psf_name, z=low, z_max=high if high > low else None)
+            psf = {
+                "file": psf_name,
+                "source": self.psf.source,
+                "radius_px": self.psf.radius,
+                "planes": self.psf.planes,
+                "z_range_nm": list(self.psf.z_range),
+                "gaussian_sigma_px": round(self.psf.gaussian_sigma(0.0 if self.psf.planes > 1 else None), 4),
+            }
         return {
             "frames": self.frames,
             "size": list(self.size),
@@ -83,7 +115,8 @@ class Calibration:
             },
             "warnings": self.warnings,
             "twin": self.twin.summary() if self.twin is not None else None,
-            "spec": self.spec.to_dict(),
+            "psf": psf,
+            "spec": spec,
         }
 
 
@@ -117,10 +150,20 @@ def calibrate(
     e_per_adu: float | None = None,
     em_gain: float = 0.0,
     say: Callable[[str], None] = lambda message: None,
+    beads: np.ndarray | None = None,
+    z_step: float = 0.0,
+    psf_model: str = "auto",
 ) -> Calibration:
     """Estimate the camera, PSF, photons, background and density of raw frames (T, H, W) in ADU;
     `baseline` and `e_per_adu`, where given, are used as they are; `em_gain` is the EM register's
-    (0: none). Warnings say which estimate was not possible and which default was used."""
+    (0: none). Warnings say which estimate was not possible and which default was used.
+
+    The PSF: from a z-stack of `beads` (planes `z_step` nm apart) where given, the depths to
+    train on from the spread of the spots' widths; else `psf_model` "auto" measures it from the
+    movie's bright isolated spots and keeps it where the best Gaussian lies beyond their
+    average's noise, "measured" keeps it always, "gaussian" never."""
+    if psf_model not in PSF_MODELS:
+        raise PixelregError(f"the PSF model must be one of {', '.join(PSF_MODELS)}, got {psf_model!r}")
     count, height, width = frames.shape
     if min(height, width) < 2 * FIT_RADIUS + 1:
         raise PixelregError(f"frames of {height}x{width} are too small to calibrate; at least 15x15")
@@ -139,8 +182,13 @@ def calibrate(
     e_adu = estimates["e_per_adu"].value
     photons = (frames.astype(np.float32) - camera.baseline) * (e_adu / gain)  # photoelectrons
     say(f"Fitting {min(len(peaks), PSF_SPOTS)} bright isolated spots for the PSF")
-    sigma, profile = _psf(photons, peaks, frames, saturated, camera, warnings)
+    sigma, profile, isolated, fitted = _psf(photons, peaks, frames, saturated, camera, warnings)
     estimates["blur"] = sigma
+    if beads is not None:
+        say(f"Measuring the PSF from {len(beads)} planes of beads")
+    measured, psf, z_range = _measured_psf(
+        photons, isolated, fitted, sigma.value, camera, beads, z_step, psf_model, estimates
+    )
     say("Fitting every spot's photons")
     spot_photons = _spot_photons(photons, peaks, frames, saturated, camera, sigma.value)
     estimates.update(_photon_estimates(spot_photons, warnings))
@@ -159,7 +207,19 @@ def calibrate(
     area = compared.shape[1] * compared.shape[2] / (height * width)
     twin = compare(compared, render_twin(spec, compared, per_frame * area, spot_photons))
     return Calibration(
-        spec, estimates, warnings, count, (height, width), levels, line, profile, spot_photons, twin
+        spec,
+        estimates,
+        warnings,
+        count,
+        (height, width),
+        levels,
+        line,
+        profile,
+        spot_photons,
+        twin,
+        measured,
+        psf,
+        z_range,
     )
 
 
@@ -388,9 +448,10 @@ def _psf(
     saturated: int | None,
     camera: Camera,
     warnings: list[str],
-) -> tuple[Estimate, np.ndarray]:
-    """The PSF's sigma from the brightest isolated spots, and their mean radial profile (r, light
-    per pixel as a share of the spot's photons)."""
+) -> tuple[Estimate, np.ndarray, np.ndarray, np.ndarray]:
+    """The PSF's sigma from the brightest isolated spots, their mean radial profile (r, light per
+    pixel as a share of the spot's photons), and the spots fitted well (S, 4 peaks) with their
+    fits (S, 5, in their windows' coordinates)."""
     chosen = np.nonzero(_fittable(peaks, frames, saturated) & _isolated(peaks))[0]
     chosen = chosen[np.argsort(-peaks[chosen, 3])][: max(10, min(PSF_SPOTS, len(chosen) // 2))]
     fitted = _fit_windows(_windows(photons, peaks[chosen], FIT_RADIUS), camera, 1.3, True)
@@ -399,7 +460,12 @@ def _psf(
         warnings.append(
             f"blur: only {int(good.sum())} isolated spots could be fitted; the default sigma 1.0 px is used"
         )
-        return Estimate(1.0, "default", note="too few isolated spots"), np.zeros((0, 2))
+        return (
+            Estimate(1.0, "default", note="too few isolated spots"),
+            np.zeros((0, 2)),
+            np.zeros((0, 4)),
+            np.zeros((0, 5)),
+        )
     sigmas = fitted[good, 4]
     sigma = float(np.median(sigmas))
     spread = float(1.4826 * np.median(np.abs(sigmas - sigma)))
@@ -419,7 +485,94 @@ def _psf(
         ]
     )
     note = f"median of {int(good.sum())} isolated spots' fits"
-    return Estimate(sigma, "estimated", spread, note), profile
+    return Estimate(sigma, "estimated", spread, note), profile, peaks[chosen[good]], fitted[good]
+
+
+def _measured_psf(
+    photons: np.ndarray,
+    isolated: np.ndarray,
+    fitted: np.ndarray,
+    sigma: float,
+    camera: Camera,
+    beads: np.ndarray | None,
+    z_step: float,
+    psf_model: str,
+    estimates: dict[str, Estimate],
+) -> tuple[MeasuredPSF | None, SampledPSF | None, tuple[float, float]]:
+    """The PSF measured (from beads, or from the isolated spots), the one to train on (None: the
+    Gaussian of `sigma`), and the depths (nm) to draw; the spread of the spots' widths, beyond
+    their noise, joins the estimates."""
+    spread = _width_spread(fitted, camera)
+    if spread is not None:
+        estimates["width_spread"] = Estimate(
+            spread[0],
+            "estimated",
+            spread[1],
+            note="sd of the isolated spots' sigmas beyond their fits' noise, px",
+        )
+    if beads is not None:
+        from_beads = psf_from_beads(beads, z_step)
+        return from_beads, from_beads.psf, _depth_range(from_beads.psf, spread[0] if spread else 0.0)
+    if psf_model == "gaussian" or len(fitted) < MIN_PSF_SPOTS:
+        return None, None, (0.0, 0.0)
+    reach = MOVIE_RADIUS + EXTRA
+    height, width = photons.shape[1:]
+    rows, cols = isolated[:, 1], isolated[:, 2]
+    inside = (rows >= reach) & (rows < height - reach) & (cols >= reach) & (cols < width - reach)
+    if inside.sum() < MIN_PSF_SPOTS:
+        return None, None, (0.0, 0.0)
+    windows = _windows(photons, isolated[inside], reach)
+    moved = fitted[inside].copy()
+    moved[:, :2] += reach - FIT_RADIUS  # the fits' coordinates in the larger windows
+    from_movie = psf_from_spots(windows, moved, sigma)
+    if psf_model == "auto" and from_movie.gaussian_suffices:
+        return from_movie, None, (0.0, 0.0)
+    return from_movie, from_movie.psf, (0.0, 0.0)
+
+
+def _width_spread(fitted: np.ndarray, camera: Camera) -> tuple[float, float] | None:
+    """The standard deviation of the isolated spots' sigmas that their fits' noise (the
+    Cramér-Rao bound of each) does not explain: how far the emitters spread through focus; and
+    half the difference of the two halves' values."""
+    if len(fitted) < MIN_PSF_SPOTS:
+        return None
+    side = 2 * FIT_RADIUS + 1
+    bound = crlb(
+        fitted[:, None, :2],
+        fitted[:, None, 2],
+        fitted[:, None, 3],
+        fitted[:, None, 4],
+        camera,
+        (side, side),
+        (True,) * 5,
+    )[:, 0, 4]
+
+    def beyond_noise(rows: slice) -> float:
+        return math.sqrt(max(0.0, float(np.var(fitted[rows, 4])) - float(np.mean(bound[rows] ** 2))))
+
+    return beyond_noise(slice(None)), abs(
+        beyond_noise(slice(0, None, 2)) - beyond_noise(slice(1, None, 2))
+    ) / 2
+
+
+def _depth_range(psf: SampledPSF, spread: float) -> tuple[float, float]:
+    """The depths (nm) about the PSF's sharpest plane over which its width grows by the spread
+    of the spots' widths between their 5th and 95th percentiles; at least a plane either side."""
+    low, high = psf.z_range
+    depths = np.linspace(low, high, 4 * (psf.planes - 1) + 1)
+    widths = np.array([psf.gaussian_sigma(float(z)) for z in depths])
+    sharpest = int(np.argmin(widths))
+    within = widths <= widths[sharpest] + 2 * 1.645 * spread
+    first = last = sharpest
+    while first > 0 and within[first - 1]:
+        first -= 1
+    while last < len(depths) - 1 and within[last + 1]:
+        last += 1
+    centre = depths[sharpest]
+    return (
+        float(max(low, min(depths[first], centre - psf.z_step))),
+        float(min(high, max(depths[last], centre + psf.z_step))),
+    )
 
 
 def _spot_photons(

@@ -1,0 +1,71 @@
+"""The figure of a measured PSF: its sections through the middle and its width over depth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pixelreg.plots.style import _save  # noqa: E402
+from pixelreg.simulate.psf import SampledPSF  # noqa: E402
+
+
+def plot_psf(psf: SampledPSF, path: Path, title: str = "") -> Path:
+    """Draw the PSF's xz and yz sections (the pixel-integrated PSF through its middle, over the
+    planes), its in-focus plane, and its Gaussian-equivalent width over depth, to `path` (PNG)."""
+    k, middle = psf.oversample, (psf.values.shape[1] - 1) // 2
+    reach = psf.radius + 1
+    low, high = psf.z_range
+    unit = "nm" if psf.z_step != 1.0 or psf.planes == 1 else "rank"
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
+    ax_xz, ax_yz, ax_plane, ax_width = axes
+    sharpest = _sharpest(psf)
+    extent_z = (-reach, reach, low - psf.z_step / 2, high + psf.z_step / 2)
+    for ax, section, name in (
+        (ax_xz, psf.values[:, middle, :], "x"),
+        (ax_yz, psf.values[:, :, middle], "y"),
+    ):
+        ax.imshow(section, origin="lower", aspect="auto", extent=extent_z, cmap="magma")
+        ax.set(xlabel=f"{name} (px)", ylabel=f"z ({unit})", title=f"{name}z section through the middle")
+    plane = psf.values[sharpest]
+    ax_plane.imshow(
+        np.log10(np.clip(plane, plane.max() * 1e-4, None)),
+        origin="lower",
+        extent=(-reach, reach, -reach, reach),
+        cmap="magma",
+    )
+    ax_plane.set(
+        xlabel="x (px)",
+        ylabel="y (px)",
+        title=f"sharpest plane (log10), z {low + sharpest * psf.z_step:.0f} {unit}",
+    )
+    if psf.planes > 1:
+        depths = np.linspace(low, high, min(4 * (psf.planes - 1) + 1, 121))
+        widths = [psf.gaussian_sigma(float(z)) for z in depths]
+        ax_width.plot(depths, widths, "-", lw=1.5)
+        ax_width.set(xlabel=f"z ({unit})", ylabel="Gaussian-equivalent sigma (px)", title="width over depth")
+    else:
+        steps = (np.arange(psf.values.shape[1]) - middle) / k
+        ax_width.plot(steps, plane[middle], "-", lw=1.5, label="x profile")
+        ax_width.plot(steps, plane[:, middle], "--", lw=1, label="y profile")
+        ax_width.set(
+            xlabel="distance from the middle (px)",
+            ylabel="share per pixel",
+            title="profiles through the middle",
+        )
+        ax_width.legend(fontsize=8)
+    fig.suptitle(
+        title
+        or f"PSF: {psf.source} (sigma {psf.gaussian_sigma(None if psf.planes == 1 else low + sharpest * psf.z_step):.3f} px in its sharpest plane)"
+    )
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _sharpest(psf: SampledPSF) -> int:
+    """The plane of the highest peak."""
+    return int(np.argmax(psf.values.max((1, 2))))
