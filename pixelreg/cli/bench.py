@@ -55,6 +55,7 @@ from pixelreg.cli.tables import (
     movie_table,
     perf_table,
     precision_table,
+    psf_bench_table,
 )
 from pixelreg.errors import PixelregError
 from pixelreg.fit.defaults import MIN_BOUND_BLUR
@@ -306,6 +307,32 @@ def calibration(
     path, results = write_results(out, "calibration.json", run)
     tables = [calibration_bench_table(name, result) for name, result in results.items()]
     finish(path, results, tables, quiet, as_json)
+
+
+@bench_command()
+def psf(
+    out: BenchOut = Path("runs/psf"),
+    epochs: Epochs = CALIBRATION_EPOCHS,
+    device: Device = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """The real-data workflow on a movie whose PSF is a high-NA objective's, not a Gaussian:
+    calibrate with a Gaussian, with the PSF measured from the movie, and with one measured from
+    beads; train on each and localize, beside trackpy.locate and DAOStarFinder where installed and
+    an ML fit of the bead PSF; each model's phase bias. Writes psf.json.
+
+    Example: pixelreg bench psf --epochs 15
+    """
+    require_empty_folder(out, "psf.json")
+    check_models(("offsets",), epochs, device)
+    from pixelreg.bench.psf import run_psf_bench
+
+    def run() -> dict[str, Any]:
+        return run_psf_bench(out, epochs, device, ConsoleReporter(quiet=True), say(quiet))
+
+    path, results = write_results(out, "psf.json", run)
+    finish(path, results, [psf_bench_table(results)], quiet, as_json)
 
 
 @bench_command()

@@ -376,3 +376,46 @@ def calibration_bench_table(name: str, result: dict[str, Any], console: Console 
     )
     table.caption = f"true -> calibrated: {compared}; goal met: {'yes' if result['goal_met'] else 'no'}"
     return table
+
+
+def psf_bench_table(result: dict[str, Any], console: Console = CONSOLE) -> Table:
+    """`bench psf`: each method's scores on the pupil movie, each model's phase bias, and the goals."""
+    cells = [
+        [
+            method,
+            shown(row["jaccard"], ".2%"),
+            shown(row["recall"], ".2%"),
+            shown(row["precision"], ".2%"),
+            shown(row["rmse_px"], ".4f"),
+            shown(row.get("rmse_over_bound"), ".2f"),
+            ""
+            if "same_spots" not in row
+            else f"{row['same_spots']['theirs_px']} vs {row['same_spots']['ours_px']}",
+            shown(result["phase_bias"].get(method, {}).get("worst_px"), ".4f"),
+            shown(row.get("photons_over_truth"), ".3f"),
+        ]
+        for method, row in result["methods"].items()
+    ]
+    table = fitted_table(
+        f"pupil PSF: {result['frames']} frames of {result['size']}x{result['size']} "
+        f"(calibrated on and scored after the first {result['tuning_frames']})",
+        [
+            "method",
+            *DETECTION_HEADERS,
+            "same spots: theirs vs beads",
+            "worst phase bias px",
+            "photons / true",
+        ],
+        cells,
+        [],
+        console=console,
+    )
+    goals = result["goals"]
+    table.caption = (
+        f"rmse / bound: movie PSF {goals['movie_rmse_over_bound']} (goal 1.3: "
+        f"{'met' if goals['movie_rmse_goal_met'] else 'missed'}), beads {goals['beads_rmse_over_bound']} "
+        f"(goal 1.15: {'met' if goals['beads_rmse_goal_met'] else 'missed'}); beats the peers: movie "
+        f"{'yes' if goals['movie_beats_peers'] else 'no'}, beads {'yes' if goals['beads_beats_peers'] else 'no'}; "
+        f"phase bias within 0.01 px: {'yes' if goals['bias_goal_met'] else 'no'}"
+    )
+    return table

@@ -187,7 +187,7 @@ def calibrate(
     if beads is not None:
         say(f"Measuring the PSF from {len(beads)} planes of beads")
     measured, psf, z_range = _measured_psf(
-        photons, isolated, fitted, sigma.value, camera, beads, z_step, psf_model, estimates
+        photons, isolated, fitted, camera, beads, z_step, psf_model, estimates
     )
     say("Fitting every spot's photons")
     spot_photons = _spot_photons(photons, peaks, frames, saturated, camera, sigma.value)
@@ -492,7 +492,6 @@ def _measured_psf(
     photons: np.ndarray,
     isolated: np.ndarray,
     fitted: np.ndarray,
-    sigma: float,
     camera: Camera,
     beads: np.ndarray | None,
     z_step: float,
@@ -500,7 +499,7 @@ def _measured_psf(
     estimates: dict[str, Estimate],
 ) -> tuple[MeasuredPSF | None, SampledPSF | None, tuple[float, float]]:
     """The PSF measured (from beads, or from the isolated spots), the one to train on (None: the
-    Gaussian of `sigma`), and the depths (nm) to draw; the spread of the spots' widths, beyond
+    Gaussian of the spots' sigma), and the depths (nm) to draw; the spread of the spots' widths, beyond
     their noise, joins the estimates."""
     spread = _width_spread(fitted, camera)
     if spread is not None:
@@ -524,7 +523,7 @@ def _measured_psf(
     windows = _windows(photons, isolated[inside], reach)
     moved = fitted[inside].copy()
     moved[:, :2] += reach - FIT_RADIUS  # the fits' coordinates in the larger windows
-    from_movie = psf_from_spots(windows, moved, sigma)
+    from_movie = psf_from_spots(windows, moved)
     if psf_model == "auto" and from_movie.gaussian_suffices:
         return from_movie, None, (0.0, 0.0)
     return from_movie, from_movie.psf, (0.0, 0.0)

@@ -19,7 +19,7 @@ import torch
 
 from pixelreg.errors import PixelregError
 from pixelreg.fit.spots import find_spots
-from pixelreg.simulate.psf import SampledPSF
+from pixelreg.simulate.psf import SampledPSF, best_gaussian
 
 EXTRA = 3  # px cut beyond the PSF's radius: room for the shifts and the taper
 OVERSAMPLE = 4  # the SampledPSF's grid points per pixel
@@ -29,6 +29,7 @@ MIN_PLANES = 5
 MIN_BEADS = 3
 RING_SHARE = 0.25  # a peak this much weaker than a bead beside it is its ring, not a bead
 REGISTRATION_STEPS = 4
+GAUSSIAN_TOLERANCE = 0.01  # a movie's PSF within this share of its peak of a Gaussian is one
 CENTRE_RADIUS = 3.0  # px: the in-focus plane's centroid, over this disc, is the PSF's centre
 
 
@@ -224,21 +225,22 @@ class MoviePSF:
     psf: SampledPSF
     spots: int  # spots averaged
     misfit: float  # rms of (average - best Gaussian) over the central pixels, share of photons ...
-    noise: float  # ... and the rms of the average's own noise there (half the halves' difference)
+    noise: float  # ... the rms of the average's own noise there (half the halves' difference) ...
+    peak: float  # ... and the average's peak
 
     @property
     def gaussian_suffices(self) -> bool:
-        """Whether the best pixelated Gaussian is within the average's noise of it."""
-        return self.misfit <= 2.0 * self.noise
+        """Whether the best pixelated Gaussian is within the average's noise of it, or within
+        GAUSSIAN_TOLERANCE of its peak (a Gaussian's own average misses it by about that much: a
+        Gaussian of 1 px is not quite band-limited, so the Fourier shifts alias it a little)."""
+        return self.misfit <= max(2.0 * self.noise, GAUSSIAN_TOLERANCE * self.peak)
 
 
-def psf_from_spots(
-    photons: np.ndarray, fitted: np.ndarray, sigma: float, radius: int = MOVIE_RADIUS
-) -> MoviePSF:
+def psf_from_spots(photons: np.ndarray, fitted: np.ndarray, radius: int = MOVIE_RADIUS) -> MoviePSF:
     """The in-focus PSF of a movie from windows (M, S, S) of photons around bright isolated
     spots, S = 2 (radius + EXTRA) + 1, and their Gaussian fits (M, 5: x, y, photons, background,
     sigma in window coordinates): each less its background and over its photons, registered,
-    averaged; beside it how far the Gaussian of `sigma` is from it."""
+    averaged; beside it how far the best pixelated Gaussian is from it."""
     reach = radius + EXTRA
     windows = (photons - fitted[:, 3, None, None]) / fitted[:, 2, None, None]
     windows = (windows * _taper(2 * reach + 1, EXTRA - 1))[:, None]  # one plane each
@@ -249,12 +251,9 @@ def psf_from_spots(
     shifted = fourier_shift(windows, middle - positions + (middle - centre))[:, 0]
     halves = shifted[0::2].mean(0), shifted[1::2].mean(0)
     steps = np.arange(-reach, reach + 1)
-    edges = (steps + 0.5) / (sigma * math.sqrt(2)), (steps - 0.5) / (sigma * math.sqrt(2))
-    line = 0.5 * (torch.erf(torch.from_numpy(edges[0])) - torch.erf(torch.from_numpy(edges[1]))).numpy()
-    gaussian = np.outer(line, line)
     inner = np.hypot(steps[None, :], steps[:, None]) <= 3
-    scale = (gaussian[inner] * average[0][inner]).sum() / (gaussian[inner] ** 2).sum()
-    misfit = float(np.sqrt(np.mean((average[0][inner] - scale * gaussian[inner]) ** 2)))
+    gaussian = best_gaussian(average[0])[1]
+    misfit = float(np.sqrt(np.mean((average[0] - gaussian)[inner] ** 2)))
     noise = float(np.sqrt(np.mean(((halves[0] - halves[1])[inner] / 2) ** 2)))
     psf = SampledPSF(upsample(average, radius), OVERSAMPLE, 1.0, 0.0, f"movie, {len(windows)} spots")
-    return MoviePSF(psf, len(windows), misfit, noise)
+    return MoviePSF(psf, len(windows), misfit, noise, float(average.max()))

@@ -42,6 +42,31 @@ def _spline_weights(fraction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return weights, slopes
 
 
+def best_gaussian(samples: np.ndarray) -> tuple[float, np.ndarray]:
+    """The sigma (px) and the pixels (S, S) of the pixel-integrated Gaussian, centred on the
+    middle pixel, that fits the pixels `samples` (S, S, S odd) best in least squares."""
+    reach = (samples.shape[-1] - 1) // 2
+    target = torch.from_numpy(np.asarray(samples, dtype=np.float64))
+    steps = torch.arange(-reach, reach + 1, dtype=torch.float64)
+
+    def model(sigma: float) -> torch.Tensor:
+        edges = (steps + 0.5) / (sigma * math.sqrt(2)), (steps - 0.5) / (sigma * math.sqrt(2))
+        line = 0.5 * (torch.erf(edges[0]) - torch.erf(edges[1]))
+        shape = line[:, None] * line[None, :]
+        return shape * (shape * target).sum() / (shape * shape).sum()
+
+    def misfit(sigma: float) -> float:
+        return float(((model(sigma) - target) ** 2).sum())
+
+    low, high = 0.2, float(max(reach, 1))
+    golden = (math.sqrt(5) - 1) / 2
+    for _ in range(60):  # golden-section search: the misfit has one minimum in sigma
+        a, b = high - golden * (high - low), low + golden * (high - low)
+        low, high = (low, b) if misfit(a) < misfit(b) else (a, high)
+    sigma = (low + high) / 2
+    return sigma, model(sigma).numpy()
+
+
 def _prefilter(values: np.ndarray, axis: int) -> np.ndarray:
     """B-spline coefficients along one axis: solve sum_j c_j beta3(i - j) = v_i, the samples
     mirrored at both ends (as the taps beyond the ends read them)."""
@@ -121,22 +146,7 @@ class SampledPSF:
         """The sigma (px) of the pixel-integrated Gaussian that fits the pixels of a centred spot at
         depth z best (least squares): the PSF's Gaussian-equivalent width. (Its second moment
         would not do: a pupil's rings make that grow with the window.)"""
-        samples = torch.from_numpy(self.pixel_samples(z))
-        steps = torch.arange(-self.radius, self.radius + 1, dtype=torch.float64)
-
-        def misfit(sigma: float) -> float:
-            edges = (steps + 0.5) / (sigma * math.sqrt(2)), (steps - 0.5) / (sigma * math.sqrt(2))
-            line = 0.5 * (torch.erf(edges[0]) - torch.erf(edges[1]))
-            shape = line[:, None] * line[None, :]
-            scale = (shape * samples).sum() / (shape * shape).sum()
-            return float(((scale * shape - samples) ** 2).sum())
-
-        low, high = 0.2, float(self.radius)
-        golden = (math.sqrt(5) - 1) / 2
-        for _ in range(60):  # golden-section search: the misfit has one minimum in sigma
-            a, b = high - golden * (high - low), low + golden * (high - low)
-            low, high = (low, b) if misfit(a) < misfit(b) else (a, high)
-        return (low + high) / 2
+        return best_gaussian(self.pixel_samples(z))[0]
 
     def window(
         self,
