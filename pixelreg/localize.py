@@ -139,7 +139,7 @@ class Localizer:
     ) -> int:
         """Every localization of `movies` written to `stream`; how many there were."""
         camera = self.model.camera
-        sigma = self.spec.mean_blur if self.spec is not None and self.spec.mean_blur > 0 else None
+        sigma = self.spec.equivalent_sigma if self.spec is not None and self.spec.mean_blur > 0 else None
         noise_of = None if camera is None else camera.background_std
         writer = TableWriter(stream, table_format, pixel_size, self.columns, sigma, noise_of)
         self.check(movies)

@@ -11,7 +11,7 @@ import numpy as np
 
 from pixelreg.evaluate.metrics import as_json_float
 from pixelreg.fit.bounds import crlb
-from pixelreg.fit.photometry import measure_spots
+from pixelreg.fit.photometry import measure_psf_spots, measure_spots
 from pixelreg.simulate.render import Photometry
 from pixelreg.simulate.spec import DataSpec
 
@@ -23,17 +23,28 @@ CALIBRATION_GOAL = 0.10  # the spread of error / uncertainty within this of 1
 
 def true_bounds(true: np.ndarray, photometry: Photometry, spec: DataSpec) -> np.ndarray:
     """(N, K, 5) the bound on each parameter of each spot at its true values, every parameter
-    unknown but sigma (unknown too when blur varies)."""
+    unknown but sigma (unknown too when blur varies); through a sampled PSF, every parameter
+    unknown but the depth."""
     present = np.isfinite(true).all(-1)
     where = np.where(present[..., None], true, 0.0)
     background = np.broadcast_to(photometry.background[:, None], present.shape)
+    psf = spec.sampled_psf
+    if psf is not None:  # the spots' own depths, known to the bound
+        z = spec.middle_z if photometry.z is None else photometry.z
+        free = (True, True, True, True, False)
+        bound = crlb(where, photometry.photons, background, 1.0, spec.camera, spec.size, free, psf, z)
+        return np.where(present[..., None], bound, np.nan)
     free = (True, True, True, True, spec.blur_max is not None)
     bound = crlb(where, photometry.photons, background, photometry.sigma, spec.camera, spec.size, free)
     return np.where(present[..., None], bound, np.nan)
 
 
 def measured(images: np.ndarray, points: np.ndarray, spec: DataSpec) -> dict[str, np.ndarray]:
-    """Photons, background, sigma and uncertainty at each point of photon images."""
+    """Photons, background, sigma and uncertainty at each point of photon images, through the
+    spec's PSF (a sampled one at the middle of its depths)."""
+    psf = spec.sampled_psf
+    if psf is not None:
+        return measure_psf_spots(images, points, psf, spec.middle_z, spec.camera)
     return measure_spots(images, points, spec.mean_blur, spec.camera, fit_sigma=spec.blur_max is not None)
 
 

@@ -220,8 +220,12 @@ def poisson_mle_points(images: np.ndarray, k: int, spec: DataSpec) -> np.ndarray
 def poisson_mle_at(images: np.ndarray, peaks: np.ndarray, spec: DataSpec) -> np.ndarray:
     """(N, K, 2): the fit of `poisson_mle_points` around each peak (flat index) given."""
     start = centroid_at(images, peaks, spec).astype(np.float64)
-    sigma = spec.mean_blur
-    photons, background = photometry_start(images, start, sigma)
+    psf = spec.sampled_psf
+    photons, background = photometry_start(images, start, spec.equivalent_sigma)
+    if psf is not None:  # the spec's own PSF, at the middle of its depths
+        free = (True, True, True, True, False)
+        fitted = poisson_fit(images, start, photons, background, spec.middle_z, spec.camera, free, psf=psf)
+        return fitted[..., :2].astype(np.float32)
     free = (True, True, True, True, spec.blur_max is not None)
-    fitted = poisson_fit(images, start, photons, background, sigma, spec.camera, free)
+    fitted = poisson_fit(images, start, photons, background, spec.mean_blur, spec.camera, free)
     return fitted[..., :2].astype(np.float32)

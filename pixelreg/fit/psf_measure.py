@@ -138,7 +138,7 @@ def _saturation_level(stack: np.ndarray) -> float:
 def psf_from_beads(stack: np.ndarray, z_step: float, radius: int = BEAD_RADIUS) -> BeadPSF:
     """The PSF of a z-stack (Z, H, W) of sparse beads (raw ADU, planes z_step nm apart): beads
     found in the brightest projection, those touching another or the edge left out, each window
-    less its border's median and over the bead's light in focus, registered, averaged, its focus at
+    less its border's median in focus and over the bead's light in focus, registered, averaged, its focus at
     its sharpest plane and its centre at that plane's centre of light."""
     if stack.ndim != 3:
         raise PixelregError(f"a bead stack is (planes, rows, columns), got {stack.ndim} dimensions")
@@ -189,10 +189,12 @@ def psf_from_beads(stack: np.ndarray, z_step: float, radius: int = BEAD_RADIUS) 
         raise PixelregError(
             f"beads saturate the camera (pixels at {stack.max()} ADU): record the stack with less light"
         )
-    border = np.concatenate(
-        [windows[..., 0, :], windows[..., -1, :], windows[..., 1:-1, 0], windows[..., 1:-1, -1]], -1
-    )
-    windows = (windows - np.median(border, -1)[..., None, None]) * _taper(2 * reach + 1, EXTRA - 1)
+    # each bead's background: its window's border in the sharpest plane, which defocused rings
+    # have not reached, the same in every plane
+    sharpest = int(np.argmax(windows.max((0, 2, 3))))
+    plane = windows[:, sharpest]
+    border = np.concatenate([plane[:, 0], plane[:, -1], plane[:, 1:-1, 0], plane[:, 1:-1, -1]], -1)
+    windows = (windows - np.median(border, -1)[:, None, None, None]) * _taper(2 * reach + 1, EXTRA - 1)
     light = windows.sum((2, 3)).max(1)  # each bead's light (ADU) in its window, in focus
     windows = windows / light[:, None, None, None]
     focus = _focus_plane(windows.mean(0))

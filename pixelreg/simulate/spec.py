@@ -251,6 +251,18 @@ class DataSpec:
         return (self.blur + (self.blur_max or self.blur)) / 2
 
     @property
+    def middle_z(self) -> float:
+        """The middle of the spots' depths, nm: --z, or the middle of its range."""
+        return (self.z + (self.z if self.z_max is None else self.z_max)) / 2
+
+    @property
+    def equivalent_sigma(self) -> float:
+        """The spots' Gaussian sigma (px): the middle of --blur, or a measured PSF's
+        Gaussian-equivalent width at the middle depth (ThunderSTORM's `sigma [nm]`)."""
+        psf = self.sampled_psf
+        return self.mean_blur if psf is None else psf.gaussian_sigma(self.middle_z)
+
+    @property
     def camera(self) -> Camera:
         """The detector of the camera model (its defaults for grey-level specs)."""
         return Camera.from_values(asdict(self))
