@@ -32,6 +32,7 @@ from pixelreg.nn.inference import counted_points, set_precision
 from pixelreg.nn.train import Reporter, train
 from pixelreg.simulate.camera import Camera
 from pixelreg.simulate.foreign import ForeignMovie, render_grey_spots, render_smlm, render_stars
+from pixelreg.simulate.psf import SampledPSF
 from pixelreg.simulate.spec import DataSpec
 
 TUNING_FRAMES = 20
@@ -96,10 +97,11 @@ def score_method(
     return row, errors
 
 
-def spot_bounds(movie: ForeignMovie, frames: slice) -> np.ndarray:
+def spot_bounds(movie: ForeignMovie, frames: slice, psf: SampledPSF | None = None) -> np.ndarray:
     """(N, K) the Cramér-Rao bound (px, both axes together) of each true spot of the frames,
     alone on its background: its true photons, the background at its place, the true camera;
-    photons, background and position unknown to the estimator."""
+    photons, background and position unknown to the estimator. Through `psf` at each spot's
+    true depth where given (the depth known), else the true Gaussian."""
     truth = movie.truth
     points, photons = movie.points[frames], movie.photons[frames]
     present = np.isfinite(points[..., 0])
@@ -113,9 +115,12 @@ def spot_bounds(movie: ForeignMovie, frames: slice) -> np.ndarray:
         qe=truth["qe"], em_gain=truth["em_gain"], read_noise=truth["read_noise"],
         e_per_adu=truth["e_per_adu"], baseline=truth["baseline"],
     )  # fmt: skip
-    bound = crlb(
-        where, np.where(present, photons, 1.0), movie.background[rows, cols], truth["sigma"], camera, size
-    )
+    light = np.where(present, photons, 1.0), movie.background[rows, cols]
+    if psf is not None and movie.z is not None:
+        free = (True, True, True, True, False)
+        bound = crlb(where, *light, 1.0, camera, size, free, psf, movie.z[frames])
+    else:
+        bound = crlb(where, *light, truth["sigma"], camera, size)
     return np.where(present, np.hypot(bound[..., 0], bound[..., 1]), np.nan)
 
 

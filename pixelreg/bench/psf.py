@@ -28,17 +28,16 @@ from pixelreg.bench.calibration import (
     _train_on,
     same_spots,
     score_method,
+    spot_bounds,
 )
 from pixelreg.bench.defaults import CALIBRATION_EPOCHS
 from pixelreg.evaluate.matching import pair_greedy
 from pixelreg.evaluate.metrics import phase_bias, phase_bias_error, phase_centres
-from pixelreg.fit.bounds import crlb
 from pixelreg.fit.calibrate import Calibration, calibrate
 from pixelreg.fit.photometry import poisson_fit
 from pixelreg.io.checkpoints import load_model
 from pixelreg.nn.inference import counted_points, set_precision
 from pixelreg.nn.train import Reporter
-from pixelreg.simulate.camera import Camera
 from pixelreg.simulate.foreign import PUPIL_OPTICS, ForeignMovie, render_bead_stack, render_pupil_movie
 from pixelreg.simulate.psf import Optics, SampledPSF, pupil_psf
 
@@ -56,36 +55,6 @@ def true_psf() -> SampledPSF:
         pixel_size=PUPIL_OPTICS["pixel_size"],
     )
     return pupil_psf(optics, np.arange(-300.0, 301.0, 25.0), radius=8)
-
-
-def psf_spot_bounds(movie: ForeignMovie, psf: SampledPSF, frames: slice) -> np.ndarray:
-    """(N, K) the Cramér-Rao bound (px, both axes) of each true spot of the frames, alone on its
-    background, through the true PSF at its true depth; position, photons and background unknown."""
-    truth = movie.truth
-    points, photons = movie.points[frames], movie.photons[frames]
-    assert movie.z is not None
-    present = np.isfinite(points[..., 0])
-    where = np.where(present[..., None], points, 0.0)
-    size = movie.frames.shape[1:]
-    rows = np.clip(np.rint(where[..., 1]).astype(int), 0, size[0] - 1)
-    cols = np.clip(np.rint(where[..., 0]).astype(int), 0, size[1] - 1)
-    camera = Camera(
-        qe=truth["qe"], em_gain=truth["em_gain"], read_noise=truth["read_noise"],
-        e_per_adu=truth["e_per_adu"], baseline=truth["baseline"],
-    )  # fmt: skip
-    free = (True, True, True, True, False)
-    bound = crlb(
-        where,
-        np.where(present, photons, 1.0),
-        movie.background[rows, cols],
-        1.0,
-        camera,
-        size,
-        free,
-        psf,
-        movie.z[frames],
-    )
-    return np.where(present, np.hypot(bound[..., 0], bound[..., 1]), np.nan)
 
 
 def run_psf_bench(
@@ -107,7 +76,7 @@ def run_psf_bench(
     sparse = render_pupil_movie(frames=300, size=64, spots=6, seed=7)
     frames, truth = movie.frames, movie.points
     scored = truth[TUNING_FRAMES:]
-    bound = psf_spot_bounds(movie, true_psf(), slice(TUNING_FRAMES, None))
+    bound = spot_bounds(movie, slice(TUNING_FRAMES, None), true_psf())
     calibrations: dict[str, Calibration] = {}
     started = time.perf_counter()
     calibrations["Gaussian"] = calibrate(frames[:TUNING_FRAMES], psf_model="gaussian")

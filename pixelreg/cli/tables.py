@@ -332,20 +332,26 @@ def perf_table(results: dict[str, Any], console: Console = CONSOLE) -> Table:
     return fitted_table(title, ["measure", "value"], rows, [], console=console)
 
 
+def _scored_cells(method: str, row: dict[str, Any]) -> list[str]:
+    """A method's detection scores, rmse over the bound and same-spot rmse, as table cells."""
+    same = row.get("same_spots")
+    return [
+        method,
+        shown(row["jaccard"], ".2%"),
+        shown(row["recall"], ".2%"),
+        shown(row["precision"], ".2%"),
+        shown(row["rmse_px"], ".4f"),
+        shown(row.get("rmse_over_bound"), ".2f"),
+        "" if same is None else f"{same['theirs_px']} vs {same['ours_px']}",
+    ]
+
+
 def calibration_bench_table(name: str, result: dict[str, Any], console: Console = CONSOLE) -> Table:
     """One foreign movie of `bench calibration`: each method's scores, and what calibrate
     estimated against the renderer's truth."""
     cells = [
         [
-            method,
-            shown(row["jaccard"], ".2%"),
-            shown(row["recall"], ".2%"),
-            shown(row["precision"], ".2%"),
-            shown(row["rmse_px"], ".4f"),
-            shown(row.get("rmse_over_bound"), ".2f"),
-            ""
-            if "same_spots" not in row
-            else f"{row['same_spots']['theirs_px']} vs {row['same_spots']['ours_px']}",
+            *_scored_cells(method, row),
             shown(row.get("photons_over_truth"), ".3f"),
             shown(row["frames_per_second"], ".1f"),
         ]
@@ -382,15 +388,7 @@ def psf_bench_table(result: dict[str, Any], console: Console = CONSOLE) -> Table
     """`bench psf`: each method's scores on the pupil movie, each model's phase bias, and the goals."""
     cells = [
         [
-            method,
-            shown(row["jaccard"], ".2%"),
-            shown(row["recall"], ".2%"),
-            shown(row["precision"], ".2%"),
-            shown(row["rmse_px"], ".4f"),
-            shown(row.get("rmse_over_bound"), ".2f"),
-            ""
-            if "same_spots" not in row
-            else f"{row['same_spots']['theirs_px']} vs {row['same_spots']['ours_px']}",
+            *_scored_cells(method, row),
             shown(result["phase_bias"].get(method, {}).get("worst_px"), ".4f"),
             shown(row.get("photons_over_truth"), ".3f"),
         ]
