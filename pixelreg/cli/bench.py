@@ -320,7 +320,7 @@ def psf(
     """The real-data workflow on a movie whose PSF is a high-NA objective's, not a Gaussian:
     calibrate with a Gaussian, with the PSF measured from the movie, and with one measured from
     beads; train on each and localize, beside trackpy.locate and DAOStarFinder where installed and
-    an ML fit of the bead PSF; each model's phase bias. Writes psf.json.
+    an ML fit of the bead PSF; each model's phase bias. Writes psf.json and bias.png.
 
     Example: pixelreg bench psf --epochs 15
     """
@@ -332,6 +332,9 @@ def psf(
         return run_psf_bench(out, epochs, device, ConsoleReporter(quiet=True), say(quiet))
 
     path, results = write_results(out, "psf.json", run)
+    from pixelreg.plots.psf import plot_phase_bias
+
+    plot_phase_bias(results["phase_bias"], out / "bias.png")
     finish(path, results, [psf_bench_table(results)], quiet, as_json)
 
 

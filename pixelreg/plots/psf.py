@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -69,3 +70,34 @@ def plot_psf(psf: SampledPSF, path: Path, title: str = "") -> Path:
 def _sharpest(psf: SampledPSF) -> int:
     """The plane of the highest peak."""
     return int(np.argmax(psf.values.max((1, 2))))
+
+
+def plot_phase_bias(bias: dict[str, Any], path: Path) -> Path:
+    """`bench psf`'s phase bias: each model's mean x and y error against the true sub-pixel
+    phase, with a band of one standard error, and the goal's band of 0.01 px."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for name, measured in bias.items():
+        phase = np.asarray(measured["phase"])
+        mean, error = np.asarray(measured["bias_px"]), np.asarray(measured["error_px"])
+        for axis, ax in enumerate(axes):
+            (line,) = ax.plot(
+                phase, mean[axis], "o-", ms=4, label=f"{name} (worst {measured['worst_px']:.4f} px)"
+            )
+            ax.fill_between(
+                phase,
+                mean[axis] - error[axis],
+                mean[axis] + error[axis],
+                color=line.get_color(),
+                alpha=0.15,
+                lw=0,
+            )
+    for axis, ax in enumerate(axes):
+        ax.axhspan(-0.01, 0.01, color="0.85", zorder=0, label="goal: within 0.01 px" if axis == 0 else None)
+        ax.axhline(0, color="0.5", lw=1)
+        name = "xy"[axis]
+        ax.set(xlabel=f"true {name} phase (px from the pixel centre)", ylabel=f"mean {name} error (px)",
+               title=f"Bias by sub-pixel phase, {name} (band: ±1 standard error)", xlim=(-0.5, 0.5))  # fmt: skip
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
