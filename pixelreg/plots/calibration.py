@@ -50,6 +50,15 @@ def plot_calibration(calibration: Any, path: Path) -> Path:
     pixel_wide = sigma**2 + 1 / 12  # what a pixel's width adds to the light it averages
     gaussian = np.exp(-(curve**2) / (2 * pixel_wide)) / (2 * np.pi * pixel_wide)
     ax_psf.plot(curve, gaussian, "-", lw=1, label=f"Gaussian, sigma {sigma:.3f} px, over pixels")
+    psf = getattr(calibration, "psf", None)
+    if psf is not None:  # the PSF measured and trained on, at the middle of the depths drawn
+        z = sum(calibration.z_range) / 2 if psf.planes > 1 else None
+        samples = psf.pixel_samples(z)
+        steps = np.arange(-psf.radius, psf.radius + 1)
+        distance = np.hypot(steps[None, :], steps[:, None])
+        near = distance <= 7
+        ax_psf.plot(distance[near], samples[near], "x", ms=4, color="tab:red",
+                    label=f"measured PSF ({psf.source}), a centred spot's pixels")  # fmt: skip
     ax_psf.set(xlabel="distance from the spot's centre (px)", ylabel="share per pixel", title="PSF profile")
     ax_psf.legend(fontsize=8)
     photons = calibration.photons
