@@ -8,7 +8,9 @@ from the movie's spots, the PSF measured from a bead z-stack of the same objecti
 trains on each, and each localizes the frames after them beside trackpy.locate and
 DAOStarFinder (thresholds tuned on the first frames) and a Poisson ML fit of the bead PSF
 started at the bead model's detections. rmse is set against the Cramér-Rao bound of the true
-PSF at each spot's true depth. A second movie of sparse spots measures each model's phase bias.
+PSF at each spot's true depth. A second movie of sparse spots measures each model's phase bias,
+and on its isolated spots each model's and each PSF's ML fit's rmse over the bound: the error
+that neighbours do not cause.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pixelreg.fit.photometry import poisson_fit
 from pixelreg.io.checkpoints import load_model
 from pixelreg.nn.inference import counted_points, set_precision
 from pixelreg.nn.train import Reporter
+from pixelreg.simulate.camera import Camera
 from pixelreg.simulate.foreign import PUPIL_OPTICS, ForeignMovie, render_bead_stack, render_pupil_movie
 from pixelreg.simulate.psf import Optics, SampledPSF, pupil_psf
 
@@ -76,7 +79,8 @@ def run_psf_bench(
     sparse = render_pupil_movie(frames=300, size=64, spots=6, seed=7)
     frames, truth = movie.frames, movie.points
     scored = truth[TUNING_FRAMES:]
-    bound = spot_bounds(movie, slice(TUNING_FRAMES, None), true_psf())
+    true = true_psf()
+    bound = spot_bounds(movie, slice(TUNING_FRAMES, None), true)
     calibrations: dict[str, Calibration] = {}
     started = time.perf_counter()
     calibrations["Gaussian"] = calibrate(frames[:TUNING_FRAMES], psf_model="gaussian")
@@ -87,6 +91,8 @@ def run_psf_bench(
     errors: dict[str, np.ndarray] = {}
     trained: dict[str, float] = {}
     bias: dict[str, Any] = {}
+    isolated: dict[str, Any] = {}
+    sparse_bound = spot_bounds(sparse, slice(None), true)
     checkpoints: dict[str, Path] = {}
     for kind, calibration in calibrations.items():
         folder = out / kind.replace(" ", "-").lower()
@@ -97,7 +103,14 @@ def run_psf_bench(
         checkpoints[kind], trained[kind] = _train_on(spec, folder, epochs, device, reporter)
         name = f"pixelreg ({kind})"
         rows[name], errors[name] = _localized(checkpoints[kind], frames, scored, bound, movie)
-        bias[name] = model_phase_bias(checkpoints[kind], sparse)
+        bias[name], isolated[name] = model_on_sparse(checkpoints[kind], sparse, sparse_bound)
+        if calibration.psf is not None:
+            middle = sum(calibration.z_range) / 2
+            isolated[f"ML fit ({kind}, z {middle:.0f} nm)"] = ml_fit_on_isolated(
+                sparse, calibration.psf, middle, sparse_bound
+            )
+    assert sparse.z is not None
+    isolated["ML fit (true PSF, true z)"] = ml_fit_on_isolated(sparse, true, sparse.z, sparse_bound)
     say("[pupil] the Poisson ML fit of the bead PSF, started at the bead model's detections")
     rows["ML fit (beads PSF)"], errors["ML fit (beads PSF)"] = _ml_fit_row(
         checkpoints["beads"], calibrations["beads"], out / "beads" / "psf.npz", movie, bound
@@ -119,13 +132,47 @@ def run_psf_bench(
         "train_seconds": trained,
         "methods": rows,
         "phase_bias": bias,
+        "isolated": isolated,
         "goals": _goals(rows, bias),
     }
 
 
-def model_phase_bias(checkpoint: Path, movie: ForeignMovie) -> dict[str, Any]:
-    """A model's mean signed error per bin of the true sub-pixel phase (x and y) on a movie of
-    sparse spots, with each bin's standard error and the worst bin."""
+ISOLATION_PX = 10.0  # a sparse movie's spot with no other this near, and this far from the edges
+ML_START_PX = 0.1  # the isolated ML fits start this far (rms per axis) from the truth
+
+
+def isolated_spots(movie: ForeignMovie) -> np.ndarray:
+    """(T, M) which true spots of a movie have no other within ISOLATION_PX and lie as far inside."""
+    points = movie.points
+    gap = np.linalg.norm(points[:, :, None] - points[:, None], axis=-1)
+    gap[:, np.arange(points.shape[1]), np.arange(points.shape[1])] = np.inf
+    far = np.nan_to_num(gap, nan=np.inf).min(-1) > ISOLATION_PX
+    size = movie.frames.shape[-1]
+    inside = (np.nan_to_num(points, nan=-1.0) >= ISOLATION_PX).all(-1) & (
+        points < size - 1 - ISOLATION_PX
+    ).all(-1)
+    return far & inside
+
+
+def _offset_row(errors: np.ndarray, bound: np.ndarray) -> dict[str, Any]:
+    """rmse (both axes), over the bound's rms, and the mean offset with its standard error, of
+    signed errors (S, 2) of spots whose bounds are `bound` (S,)."""
+    rmse = float(np.sqrt(np.mean(np.sum(errors**2, -1))))
+    return {
+        "spots": int(len(errors)),
+        "rmse_px": round(rmse, 4),
+        "rmse_over_bound": round(rmse / float(np.sqrt(np.mean(bound**2))), 3),
+        "mean_offset_px": np.round(errors.mean(0), 4).tolist(),
+        "offset_error_px": np.round(errors.std(0) / np.sqrt(len(errors)), 4).tolist(),
+    }
+
+
+def model_on_sparse(
+    checkpoint: Path, movie: ForeignMovie, bound: np.ndarray
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A model on a movie of sparse spots: its mean signed error per bin of the true sub-pixel
+    phase (x and y) over every spot it found, with each bin's standard error and the worst bin;
+    and its rmse over the bound and mean offset on the isolated spots (`isolated_spots`)."""
     model, _ = load_model(checkpoint, "cpu")
     set_precision(model, "auto", "cpu")
     found, _ = counted_points(model, movie.frames)
@@ -134,13 +181,41 @@ def model_phase_bias(checkpoint: Path, movie: ForeignMovie) -> dict[str, Any]:
     true = movie.points[rows, cols]
     signed = found[rows, paired[rows, cols]] - true
     mean, error = phase_bias(true, signed), phase_bias_error(true, signed)
-    return {
+    bias = {
         "spots": int(len(true)),
         "phase": phase_centres(),
         "bias_px": np.round(mean, 4).tolist(),
         "error_px": np.round(error, 4).tolist(),
         "worst_px": round(float(np.nanmax(np.abs(mean))), 4),
     }
+    alone = isolated_spots(movie)[rows, cols]
+    isolated = _offset_row(signed[alone], bound[rows, cols][alone])
+    isolated["found_share"] = round(float(alone.sum() / isolated_spots(movie).sum()), 4)
+    return bias, isolated
+
+
+def ml_fit_on_isolated(
+    movie: ForeignMovie, psf: SampledPSF, z: np.ndarray | float, bound: np.ndarray
+) -> dict[str, Any]:
+    """The Poisson ML fit of `psf` at depths `z` (position, photons and background free) of the
+    isolated spots of a sparse movie, started ML_START_PX from the truth: how close the PSF
+    itself lets a fit come to the bound, free of detection and neighbours."""
+    truth = movie.truth
+    camera = Camera(
+        qe=truth["qe"], em_gain=truth["em_gain"], read_noise=truth["read_noise"],
+        e_per_adu=truth["e_per_adu"], baseline=truth["baseline"],
+    )  # fmt: skip
+    alone = isolated_spots(movie)
+    start = movie.points + np.random.default_rng(0).normal(0.0, ML_START_PX, movie.points.shape)
+    start = np.where(alone[..., None], start, 0.0)
+    depth = np.broadcast_to(np.asarray(z, dtype=np.float64), alone.shape)
+    light = np.full(alone.shape, 1000.0), np.full(alone.shape, truth["background_min"])
+    fitted = poisson_fit(
+        camera.photons(movie.frames), start, *light, depth, camera, (True, True, True, True, False), psf=psf
+    )
+    row = _offset_row((fitted[..., :2] - movie.points)[alone], bound[alone])
+    row["photons_over_truth"] = round(float(np.median(fitted[..., 2][alone] / movie.photons[alone])), 3)
+    return row
 
 
 def _ml_fit_row(

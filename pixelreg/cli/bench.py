@@ -56,6 +56,7 @@ from pixelreg.cli.tables import (
     perf_table,
     precision_table,
     psf_bench_table,
+    psf_isolated_table,
 )
 from pixelreg.errors import PixelregError
 from pixelreg.fit.defaults import MIN_BOUND_BLUR
@@ -335,7 +336,7 @@ def psf(
     from pixelreg.plots.psf import plot_phase_bias
 
     plot_phase_bias(results["phase_bias"], out / "bias.png")
-    finish(path, results, [psf_bench_table(results)], quiet, as_json)
+    finish(path, results, [psf_bench_table(results), psf_isolated_table(results)], quiet, as_json)
 
 
 @bench_command()

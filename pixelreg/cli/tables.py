@@ -417,3 +417,27 @@ def psf_bench_table(result: dict[str, Any], console: Console = CONSOLE) -> Table
         f"phase bias within 0.01 px: {'yes' if goals['bias_goal_met'] else 'no'}"
     )
     return table
+
+
+def psf_isolated_table(result: dict[str, Any], console: Console = CONSOLE) -> Table:
+    """`bench psf` on the isolated spots of its sparse movie: each model's and each PSF's ML
+    fit's rmse over the bound and mean offset, free of neighbours."""
+    cells = [
+        [
+            method,
+            str(row["spots"]),
+            shown(row["rmse_px"], ".4f"),
+            shown(row["rmse_over_bound"], ".3f"),
+            ", ".join(f"{v:+.4f}" for v in row["mean_offset_px"]),
+            ", ".join(f"{v:.4f}" for v in row["offset_error_px"]),
+            shown(row.get("photons_over_truth"), ".3f"),
+        ]
+        for method, row in result["isolated"].items()
+    ]
+    return fitted_table(
+        "pupil PSF, isolated spots of a sparse movie (none within 10 px)",
+        ["method", "spots", "rmse px", "rmse/bound", "mean offset x, y px", "+- px", "photons / true"],
+        cells,
+        [],
+        console=console,
+    )
