@@ -21,7 +21,7 @@ def plot_psf(psf: SampledPSF, path: Path, title: str = "") -> Path:
     k, middle = psf.oversample, (psf.values.shape[1] - 1) // 2
     reach = psf.radius + 1
     low, high = psf.z_range
-    unit = "nm" if psf.z_step != 1.0 or psf.planes == 1 else "rank"
+    unit = "nm"
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
     ax_xz, ax_yz, ax_plane, ax_width = axes
     sharpest = _sharpest(psf)

@@ -11,7 +11,7 @@ rendering free of phase bias. The Gaussian PSF keeps its own closed form (`fit.p
 Fisher information, rendering and fits take either.
 
 Depth z is in nanometres, 0 at focus, positive away from the objective. A PSF measured from a
-movie alone has no depth scale: its planes are its spots ranked by width (`z_step` 1, "ranks").
+movie alone has one plane, its spots' average over their depths.
 """
 
 from __future__ import annotations
@@ -82,12 +82,12 @@ def _prefilter(values: np.ndarray, axis: int) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class SampledPSF:
-    """A pixel-integrated PSF on a grid (see the module's docstring); each plane sums to 1 over
-    the pixels of a centred spot."""
+    """A pixel-integrated PSF on a grid (see the module's docstring); a plane's values over the
+    pixels of a centred spot sum to the share of the photons its window sees (1 at most)."""
 
     values: np.ndarray  # (Z, S, S) float64, S = 2 * oversample * (radius + 1) + 1, centre in the middle
     oversample: int  # grid points per pixel in u and v
-    z_step: float  # nm between planes (1 for planes of ranked width, no depth scale)
+    z_step: float  # nm between planes (1 where there is one plane)
     z_first: float  # the depth of plane 0, nm
     source: str = ""  # how it was made, for people: "pupil NA 1.49 ...", "beads", "movie"
 

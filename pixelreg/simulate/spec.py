@@ -92,8 +92,8 @@ class DataSpec:
     )
     z: float = _option(
         0.0,
-        "With --psf: each spot's depth, nm from focus, positive away from the objective (ranks "
-        "of width for a PSF measured from a movie alone); LO:HI draws each spot's, uniformly.",
+        "With --psf: each spot's depth, nm from focus, positive away from the objective (0 for "
+        "a PSF measured from a movie alone, of one plane); LO:HI draws each spot's, uniformly.",
     )
     z_max: float | None = _option(None, "The HI of --z LO:HI.")
 
