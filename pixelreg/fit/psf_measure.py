@@ -138,8 +138,8 @@ def _saturation_level(stack: np.ndarray) -> float:
 def psf_from_beads(stack: np.ndarray, z_step: float, radius: int = BEAD_RADIUS) -> BeadPSF:
     """The PSF of a z-stack (Z, H, W) of sparse beads (raw ADU, planes z_step nm apart): beads
     found in the brightest projection, those touching another or the edge left out, each window
-    less its border's median in focus and over the bead's light in focus, registered, averaged, its focus at
-    its sharpest plane and its centre at that plane's centre of light."""
+    less its border's median in focus and over the bead's light in focus, registered, averaged;
+    its focus at its sharpest plane and its centre at that plane's centre of light."""
     if stack.ndim != 3:
         raise PixelregError(f"a bead stack is (planes, rows, columns), got {stack.ndim} dimensions")
     planes, height, width = stack.shape
