@@ -241,16 +241,19 @@ class MoviePSF:
 def psf_from_spots(photons: np.ndarray, fitted: np.ndarray, radius: int = MOVIE_RADIUS) -> MoviePSF:
     """The in-focus PSF of a movie from windows (M, S, S) of photons around bright isolated
     spots, S = 2 (radius + EXTRA) + 1, and their Gaussian fits (M, 5: x, y, photons, background,
-    sigma in window coordinates): each less its background and over its photons, registered,
-    averaged; beside it how far the best pixelated Gaussian is from it."""
+    sigma in window coordinates): each less its border's median (a Gaussian's fitted background
+    would take in the rings) and over its fitted photons, registered, averaged, and scaled to
+    hold the window's light; beside it how far the best pixelated Gaussian is from it."""
     reach = radius + EXTRA
-    windows = (photons - fitted[:, 3, None, None]) / fitted[:, 2, None, None]
+    border = np.concatenate([photons[:, 0], photons[:, -1], photons[:, 1:-1, 0], photons[:, 1:-1, -1]], -1)
+    windows = (photons - np.median(border, -1)[:, None, None]) / fitted[:, 2, None, None]
     windows = (windows * _taper(2 * reach + 1, EXTRA - 1))[:, None]  # one plane each
     positions, average = register(windows, fitted[:, :2])
     centre = _centre(average[0])
     middle = float(reach)
-    average = fourier_shift(average[None], (middle - centre)[None])[0]
-    shifted = fourier_shift(windows, middle - positions + (middle - centre))[:, 0]
+    scale = float(average.sum())  # the window's light over a Gaussian fit's photons
+    average = fourier_shift(average[None], (middle - centre)[None])[0] / scale
+    shifted = fourier_shift(windows, middle - positions + (middle - centre))[:, 0] / scale
     halves = shifted[0::2].mean(0), shifted[1::2].mean(0)
     steps = np.arange(-reach, reach + 1)
     inner = np.hypot(steps[None, :], steps[:, None]) <= 3
