@@ -76,7 +76,7 @@ def run_psf_bench(
     say("[pupil] rendering the movie, a bead z-stack, and the bias movie")
     movie = render_pupil_movie()
     stack, _ = render_bead_stack()
-    sparse = render_pupil_movie(frames=300, size=64, spots=6, seed=7)
+    sparse = render_pupil_movie(frames=SPARSE_FRAMES, size=64, spots=6, seed=8)
     frames, truth = movie.frames, movie.points
     scored = truth[TUNING_FRAMES:]
     true = true_psf()
@@ -137,6 +137,7 @@ def run_psf_bench(
     }
 
 
+SPARSE_FRAMES = 2000  # of 64x64, 6 spots each: 12,000 spots, a phase bin's mean known to 0.002 px
 ISOLATION_PX = 10.0  # a sparse movie's spot with no other this near, and this far from the edges
 ML_START_PX = 0.1  # the isolated ML fits start this far (rms per axis) from the truth
 
