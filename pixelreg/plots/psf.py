@@ -17,19 +17,21 @@ from pixelreg.simulate.psf import SampledPSF  # noqa: E402
 
 def plot_psf(psf: SampledPSF, path: Path, title: str = "") -> Path:
     """Draw the PSF's xz and yz sections (the pixel-integrated PSF through its middle, over the
-    planes), its in-focus plane, and its Gaussian-equivalent width over depth, to `path` (PNG)."""
+    planes), its in-focus plane, and its Gaussian-equivalent width over depth, to `path` (PNG);
+    of a PSF of one plane, the plane and its profiles."""
     k, middle = psf.oversample, (psf.values.shape[1] - 1) // 2
     reach = psf.radius + 1
     low, high = psf.z_range
     unit = "nm"
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
-    ax_xz, ax_yz, ax_plane, ax_width = axes
+    sections = psf.planes > 1  # one plane (a movie's PSF) has no depth to cut through
+    fig, axes = plt.subplots(1, 4 if sections else 2, figsize=(17 if sections else 9, 4.2))
+    ax_plane, ax_width = axes[-2:]
     sharpest = _sharpest(psf)
     extent_z = (-reach, reach, low - psf.z_step / 2, high + psf.z_step / 2)
     for ax, section, name in (
-        (ax_xz, psf.values[:, middle, :], "x"),
-        (ax_yz, psf.values[:, :, middle], "y"),
-    ):
+        (axes[0], psf.values[:, middle, :], "x"),
+        (axes[1], psf.values[:, :, middle], "y"),
+    )[: 2 if sections else 0]:
         ax.imshow(section, origin="lower", aspect="auto", extent=extent_z, cmap="magma")
         ax.set(xlabel=f"{name} (px)", ylabel=f"z ({unit})", title=f"{name}z section through the middle")
     plane = psf.values[sharpest]
