@@ -28,7 +28,7 @@ def movie():
 
 @pytest.fixture(scope="module")
 def true_psf():
-    return pupil_psf(Optics(), np.arange(-600.0, 601.0, 50.0), radius=8)
+    return pupil_psf(Optics(), np.arange(-600.0, 601.0, 50.0), radius=8, grid=512)
 
 
 def test_fourier_shifts_move_by_whole_pixels_as_a_roll_does_and_interpolate_a_band_limited_psf(true_psf):
@@ -80,6 +80,7 @@ def test_the_movie_alone_keeps_a_gaussian_for_gaussian_spots_and_measures_a_pupi
     assert calibrate(movie.frames, psf_model="gaussian").psf is None
 
 
+@pytest.mark.slow  # calibrates a movie four times through the command line
 def test_calibrate_with_beads_writes_the_psf_beside_the_spec(run, beads, movie, tmp_path):
     tifffile.imwrite(tmp_path / "movie.tif", movie.frames)
     tifffile.imwrite(tmp_path / "beads.tif", beads[0])

@@ -29,7 +29,7 @@ def gaussian_psf(sigma: float, radius: int = 6, oversample: int = 4, planes: int
 
 @pytest.fixture(scope="module")
 def pupil() -> SampledPSF:
-    return pupil_psf(Optics(), np.arange(-300.0, 301.0, 50.0), radius=8)
+    return pupil_psf(Optics(), np.arange(-300.0, 301.0, 50.0), radius=8, grid=512)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_the_ml_fit_of_the_psf_reaches_the_bound_without_phase_bias(pupil_file, 
     spec = DataSpec(height=24, width=24, photons=2000, background_photons=10, read_noise=1.5, baseline=100,
                     psf=str(pupil_file), z=0.0, blur=0.95)  # fmt: skip
     rng = np.random.default_rng(1)
-    n = 800
+    n = 500
     points = rng.uniform(11.5, 12.5, (n, 1, 2))
     images, _ = render_with_truth(points, spec, rng)
     start = points + rng.normal(0, 0.2, points.shape)
