@@ -97,6 +97,14 @@ def score_method(
     return row, errors
 
 
+def true_camera(truth: dict[str, Any]) -> Camera:
+    """The camera a foreign movie of photon counts was rendered through, from its truth."""
+    return Camera(
+        qe=truth["qe"], em_gain=truth["em_gain"], read_noise=truth["read_noise"],
+        e_per_adu=truth["e_per_adu"], baseline=truth["baseline"],
+    )  # fmt: skip
+
+
 def spot_bounds(movie: ForeignMovie, frames: slice, psf: SampledPSF | None = None) -> np.ndarray:
     """(N, K) the Cramér-Rao bound (px, both axes together) of each true spot of the frames,
     alone on its background: its true photons, the background at its place, the true camera;
@@ -111,10 +119,7 @@ def spot_bounds(movie: ForeignMovie, frames: slice, psf: SampledPSF | None = Non
     size = movie.frames.shape[1:]
     rows = np.clip(np.rint(where[..., 1]).astype(int), 0, size[0] - 1)
     cols = np.clip(np.rint(where[..., 0]).astype(int), 0, size[1] - 1)
-    camera = Camera(
-        qe=truth["qe"], em_gain=truth["em_gain"], read_noise=truth["read_noise"],
-        e_per_adu=truth["e_per_adu"], baseline=truth["baseline"],
-    )  # fmt: skip
+    camera = true_camera(truth)
     light = np.where(present, photons, 1.0), movie.background[rows, cols]
     if psf is not None and movie.z is not None:
         free = (True, True, True, True, False)

@@ -31,6 +31,7 @@ from pixelreg.bench.calibration import (
     same_spots,
     score_method,
     spot_bounds,
+    true_camera,
 )
 from pixelreg.bench.defaults import CALIBRATION_EPOCHS
 from pixelreg.evaluate.matching import pair_greedy
@@ -40,7 +41,6 @@ from pixelreg.fit.photometry import poisson_fit
 from pixelreg.io.checkpoints import load_model
 from pixelreg.nn.inference import counted_points, set_precision
 from pixelreg.nn.train import Reporter
-from pixelreg.simulate.camera import Camera
 from pixelreg.simulate.foreign import PUPIL_OPTICS, ForeignMovie, render_bead_stack, render_pupil_movie
 from pixelreg.simulate.psf import Optics, SampledPSF, pupil_psf
 
@@ -202,10 +202,7 @@ def ml_fit_on_isolated(
     isolated spots of a sparse movie, started ML_START_PX from the truth: how close the PSF
     itself lets a fit come to the bound, free of detection and neighbours."""
     truth = movie.truth
-    camera = Camera(
-        qe=truth["qe"], em_gain=truth["em_gain"], read_noise=truth["read_noise"],
-        e_per_adu=truth["e_per_adu"], baseline=truth["baseline"],
-    )  # fmt: skip
+    camera = true_camera(truth)
     alone = isolated_spots(movie)
     start = movie.points + np.random.default_rng(0).normal(0.0, ML_START_PX, movie.points.shape)
     start = np.where(alone[..., None], start, 0.0)
