@@ -11,7 +11,7 @@ import numpy as np
 
 from pixelreg.evaluate.metrics import as_json_float
 from pixelreg.fit.bounds import crlb
-from pixelreg.fit.photometry import measure_psf_spots, measure_spots
+from pixelreg.fit.photometry import measure_spots
 from pixelreg.simulate.render import Photometry
 from pixelreg.simulate.spec import DataSpec
 
@@ -28,14 +28,12 @@ def true_bounds(true: np.ndarray, photometry: Photometry, spec: DataSpec) -> np.
     present = np.isfinite(true).all(-1)
     where = np.where(present[..., None], true, 0.0)
     background = np.broadcast_to(photometry.background[:, None], present.shape)
-    psf = spec.sampled_psf
-    if psf is not None:  # the spots' own depths, known to the bound
-        z = spec.middle_z if photometry.z is None else photometry.z
-        free = (True, True, True, True, False)
-        bound = crlb(where, photometry.photons, background, 1.0, spec.camera, spec.size, free, psf, z)
-        return np.where(present[..., None], bound, np.nan)
-    free = (True, True, True, True, spec.blur_max is not None)
-    bound = crlb(where, photometry.photons, background, photometry.sigma, spec.camera, spec.size, free)
+    psf = spec.sampled_psf  # through it, the spots' own depths are known to the bound
+    free = (True, True, True, True, psf is None and spec.blur_max is not None)
+    z = spec.middle_z if photometry.z is None else photometry.z
+    bound = crlb(
+        where, photometry.photons, background, photometry.sigma, spec.camera, spec.size, free, psf, z
+    )
     return np.where(present[..., None], bound, np.nan)
 
 
@@ -43,9 +41,8 @@ def measured(images: np.ndarray, points: np.ndarray, spec: DataSpec) -> dict[str
     """Photons, background, sigma and uncertainty at each point of photon images, through the
     spec's PSF (a sampled one at the middle of its depths)."""
     psf = spec.sampled_psf
-    if psf is not None:
-        return measure_psf_spots(images, points, psf, spec.middle_z, spec.camera)
-    return measure_spots(images, points, spec.mean_blur, spec.camera, fit_sigma=spec.blur_max is not None)
+    shape = spec.mean_blur if psf is None else spec.middle_z
+    return measure_spots(images, points, shape, spec.camera, spec.blur_max is not None, psf)
 
 
 def photometry_report(

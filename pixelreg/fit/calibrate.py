@@ -77,8 +77,12 @@ class Calibration:
         if self.psf is None:
             return self.spec
         self.psf.save(path)
+        return self.spec.with_(**self._psf_options(str(path)))
+
+    def _psf_options(self, name: str) -> dict[str, Any]:
+        """The spec's fields that name the PSF file `name` and the depths drawn through it."""
         low, high = self.z_range
-        return self.spec.with_(psf=str(path), z=low, z_max=high if high > low else None)
+        return {"psf": name, "z": low, "z_max": high if high > low else None}
 
     def require_twin(self) -> None:
         """Refuse a spec whose simulated twin disagrees with the movie, naming each statistic."""
@@ -96,8 +100,7 @@ class Calibration:
         spec = self.spec.to_dict()
         psf: dict[str, Any] | None = None
         if self.psf is not None:
-            low, high = self.z_range
-            spec.update(psf=psf_name, z=low, z_max=high if high > low else None)
+            spec.update(self._psf_options(psf_name))
             psf = {
                 "file": psf_name,
                 "source": self.psf.source,

@@ -220,12 +220,9 @@ def poisson_mle_points(images: np.ndarray, k: int, spec: DataSpec) -> np.ndarray
 def poisson_mle_at(images: np.ndarray, peaks: np.ndarray, spec: DataSpec) -> np.ndarray:
     """(N, K, 2): the fit of `poisson_mle_points` around each peak (flat index) given."""
     start = centroid_at(images, peaks, spec).astype(np.float64)
-    psf = spec.sampled_psf
+    psf = spec.sampled_psf  # the spec's own PSF, at the middle of its depths
     photons, background = photometry_start(images, start, spec.equivalent_sigma)
-    if psf is not None:  # the spec's own PSF, at the middle of its depths
-        free = (True, True, True, True, False)
-        fitted = poisson_fit(images, start, photons, background, spec.middle_z, spec.camera, free, psf=psf)
-        return fitted[..., :2].astype(np.float32)
-    free = (True, True, True, True, spec.blur_max is not None)
-    fitted = poisson_fit(images, start, photons, background, spec.mean_blur, spec.camera, free)
+    shape = spec.mean_blur if psf is None else spec.middle_z
+    free = (True, True, True, True, psf is None and spec.blur_max is not None)
+    fitted = poisson_fit(images, start, photons, background, shape, spec.camera, free, psf=psf)
     return fitted[..., :2].astype(np.float32)

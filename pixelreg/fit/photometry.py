@@ -120,63 +120,40 @@ def _photometry_fit(data, inside, shape, photons, background, camera: Camera, it
 
 
 def measure_spots(
-    images: np.ndarray, points: np.ndarray, sigma: float, camera: Camera, fit_sigma: bool = False
+    images: np.ndarray,
+    points: np.ndarray,
+    sigma: float,
+    camera: Camera,
+    fit_sigma: bool = False,
+    psf: SampledPSF | None = None,
 ) -> dict[str, np.ndarray]:
     """What each localization is worth: at each point (N, K, 2) of photon images (N, H, W), the
     photons, background (photons per pixel) and sigma by a Poisson ML fit with the position
     held where it was found, and the uncertainty (px, per axis): the Fisher bound at those
-    values, every parameter unknown. NaN where a point is NaN (N, K) arrays."""
+    values, every parameter unknown. NaN where a point is NaN (N, K) arrays. Through a sampled
+    `psf`, `sigma` is the spots' depth (nm, held), and the sigma reported the PSF's
+    Gaussian-equivalent width there."""
     present = np.isfinite(points).all(-1)
     where = np.where(present[..., None], points, 0.0).astype(np.float64)
-    if fit_sigma:
-        start_photons, start_background = photometry_start(images, where, sigma)
-        free = (False, False, True, True, True)
+    if fit_sigma or psf is not None:
+        width = sigma if psf is None else psf.gaussian_sigma(sigma)
+        start_photons, start_background = photometry_start(images, where, width)
+        free = (False, False, True, True, psf is None)
         fitted = poisson_fit(
-            images, where, start_photons, start_background, sigma, camera, free, PHOTOMETRY_ITERATIONS
+            images, where, start_photons, start_background, sigma, camera, free, PHOTOMETRY_ITERATIONS, psf
         )
         bound = crlb(
-            where, fitted[..., 2], fitted[..., 3], fitted[..., 4], camera, images.shape[1:], (True,) * 5
-        )
-        photons, background, spot_sigma = fitted[..., 2], fitted[..., 3], fitted[..., 4]
+            where, fitted[..., 2], fitted[..., 3], fitted[..., 4], camera, images.shape[1:],
+            (True, True, True, True, psf is None), psf, sigma,
+        )  # fmt: skip
+        photons, background = fitted[..., 2], fitted[..., 3]
+        spot_sigma = fitted[..., 4] if psf is None else np.full(photons.shape, width)
         variance = bound[..., 0] ** 2 + bound[..., 1] ** 2
     else:
         photons, background, variance = _known_sigma_photometry(images, where, sigma, camera)
         spot_sigma = np.full(photons.shape, sigma, dtype=np.float64)
     values = {"photons": photons, "background": background, "sigma": spot_sigma}
     values["uncertainty"] = np.sqrt(variance / 2)
-    return {key: np.where(present, value, np.nan) for key, value in values.items()}
-
-
-def measure_psf_spots(
-    images: np.ndarray, points: np.ndarray, psf: SampledPSF, z: float, camera: Camera
-) -> dict[str, np.ndarray]:
-    """`measure_spots` through a sampled PSF at depth `z` nm: each point's photons and background
-    by the Poisson ML fit of the PSF's spot, the position held, and the uncertainty (px, per
-    axis) from the Fisher bound of (x, y, photons, background) at those values."""
-    present = np.isfinite(points).all(-1)
-    where = np.where(present[..., None], points, 0.0).astype(np.float64)
-    start_photons, start_background = photometry_start(images, where, psf.gaussian_sigma(z))
-    free = (False, False, True, True, False)
-    fitted = poisson_fit(
-        images, where, start_photons, start_background, z, camera, free, PHOTOMETRY_ITERATIONS, psf
-    )
-    bound = crlb(
-        where,
-        fitted[..., 2],
-        fitted[..., 3],
-        1.0,
-        camera,
-        images.shape[1:],
-        (True, True, True, True, False),
-        psf,
-        z,
-    )
-    values = {
-        "photons": fitted[..., 2],
-        "background": fitted[..., 3],
-        "sigma": np.full(present.shape, psf.gaussian_sigma(z)),
-        "uncertainty": np.sqrt((bound[..., 0] ** 2 + bound[..., 1] ** 2) / 2),
-    }
     return {key: np.where(present, value, np.nan) for key, value in values.items()}
 
 

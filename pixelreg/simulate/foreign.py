@@ -38,21 +38,15 @@ def _render_spots(
     The 2-D average of a separable Gaussian over a sub x sub grid equals the product of the 1-D averages,
     so this is exactly the supersampled (or fine-grid-binned) PSF. Window is +-ceil(5 sigma) pixels.
     """
-    t_n = points.shape[0]
     half = int(np.ceil(5 * sigma))
-    hp, wp = h + 2 * half, w + 2 * half
     ok = np.isfinite(photons)
     t_idx = np.nonzero(ok)[0]
     xy, ph = points[ok], photons[ok]
     fx, px = _profiles(xy[:, 0], sigma, half, sub)
     fy, py = _profiles(xy[:, 1], sigma, half, sub)
-    win = py[:, :, None] * px[:, None, :] * ph[:, None, None]  # (K, W, W)
-    ar = np.arange(2 * half + 1)
-    rows = fy[:, None] + ar + half  # padded-canvas rows
-    cols = fx[:, None] + ar + half
-    flat = (t_idx[:, None, None] * hp + rows[:, :, None]) * wp + cols[:, None, :]
-    canvas = np.bincount(flat.ravel(), weights=win.ravel(), minlength=t_n * hp * wp)
-    return canvas.reshape(t_n, hp, wp)[:, half : half + h, half : half + w]
+    canvas = np.zeros((points.shape[0], h, w))
+    _add_windows(canvas, t_idx, py[:, :, None] * px[:, None, :] * ph[:, None, None], np.stack([fx, fy], -1))
+    return canvas
 
 
 def _camera(
@@ -291,8 +285,8 @@ def render_pupil_movie(
 ) -> ForeignMovie:
     """An SMLM movie through a high-NA objective: emitters at depths uniform in `z_range` nm, a
     scalar pupil PSF (NA 1.49, 680 nm, oil, 100 nm pixels), photons log-uniform, a background
-    rising from the first column to the last, on an sCMOS. `truth` holds the optics and depths
-    too (`z`, (T, M))."""
+    rising from the first column to the last, on an sCMOS. `truth` holds the optics too, and
+    the movie's `z` each emitter's depth (T, M)."""
     rng = np.random.default_rng(seed)
     lo, hi = 1.5, size - 2.5
     points = rng.uniform(lo, hi, size=(frames, spots, 2))

@@ -159,9 +159,8 @@ class SampledPSF:
         """(M, 2r+1, 2r+1) the shares of each spot's photons in the window of pixels around its
         pixel (`fit.psf.windows_around`'s windows), for spots at `points` (M, 2) at depths `z`
         (M,) nm, in float32; with `derivatives`, in float64 and with d share / d (x, y, z)
-        (M, 2r+1, 2r+1, 3). `middles`
-        (M, 2): the windows' middle pixels where they stay put while the spots move (a fit);
-        a spot is held within REACH px of its window's middle."""
+        (M, 2r+1, 2r+1, 3). `middles` (M, 2): the windows' middle pixels where they stay put
+        while the spots move (a fit); a spot is held within REACH px of its window's middle."""
         if radius > self.radius:
             raise PixelregError(f"the PSF reaches {self.radius} px, a window of {radius} px was asked")
         points = points.to(torch.float64).reshape(-1, 2)
@@ -196,12 +195,8 @@ class SampledPSF:
         depth = ((z - self.z_first) / self.z_step).clamp(0, top)
         z_floor = torch.floor(depth).clamp(max=max(top - 1, 0))
         wz, sz = _spline_weights(depth - z_floor)
-        planes = z_floor.long()[:, None] + taps  # (M, 4), mirrored at both ends
-        if top == 0:
-            planes = torch.zeros_like(planes)
-        else:
-            planes = planes.abs()
-            planes = top - (top - planes).abs()
+        planes = z_floor.long()[:, None] + taps  # (M, 4), mirrored at both ends (one plane: 0)
+        planes = (top - (top - planes.abs()).abs()).clamp(min=0)
         cols = floor[:, 0].long()[:, None, None] + taps[None, :, None] + steps[None, None, :]  # (M, 4, W)
         rows = floor[:, 1].long()[:, None, None] + taps[None, :, None] + steps[None, None, :]
         side = self.coefficients.shape[-1]
