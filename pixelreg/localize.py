@@ -25,7 +25,7 @@ from pixelreg.evaluate.photometry import measured
 from pixelreg.io.checkpoint_header import ModelHeader, check_data_kind
 from pixelreg.io.checkpoints import load_model
 from pixelreg.io.frames import Frames, open_frames
-from pixelreg.io.locs import COLUMNS, Localizations
+from pixelreg.io.locs import COLUMNS, COLUMNS_3D, Localizations
 from pixelreg.io.tables import TableWriter
 from pixelreg.nn.architectures import PointModel
 from pixelreg.nn.inference import (
@@ -94,10 +94,10 @@ class Localizer:
     @property
     def columns(self) -> tuple[str, ...]:
         """The table's columns for this model: COLUMNS, with `point` after `index` for a model
-        of a fixed number of several points an image."""
+        of a fixed number of several points an image, and `z`, `uncertainty_z` for a 3D model."""
         if self.model.points > 1 and not can_count(self.model):
             return (*COLUMNS[:2], "point", *COLUMNS[2:])
-        return COLUMNS
+        return COLUMNS_3D if getattr(self.model, "z_range", None) else COLUMNS
 
     def localize(
         self, frames: Frames, done: Callable[[int], None] = lambda count: None
@@ -114,10 +114,11 @@ class Localizer:
                 points, confidence = kept_detections(model, images, found, confidence)
             else:
                 points = predict_images(model, images, self.device)
+            depth = points[..., 2] if points.shape[-1] > 2 else None  # a 3D model's, nm
             worth = (
                 None
                 if camera_spec is None
-                else measured(camera_spec.camera.photons(images), points, camera_spec)
+                else measured(camera_spec.camera.photons(images), points[..., :2], camera_spec, depth)
             )
             yield table(str(frames.path), first, points, confidence, worth, self.columns)
             done(len(images))
@@ -162,9 +163,12 @@ def table(
 ) -> Localizations:
     """The localizations of a batch of frames, the first of them frame `first` of its file:
     every found point (N, K, 2), frame by frame and in each in its points' order, with its
-    confidence and photometry where the model gives them."""
+    confidence and photometry where the model gives them; a 3D model's points (N, K, 4) hold
+    the depth and its expected error (nm) after x and y."""
     frame, point = np.nonzero(np.isfinite(points[..., 0]))
     values = {"frame": first + frame, "x": points[frame, point, 0], "y": points[frame, point, 1]}
+    if "z" in columns:
+        values["z"], values["uncertainty_z"] = points[frame, point, 2], points[frame, point, 3]
     if "point" in columns:
         values["point"] = point
     if confidence is not None:

@@ -50,7 +50,7 @@ class ConsoleReporter:
                 f"merge radius {row['merge_radius']:g} px)  "
                 if "val_jaccard" in row
                 else ""
-            )
+            ) + (f"val_rmse_z {row['val_rmse_z_nm']:.1f} nm  " if "val_rmse_z_nm" in row else "")
             console.print(
                 f"epoch {int(row['epoch']):>3}/{self.epochs}  train_loss {row['train_loss']:.3e}  "
                 f"val_loss {row['val_loss']:.3e}  {counted}val_mean_px {row['val_mean_px']:.4f}  "

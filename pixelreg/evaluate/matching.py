@@ -15,6 +15,8 @@ MATCH_RADIUS_PX = 1.0  # a prediction within this distance of a true point count
 # The SMLM challenge 2016 (Sage et al. 2019): a prediction pairs with a truth within 250 nm,
 # 2.5 px at 100 nm pixels; efficiency weighs 1 nm of rmse like 1 point of Jaccard index.
 TOLERANCE_PX = 2.5
+AXIAL_TOLERANCE_NM = 500.0  # in 3D, a pair's depths differ by this much at most
+AXIAL_ALPHA = 0.5  # % per nm: the efficiency's weight of axial rmse
 PIXEL_SIZE_NM = 100.0
 EFFICIENCY_ALPHA = 1.0  # % per nm
 PAIRING_CHUNK = 256  # images paired at once: (chunk, predictions, truths) distances in memory

@@ -37,11 +37,14 @@ def true_bounds(true: np.ndarray, photometry: Photometry, spec: DataSpec) -> np.
     return np.where(present[..., None], bound, np.nan)
 
 
-def measured(images: np.ndarray, points: np.ndarray, spec: DataSpec) -> dict[str, np.ndarray]:
+def measured(
+    images: np.ndarray, points: np.ndarray, spec: DataSpec, z: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Photons, background, sigma and uncertainty at each point of photon images, through the
-    spec's PSF (a sampled one at the middle of its depths)."""
+    spec's PSF: a sampled one at each spot's depth `z` (N, K) nm as a 3D model reads it, or
+    without, at the middle of the spec's depths."""
     psf = spec.sampled_psf
-    shape = spec.mean_blur if psf is None else spec.middle_z
+    shape = spec.mean_blur if psf is None else (spec.middle_z if z is None else z)
     return measure_spots(images, points, shape, spec.camera, spec.blur_max is not None, psf)
 
 

@@ -122,7 +122,7 @@ def _photometry_fit(data, inside, shape, photons, background, camera: Camera, it
 def measure_spots(
     images: np.ndarray,
     points: np.ndarray,
-    sigma: float,
+    sigma: float | np.ndarray,
     camera: Camera,
     fit_sigma: bool = False,
     psf: SampledPSF | None = None,
@@ -131,12 +131,17 @@ def measure_spots(
     photons, background (photons per pixel) and sigma by a Poisson ML fit with the position
     held where it was found, and the uncertainty (px, per axis): the Fisher bound at those
     values, every parameter unknown. NaN where a point is NaN (N, K) arrays. Through a sampled
-    `psf`, `sigma` is the spots' depth (nm, held), and the sigma reported the PSF's
-    Gaussian-equivalent width there."""
+    `psf`, `sigma` is the spots' depth (nm, held): one for all, or each spot's (N, K) as a 3D
+    model reads it, whose bound counts the depth unknown too; the sigma reported is the PSF's
+    Gaussian-equivalent width at the middle depth."""
     present = np.isfinite(points).all(-1)
     where = np.where(present[..., None], points, 0.0).astype(np.float64)
     if fit_sigma or psf is not None:
-        width = sigma if psf is None else psf.gaussian_sigma(sigma)
+        three_d = psf is not None and np.ndim(sigma) > 0
+        if three_d:
+            sigma = np.clip(np.nan_to_num(np.asarray(sigma, dtype=np.float64)), *psf.z_range)  # type: ignore[union-attr]
+        middle = float(np.median(sigma)) if np.size(sigma) else 0.0
+        width = float(np.max(sigma)) if psf is None else psf.gaussian_sigma(middle)
         start_photons, start_background = photometry_start(images, where, width)
         free = (False, False, True, True, psf is None)
         fitted = poisson_fit(
@@ -144,13 +149,13 @@ def measure_spots(
         )
         bound = crlb(
             where, fitted[..., 2], fitted[..., 3], fitted[..., 4], camera, images.shape[1:],
-            (True, True, True, True, psf is None), psf, sigma,
+            (True, True, True, True, psf is None or three_d), psf, sigma,
         )  # fmt: skip
         photons, background = fitted[..., 2], fitted[..., 3]
         spot_sigma = fitted[..., 4] if psf is None else np.full(photons.shape, width)
         variance = bound[..., 0] ** 2 + bound[..., 1] ** 2
     else:
-        photons, background, variance = _known_sigma_photometry(images, where, sigma, camera)
+        photons, background, variance = _known_sigma_photometry(images, where, float(sigma), camera)
         spot_sigma = np.full(photons.shape, sigma, dtype=np.float64)
     values = {"photons": photons, "background": background, "sigma": spot_sigma}
     values["uncertainty"] = np.sqrt(variance / 2)

@@ -110,6 +110,12 @@ def check_plain_fields(payload: Any, path: Path) -> dict[str, Any]:
         numbers = value if isinstance(value, list | tuple) else [value]
         if isinstance(value, bool):
             continue  # a switch, such as `counting`
+        if key == "z_range" and value is not None:  # a 3D model's depths, nm
+            if not (isinstance(value, list) and len(value) == 2 and all(map(_finite, value))):
+                raise PixelregError(
+                    f"{path}: model_args field 'z_range' must be [LO, HI] nm, got {describe(value)}"
+                )
+            continue
         if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 2**20 for v in numbers):
             raise PixelregError(
                 f"{path}: model_args field {key!r} must be a positive integer, got {describe(value)}"
@@ -191,6 +197,7 @@ class ModelHeader:
     points: int  # points per image of a fixed-count model
     counting: bool  # finds any number of points per image, each with a confidence
     spec: DataSpec | None  # the data it was trained on
+    three_d: bool = False  # reads each spot's depth too
 
     @classmethod
     def read(cls, path: str | Path) -> ModelHeader:
@@ -198,7 +205,10 @@ class ModelHeader:
         payload = read_payload(path)
         args = payload["model_args"]
         spec = DataSpec.from_dict(payload["data_spec"]) if payload.get("data_spec") else None
-        return cls(Path(path), payload["model"], int(args.get("points", 1)), bool(args.get("counting")), spec)
+        return cls(
+            Path(path), payload["model"], int(args.get("points", 1)), bool(args.get("counting")), spec,
+            args.get("z_range") is not None,
+        )  # fmt: skip
 
     @property
     def camera(self) -> Camera | None:
@@ -226,6 +236,11 @@ class ModelHeader:
         if mirror is not None and self.model != OFFSETS_MODEL:
             raise PixelregError(
                 f"mirror/--no-mirror apply to the offsets model; this is a {self.model} model", ("mirror",)
+            )
+        if mirror and self.three_d:
+            raise PixelregError(
+                "a 3D model does not read mirror images (flipped, a spot's shape reads as another depth)",
+                ("mirror",),
             )
         if precision == "bfloat16" and self.model != OFFSETS_MODEL:
             raise PixelregError(

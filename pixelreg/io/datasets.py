@@ -43,10 +43,13 @@ def save_dataset(path: str | Path, dataset: Dataset) -> Path:
 
 def photometry_arrays(photometry: Photometry | None) -> dict[str, np.ndarray]:
     """The arrays a dataset file holds for its photometry: none, or float32 photons and sigma
-    (N, K) and background (N,)."""
+    (N, K) and background (N,), and the spots' depths `z` (N, K) nm where they have any."""
     if photometry is None:
         return {}
-    return {name: getattr(photometry, name).astype(np.float32) for name in PHOTOMETRY_ARRAYS}
+    arrays = {name: getattr(photometry, name).astype(np.float32) for name in PHOTOMETRY_ARRAYS}
+    if photometry.z is not None:
+        arrays["z"] = photometry.z.astype(np.float32)
+    return arrays
 
 
 def npz_array_sizes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -245,4 +248,9 @@ def _read_photometry(path: Path, arrays: dict[str, np.ndarray], n: int, most: in
     shapes = ((n, most), (n, most), (n,))
     if [a.shape for a in (photometry.photons, photometry.sigma, photometry.background)] != list(shapes):
         raise PixelregError(f"{path}: photons and sigma must be ({n}, {most}), background ({n},)")
+    if "z" in arrays:
+        z = arrays["z"]
+        if z.dtype.kind != "f" or z.shape != (n, most) or not np.isfinite(z).all():
+            raise PixelregError(f"{path}: z must be finite floats of shape ({n}, {most})")
+        photometry.z = z.astype(np.float64)
     return photometry

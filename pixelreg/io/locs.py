@@ -26,12 +26,15 @@ LOCS_FIELDS = (
     ("photons", "f8", "detected photons in the spot"),
     ("background", "f8", "background photons per pixel under it"),
     ("uncertainty", "f8", "the Cramér-Rao bound on its position, px per axis"),
+    ("z", "f8", "depth, nm from focus, positive away from the objective (a 3D model's)"),
+    ("uncertainty_z", "f8", "the expected error of z, nm"),
 )
 LOCS_DTYPE = np.dtype([(name, kind) for name, kind, _ in LOCS_FIELDS])
 # pixelreg's CSV: `path`, then the fields by these names (`point` only where a model gives it)
 COLUMNS = ("path", "index", "x", "y", "confidence", "photons", "background", "uncertainty")
+COLUMNS_3D = (*COLUMNS, "z", "uncertainty_z")  # a 3D model's table
 FIELD_OF_COLUMN = {"index": "frame"}
-DECIMALS = 4  # table cells carry positions to 1e-4 px
+DECIMALS = 4  # table cells carry positions to 1e-4 px (and depths to 1e-4 nm)
 
 
 @dataclass

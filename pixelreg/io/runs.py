@@ -23,7 +23,7 @@ from pixelreg.io.schema import describe
 
 HISTORY_FIELDS = (
     "epoch", "train_loss", "val_loss", "val_mean_px", "val_exact", "val_jaccard", "threshold",
-    "merge_radius", "lr", "seconds",
+    "merge_radius", "val_rmse_z_nm", "lr", "seconds",
 )  # fmt: skip
 DEFAULT_RUN_NAME = "train"
 
@@ -136,7 +136,13 @@ def read_history(path: str | Path) -> dict[str, list[float]]:
         raise PixelregError(f"{path} is not a readable history ({str(exc).splitlines()[0]})") from None
     if not rows:
         raise PixelregError(f"{path} has no epochs yet")
-    optional = ("val_exact", "val_jaccard", "threshold", "merge_radius")  # by the kind of model
+    optional = (
+        "val_exact",
+        "val_jaccard",
+        "threshold",
+        "merge_radius",
+        "val_rmse_z_nm",
+    )  # by the kind of model
     needed = [key for key in HISTORY_FIELDS if key not in optional]
     missing = [key for key in needed if key not in rows[0]]
     if missing:

@@ -34,6 +34,7 @@ THUNDERSTORM_COLUMNS = (
     "bkgstd [photon]",
     "uncertainty [nm]",
 )
+THUNDERSTORM_3D = ("z [nm]", "uncertainty_z [nm]")  # after the others, in a 3D model's table
 FORMATS = ("csv", "thunderstorm")
 MOST_COORDINATE = 2**20  # px: no camera has a frame this wide
 
@@ -70,7 +71,8 @@ class TableWriter:
         if not self._headed:
             self._headed = True
             if self.form == "thunderstorm":
-                self.stream.write(",".join(f'"{name}"' for name in THUNDERSTORM_COLUMNS) + "\n")
+                names = (*THUNDERSTORM_COLUMNS, *(THUNDERSTORM_3D if "z" in self.columns else ()))
+                self.stream.write(",".join(f'"{name}"' for name in names) + "\n")
             else:
                 self.writer.writerow(self.columns)
 
@@ -108,6 +110,8 @@ class TableWriter:
             noise,
             None if uncertainty is None else uncertainty * nm,
         ]
+        if "z" in self.columns:
+            cells += [row.get("z"), row.get("uncertainty_z")]
         return [_number(cell) for cell in cells]
 
 
@@ -122,8 +126,9 @@ def _number(value: Any) -> str:
 
 def read_table(path: str | Path, pixel_size: float = 100.0) -> Localizations:
     """A localization table, pixelreg's CSV or ThunderSTORM's (told by its header), in pixels:
-    `x`, `y`, `frame` (0-based), `photons`, `uncertainty` (NaN where a row has none). A
-    ThunderSTORM table is in nm: read at `pixel_size` nm per pixel."""
+    `x`, `y`, `frame` (0-based), `photons`, `uncertainty` (NaN where a row has none), and a 3D
+    table's `z` and `uncertainty_z` in nm. A ThunderSTORM table's x and y are in nm: read at
+    `pixel_size` nm per pixel."""
     path = require_file(path, "localization table")
     try:
         with open(path, newline="", encoding="utf-8-sig") as stream:  # -sig: as spreadsheets save
@@ -141,6 +146,7 @@ def read_table(path: str | Path, pixel_size: float = 100.0) -> Localizations:
     header = [name.strip() for name in header]
     if {"path", "index", "x", "y"} <= set(header):  # pixelreg's (a fixed-count model adds `point`)
         names = {"x": "x", "y": "y", "frame": "index", "photons": "photons", "uncertainty": "uncertainty"}
+        names.update({"z": "z", "uncertainty_z": "uncertainty_z"})
         scale, shift, frame_base = 1.0, 0.0, 0
     elif set(THUNDERSTORM_COLUMNS[:4]) <= set(header):
         names = {
@@ -149,6 +155,8 @@ def read_table(path: str | Path, pixel_size: float = 100.0) -> Localizations:
             "frame": "frame",
             "photons": "intensity [photon]",
             "uncertainty": "uncertainty [nm]",
+            "z": "z [nm]",
+            "uncertainty_z": "uncertainty_z [nm]",
         }
         scale, shift, frame_base = 1.0 / pixel_size, 0.5, 1
     else:

@@ -1,4 +1,7 @@
-"""Training augmentation: random windows of images and their mirror images, points moved to match."""
+"""Training augmentation: random windows of images and their mirror images, points moved to match.
+
+Points are (N, K, 2) x and y, or (N, K, 2 + E) with E more values of each spot (a depth) that
+go along unchanged."""
 
 from __future__ import annotations
 
@@ -24,9 +27,11 @@ def crop_at_random(images: Tensor, points: Tensor, size: int, margin: int) -> tu
     x0 = torch.randint(-pull, width - cols_kept + pull + 1, (n,), device=images.device)
     y0, x0 = y0.clamp(0, height - rows_kept), x0.clamp(0, width - cols_kept)
     windows = window_at(images, x0, y0, rows_kept, cols_kept)
-    shifted = points - torch.stack([x0, y0], -1).to(points.dtype)[:, None, :]
+    shifted = _moved(points, x0, y0)
     limit = torch.tensor([cols_kept, rows_kept], device=points.device, dtype=points.dtype) - 0.5
-    outside = ((shifted < -0.5) | (shifted >= limit)).any(-1)  # NaN compares False: stays NaN
+    outside = ((shifted[..., :2] < -0.5) | (shifted[..., :2] >= limit)).any(
+        -1
+    )  # NaN compares False: stays NaN
     trained_rows = _away_from_cut(y0, rows_kept, height, margin)  # (N, rows)
     trained_cols = _away_from_cut(x0, cols_kept, width, margin)  # (N, cols)
     trained = trained_rows[:, :, None] & trained_cols[:, None, :]
@@ -71,8 +76,14 @@ def crop_around(images: Tensor, points: Tensor, size: int, margin: int) -> tuple
         corners.append(low + torch.floor(draw * (high - low + 1).to(draw.dtype)).long().clamp(max=high - low))
     x0, y0 = corners
     windows = window_at(images, x0, y0, min(size, height), min(size, width))
-    shift = torch.stack([x0, y0], -1).to(points.dtype)[:, None, :]
-    return windows, points - shift
+    return windows, _moved(points, x0, y0)
+
+
+def _moved(points: Tensor, x0: Tensor, y0: Tensor) -> Tensor:
+    """The points in the coordinates of windows whose top-left pixels are (x0, y0) (N,)."""
+    moved = points.clone()
+    moved[..., :2] -= torch.stack([x0, y0], -1).to(points.dtype)[:, None, :]
+    return moved
 
 
 def mirror_at_random(images: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,5 +99,6 @@ def mirror_at_random(images: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
     if height == width:
         swap = torch.rand(n, device=images.device) < 0.5
         images = torch.where(swap[:, None, None, None], images.transpose(-1, -2), images)
-        points = torch.where(swap[:, None, None], points.flip(-1), points)
+        swapped = torch.cat([points[..., [1, 0]], points[..., 2:]], -1)
+        points = torch.where(swap[:, None, None], swapped, points)
     return images, points

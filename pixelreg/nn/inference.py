@@ -173,7 +173,7 @@ def detect_at_radii(
     batch_size: int = INFERENCE_BATCH,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """`detect_images` at each merge radius, the network run once: one (points, confidence)
-    per radius.
+    per radius (a 3D model's points (N, M, 4): x, y, depth and its expected error in nm).
 
     Frames of any size: the network and the readout run on windows of up to NETWORK_TILE
     pixels a side, each with a margin of context around the part it owns; a spot belongs to
@@ -212,7 +212,8 @@ def detect_at_radii(
                     [own_y0, own_y1, y0 == 0, y1 == height, own_x0, own_x1, x0 == 0, x1 == width]
                 )
                 for i, (points, confidence) in enumerate(found):
-                    placed = points + points.new_tensor([x0, y0])
+                    placed = points.clone()
+                    placed[..., :2] += points.new_tensor([x0, y0])
                     parts[i].append((placed, torch.where(_owns(placed, owned), confidence, 0.0)))
         batches.append([_joined(found) for found in parts])
     return [_padded([batch[i] for batch in batches], len(images)) for i in range(len(radii))]
@@ -252,7 +253,7 @@ def _joined(found: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tenso
     confidence = torch.cat([c for _, c in found], 1)
     most = max(1, int((confidence > 0).sum(1).max()))
     confidence, order = confidence.topk(most, dim=1)
-    points = points.gather(1, order[..., None].expand(-1, -1, 2))
+    points = points.gather(1, order[..., None].expand(-1, -1, points.shape[-1]))
     return points.masked_fill((confidence <= 0)[..., None], math.nan), confidence
 
 
@@ -260,7 +261,8 @@ def _padded(found: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> tuple[np.
     """Batches of (points, confidence), each padded to its own most detections, as two arrays
     padded to the most detections of any image."""
     most = max((points.shape[1] for points, _ in found), default=1)
-    points = np.full((n, most, 2), np.nan, dtype=np.float32)
+    values = found[0][0].shape[-1] if found else 2  # x, y (and a 3D model's depth, its error)
+    points = np.full((n, most, values), np.nan, dtype=np.float32)
     confidence = np.zeros((n, most), dtype=np.float32)
     start = 0
     for batch_points, batch_confidence in found:

@@ -1,5 +1,6 @@
-"""The offsets model: a detection map with sub-pixel offsets, photons, background and
-uncertainties per pixel (as DECODE's), for noise, blur, sub-pixel spots and any count."""
+"""The offsets model: a detection map with sub-pixel offsets and their uncertainties per pixel
+(as DECODE's), and under an astigmatic PSF each spot's depth, for noise, blur, sub-pixel spots
+and any count."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pixelreg.fit.background import background_level
 from pixelreg.nn.architectures import PointModel, conv_stack, strongest_peaks
 from pixelreg.nn.augment import crop_around, crop_at_random, mirror_at_random
 from pixelreg.nn.config import MODEL_SIZES, STRIDES
-from pixelreg.nn.readout import SPOT_RADIUS, cells_to_pixels, read_detections
+from pixelreg.nn.readout import SPOT_RADIUS, cells_to_pixels, read_depths, read_detections
 
 
 class OffsetLocalizer(PointModel):
@@ -30,6 +31,12 @@ class OffsetLocalizer(PointModel):
     eight neighbours point at, weighed by their detection probability. The offsets are read
     from the image around the spot, not from the shape of a heatmap, so nothing pulls them
     towards pixel centres (no pixel locking).
+
+    With a `z_range` [LO, HI] (nm; a counting model of spots whose astigmatic PSF tells
+    their depth) each pixel also predicts the depth of the spot it points at, scaled to [-1, 1]
+    over the range, and the log of its expected error, trained by the same Gaussian negative
+    log-likelihood at the same pixels. Such a model neither trains nor reads on mirror images:
+    a mirror turns a measured PSF's shape into another depth's.
     """
 
     name = "offsets"
@@ -53,6 +60,7 @@ class OffsetLocalizer(PointModel):
         counting: bool = False,
         stride: int = 1,
         mirror: bool = True,
+        z_range: list[float] | None = None,
     ) -> None:
         super().__init__(height, width, points)
         if stride not in STRIDES:
@@ -60,7 +68,14 @@ class OffsetLocalizer(PointModel):
         # stride s: the network reads cells of s x s pixels (s^2 channels in) and answers for each
         # of their pixels (5 s^2 channels out): s^2 times fewer positions, for movies
         self.stride = stride
-        self.body = conv_stack(channels, depth, outputs=5 * stride * stride, inputs=stride * stride)
+        if z_range is not None and (not counting or len(z_range) != 2 or not z_range[0] < z_range[1]):
+            raise PixelregError(f"a depth range is [LO, HI] nm, LO < HI, of a counting model; got {z_range}")
+        # the depths a 3D model reads, nm; None: a 2D model
+        self.z_range = None if z_range is None else (float(z_range[0]), float(z_range[1]))
+        self.maps = (
+            5 if self.z_range is None else 7
+        )  # detection, dx, dy, their log errors (, z, its log error)
+        self.body = conv_stack(channels, depth, outputs=self.maps * stride * stride, inputs=stride * stride)
         # counting: each pixel says on its own whether a spot lies in it (any number per image,
         # none included); otherwise the detection map is one distribution over the image
         self.counting = counting
@@ -68,13 +83,14 @@ class OffsetLocalizer(PointModel):
         self.merge_radius = SPOT_RADIUS  # counting: votes nearer than this make one spot (the checkpoint's)
         # read each image with its mirror images too (`output_maps`); validation reads as the
         # model will be read, so that the threshold it chooses fits (--no-mirror: for movies)
-        self.mirror = mirror
+        self.mirror = mirror and self.z_range is None
         # inference: the convolutions in bfloat16 where the hardware does it natively, the maps
         # out in float32 (`inference.set_precision`; predict --precision)
         self.bf16 = False
 
     def forward(self, images: Tensor, level: Tensor | None = None) -> Tensor:
-        """(N, 5, H, W): detection logit, x and y offset, log of their expected errors, per pixel.
+        """(N, 5, H, W): detection logit, x and y offset, log of their expected errors, per pixel;
+        with a depth range (N, 7, H, W), the scaled depth and the log of its expected error after.
         `level` (N,): each image's background, or (N, 1, H, W) a map of it (`background_map`);
         None: its median (a tile of a frame is given its frame's, so that tiles read as the whole
         frame would)."""
@@ -99,7 +115,11 @@ class OffsetLocalizer(PointModel):
     def output_maps(self, images: Tensor, level: Tensor | None = None) -> Tensor:
         """The maps that detections are read from: `mirrored_output`, or with `mirror` off the
         network's one reading (four times faster, for movies)."""
-        return self.mirrored_output(images, level) if self.mirror else self(images, level)
+        return (
+            self.mirrored_output(images, level)
+            if self.mirror and self.z_range is None
+            else self(images, level)
+        )
 
     def mirrored_output(self, images: Tensor, level: Tensor | None = None) -> Tensor:
         """The output maps averaged over the image and its three mirror images (left-right,
@@ -152,10 +172,12 @@ class OffsetLocalizer(PointModel):
         """Per-pixel binary cross-entropy of the detection map against the pixels that hold a spot,
         plus the offsets' Gaussian negative log-likelihood at each spot's pixel and at each
         neighbour that lies nearer to it than to any other spot; both summed over the spots of
-        an image. points: (N, K, 2), NaN rows for absent spots."""
+        an image. points: (N, K, 2), NaN rows for absent spots; a 3D model's (N, K, 3), x, y and
+        the depth in nm, whose negative log-likelihood joins the offsets' at the same pixels."""
         trained = None  # (N, H, W): the pixels the loss sees; None: all of them
-        if self.training:
+        if self.training and self.z_range is None:
             images, points = mirror_at_random(images, points)
+        if self.training:
             images, points, trained = crop_at_random(images, points, self.COUNT_CROP, self.CROP_MARGIN)
         out = self(images)
         n, _, height, width = out.shape
@@ -163,6 +185,8 @@ class OffsetLocalizer(PointModel):
             trained = torch.ones(n, height, width, dtype=torch.bool, device=out.device)
         present = torch.isfinite(points[..., 0])  # (N, K)
         spots = torch.where(present[..., None], points, torch.zeros_like(points))
+        depth = self.scaled_depth(spots[..., 2]) if self.z_range is not None else None
+        spots = spots[..., :2]
         cells = torch.floor(spots + 0.5).long()
         cx, cy = cells[..., 0].clamp(0, width - 1), cells[..., 1].clamp(0, height - 1)
         target = torch.zeros(n, height * width, dtype=out.dtype, device=out.device)
@@ -183,7 +207,15 @@ class OffsetLocalizer(PointModel):
                 predicted = out[rows, 1:3, y, x]  # (N, K, 2)
                 log_sigma = out[rows, 3:5, y, x].clamp(*self.LOG_SIGMA_RANGE)
                 nll = (predicted - (spots - pixel)) ** 2 / (2 * torch.exp(2 * log_sigma)) + log_sigma
-                offsets = offsets + (nll.sum(-1) * own).sum() / n
+                nll = nll.sum(-1)
+                if depth is not None:
+                    log_sigma_z = out[rows, 6, y, x].clamp(*self.LOG_SIGMA_RANGE)
+                    nll = (
+                        nll
+                        + (out[rows, 5, y, x] - depth) ** 2 / (2 * torch.exp(2 * log_sigma_z))
+                        + log_sigma_z
+                    )
+                offsets = offsets + (nll * own).sum() / n
         return detection + self.OFFSET_WEIGHT * offsets
 
     def predict(self, images: Tensor) -> Tensor:
@@ -195,7 +227,8 @@ class OffsetLocalizer(PointModel):
 
     def detect(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Every detection at least CANDIDATE_FLOOR confident: points (N, M, 2), padded with NaN,
-        and their confidence (N, M) in [0, 1], padded with 0, most confident first."""
+        and their confidence (N, M) in [0, 1], padded with 0, most confident first. A 3D model's
+        points are (N, M, 4): x, y, the depth and its expected error, nm."""
         return self.detect_at_radii(images, (self.merge_radius,))[0]
 
     def detect_at_radii(
@@ -204,7 +237,23 @@ class OffsetLocalizer(PointModel):
         """`detect` once for each merge radius, from one run of the network."""
         self.check_input(images)
         out = self.output_maps(images, level)
-        return [read_detections(out, self.CANDIDATE_FLOOR, radius) for radius in radii]
+        found = [read_detections(out, self.CANDIDATE_FLOOR, radius) for radius in radii]
+        if self.z_range is None:
+            return found
+        low, high = self.z_range
+        return [
+            (
+                torch.cat([points, read_depths(out, points, (low + high) / 2, (high - low) / 2)], -1),
+                confidence,
+            )
+            for points, confidence in found
+        ]
+
+    def scaled_depth(self, z: Tensor) -> Tensor:
+        """Depths in nm as the network learns them: -1 to 1 over the model's depth range."""
+        assert self.z_range is not None
+        low, high = self.z_range
+        return (z - (low + high) / 2) / ((high - low) / 2)
 
     def read_points(self, out: Tensor) -> Tensor:
         """(N, K, 2) points from the output maps: at each of the K strongest detections, the

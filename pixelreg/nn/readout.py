@@ -65,6 +65,32 @@ def read_detections(out: Tensor, floor: float, radius: float = SPOT_RADIUS) -> t
     return points_out, confidence_out
 
 
+def read_depths(out: Tensor, points: Tensor, centre: float, scale: float) -> Tensor:
+    """(N, M, 2) the depth (nm) of each detection at `points` (N, M, 2, NaN-padded) and its
+    expected error (nm), from a 3D model's maps (N, 7, H, W): the depths that the pixels around
+    the detection's own predict, weighed as its position is (`read_detections`) by their odds
+    p / (1 - p), and by how near they point to it (a kernel of VOTE_KERNEL), so that a
+    neighbour's pixels hardly count. The maps hold depths scaled to -1 .. 1: z = centre + scale
+    times them."""
+    n, _, height, width = out.shape
+    present = torch.isfinite(points[..., 0])
+    pixel = torch.floor(torch.nan_to_num(points) + 0.5).long()
+    step = torch.tensor([-1, 0, 1], device=out.device)
+    ys = (pixel[..., 1, None] + step.repeat_interleave(3)).clamp(0, height - 1)  # (N, M, 9)
+    xs = (pixel[..., 0, None] + step.repeat(3)).clamp(0, width - 1)
+    rows = torch.arange(n, device=out.device)[:, None, None]
+    maps = out.float()
+    p = torch.sigmoid(maps[rows, 0, ys, xs])
+    aim = torch.stack([xs + maps[rows, 1, ys, xs], ys + maps[rows, 2, ys, xs]], -1)
+    near = ((aim - torch.nan_to_num(points.float())[..., None, :]) ** 2).sum(-1)
+    weight = p / (1 - p).clamp(min=1e-6) * torch.exp(-near / (2 * VOTE_KERNEL**2)) + 1e-12
+    weight = weight / weight.sum(-1, keepdim=True)
+    depth = (weight * maps[rows, 5, ys, xs]).sum(-1)
+    error = (weight * torch.exp(maps[rows, 6, ys, xs].clamp(-6.0, 2.0))).sum(-1)
+    read = torch.stack([centre + scale * depth, scale * error], -1)
+    return read.masked_fill(~present[..., None], math.nan).to(points.dtype)
+
+
 OFF_IMAGE = 2.0  # px: a vote aimed farther than this outside its image points at no spot to find
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from pixelreg import __version__
 from pixelreg.errors import PixelregError
-from pixelreg.evaluate.matching import TOLERANCE_PX, match_points
+from pixelreg.evaluate.matching import AXIAL_TOLERANCE_NM, TOLERANCE_PX, match_points, pair_greedy
 from pixelreg.evaluate.metrics import (
     CONFIDENCE_THRESHOLDS,
     best_threshold,
@@ -42,7 +42,7 @@ from pixelreg.nn.registry import build_model, skeleton, training_bytes
 from pixelreg.simulate.coords import position_mask
 from pixelreg.simulate.dataset import render_split, require_dataset_memory
 from pixelreg.simulate.positions import make_points
-from pixelreg.simulate.render import render
+from pixelreg.simulate.render import render_with_truth
 from pixelreg.simulate.spec import DataSpec
 from pixelreg.simulate.streams import random_stream
 
@@ -121,10 +121,16 @@ class TrainingData:
     size: tuple[int, int]
     train_points: np.ndarray  # (N_train, K, 2)
     val_images: np.ndarray  # (N_val, H, W) uint8
-    val_points: np.ndarray  # (N_val, K, 2)
+    val_points: np.ndarray  # (N_val, K, 2); 3D data (N_val, K, 3), each spot's depth (nm) after
     train_mask: np.ndarray  # (H, W) bool: positions seen in training
     spec: DataSpec | None
     train_images: np.ndarray | None = None  # stored images; None: render on the fly
+    train_z: np.ndarray | None = None  # (N_train, K) nm: the stored images' depths, for 3D data
+
+    @property
+    def z_range(self) -> tuple[float, float] | None:
+        """The depths a model learns to read (`DataSpec.depth_range`); None: 2D data."""
+        return None if self.spec is None else self.spec.depth_range
 
     @property
     def variable_count(self) -> bool:
@@ -133,13 +139,26 @@ class TrainingData:
             return self.spec.variable_count
         return bool(np.isnan(self.train_points).any() or np.isnan(self.val_points).any())
 
-    def batch(self, index: np.ndarray, epoch: int, step: int) -> np.ndarray:
-        """uint8 images (B, H, W) of the training examples at `index`."""
+    def batch(self, index: np.ndarray, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Images (B, H, W) of the training examples at `index`, and their points (B, K, 2), or
+        for 3D data (B, K, 3) with each spot's depth."""
+        points = self.train_points[index]
         if self.train_images is not None:
-            return self.train_images[index]
-        assert self.spec is not None
-        rng = random_stream(self.spec.seed, "noise", "train", epoch, step)
-        return render(self.train_points[index], self.spec, rng)
+            z = None if self.train_z is None else self.train_z[index]
+            images = self.train_images[index]
+        else:
+            assert self.spec is not None
+            rng = random_stream(self.spec.seed, "noise", "train", epoch, step)
+            images, photometry = render_with_truth(points, self.spec, rng)
+            z = None if photometry is None else photometry.z
+        return images, with_depth(points, z) if self.z_range is not None else points
+
+
+def with_depth(points: np.ndarray, z: np.ndarray | None) -> np.ndarray:
+    """(N, K, 3) the points (N, K, 2) with each spot's depth `z` (N, K) nm after: a 3D model's targets."""
+    if z is None:
+        raise PixelregError("3D training needs each spot's depth; this dataset holds none (make it again)")
+    return np.concatenate([points, z[..., None].astype(points.dtype)], -1)
 
 
 def load_training_data(config: TrainConfig) -> TrainingData:
@@ -147,18 +166,25 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     if config.data is not None:
         dataset = load_dataset(config.data)
         train, val = dataset.select("train"), dataset.select("val")
+        z = None if dataset.photometry is None else dataset.photometry.z
+        depth = dataset.spec is not None and dataset.spec.depth_range is not None
+        val_points = (
+            with_depth(dataset.points[val], None if z is None else z[val]) if depth else dataset.points[val]
+        )
         return TrainingData(
-            dataset.size, dataset.points[train], dataset.images[val], dataset.points[val],
-            dataset.train_mask(), dataset.spec, train_images=dataset.images[train],
+            dataset.size, dataset.points[train], dataset.images[val], val_points, dataset.train_mask(),
+            dataset.spec, train_images=dataset.images[train], train_z=None if z is None else z[train],
         )  # fmt: skip
     spec = DataSpec.from_dict(config.spec, "the data options")
     require_dataset_memory(spec, ("val",))
     points, labels = make_points(spec)
     train, val = labels == "train", labels == "val"
     mask = position_mask(points[train], spec.height, spec.width)
-    return TrainingData(
-        spec.size, points[train], render_split(points[val], spec, "val")[0], points[val], mask, spec
-    )
+    val_images, photometry = render_split(points[val], spec, "val")
+    val_points = points[val]
+    if spec.depth_range is not None:
+        val_points = with_depth(val_points, None if photometry is None else photometry.z)
+    return TrainingData(spec.size, points[train], val_images, val_points, mask, spec)
 
 
 class CheckpointPolicy:
@@ -212,7 +238,6 @@ def train_one_epoch(
     loss_of.train()
     n_train = len(data.train_points)
     order = random_stream(config.seed, "batch order", epoch=epoch).permutation(n_train)
-    train_points = torch.from_numpy(data.train_points)
     loss_sum = 0.0
     for step, start in enumerate(range(0, n_train, config.batch_size)):
         if ranks.any(stopping()):
@@ -220,10 +245,11 @@ def train_one_epoch(
         index = order[start : start + config.batch_size]
         if len(index) < ranks.world:
             continue  # a last batch too small to give every process an image
-        images = data.batch(index, epoch, step)[ranks.rank :: ranks.world]
+        images, targets = data.batch(index, epoch, step)
+        images, targets = images[ranks.rank :: ranks.world], targets[ranks.rank :: ranks.world]
         index = index[ranks.rank :: ranks.world]  # this process's shard of the batch
         x = images_to_tensor(images, device, camera_of(data.spec))
-        y = train_points[index].to(device, non_blocking=True)
+        y = torch.from_numpy(targets).to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
             loss = loss_of(x, y)
         value = loss.item()
@@ -241,14 +267,19 @@ def train_one_epoch(
 def validate(model: PointModel, images: np.ndarray, points: np.ndarray, batch_size: int) -> dict[str, float]:
     """Over a held-out split: mean loss, and mean pixel error and share exact of matched points;
     for a counting model, the Jaccard index at the threshold that maximises it, that threshold,
-    and the mean error of the pairs (the pairing tolerance while nothing pairs at all)."""
+    and the mean error of the pairs (the pairing tolerance while nothing pairs at all); for 3D
+    data (points (N, K, 3), each spot's depth after), the paired spots' rmse of depth, nm."""
     model.eval()
     device = next(model.parameters()).device
     total_loss, predictions = 0.0, []
+    depth = points[..., 2] if points.shape[-1] == 3 else None  # 3D data: each spot's depth, nm
+    points = points[..., :2]
     counting = can_count(model)
     for start in range(0, len(images), batch_size):
         x = images_to_tensor(images[start : start + batch_size], device, model.camera)
         y = torch.from_numpy(points[start : start + batch_size]).to(device)
+        if depth is not None:
+            y = torch.cat([y, torch.from_numpy(depth[start : start + batch_size, :, None]).to(device)], -1)
         total_loss += model.loss(x, y).item() * len(x)
         if not counting:
             predictions.append(model.predict(x).cpu().numpy())
@@ -259,19 +290,26 @@ def validate(model: PointModel, images: np.ndarray, points: np.ndarray, batch_si
         for candidate, detections in zip(
             MERGE_RADII, detect_at_radii(model, images, MERGE_RADII, device), strict=True
         ):
-            sweep = threshold_sweep(*detections, points, CONFIDENCE_THRESHOLDS)
+            sweep = threshold_sweep(detections[0][..., :2], detections[1], points, CONFIDENCE_THRESHOLDS)
             at = best_threshold(sweep)
             jaccard = sweep["jaccard"][sweep["threshold"].index(at)] or 0.0
             if jaccard > best_jaccard:
                 best_jaccard, radius, threshold, (found, confidence) = jaccard, candidate, at, detections
-        metrics = summarize(keep_above(found, confidence, threshold), points, height, width, variable=True)
-        return {
+        kept = keep_above(found, confidence, threshold)
+        metrics = summarize(kept[..., :2], points, height, width, variable=True)
+        row = {
             "val_loss": total_loss / len(images),
             "val_mean_px": metrics["mean_px"] if metrics["mean_px"] is not None else TOLERANCE_PX,
             "val_jaccard": metrics["jaccard"] or 0.0,
             "threshold": threshold,
             "merge_radius": radius,
         }
+        if depth is not None:  # the paired spots' depth error, nm
+            paired = pair_greedy(kept[..., :2], points, TOLERANCE_PX)
+            rows, cols = np.nonzero(paired >= 0)
+            error = kept[rows, paired[rows, cols], 2] - depth[rows, cols]
+            row["val_rmse_z_nm"] = float(np.sqrt(np.mean(error**2))) if len(error) else AXIAL_TOLERANCE_NM
+        return row
     metrics = summarize(match_points(np.concatenate(predictions), points), points, height, width)
     return {
         "val_loss": total_loss / len(images),
@@ -408,9 +446,11 @@ def _setup(
     """Epoch 1 of a new run: a seeded model, its loss, the optimizer, schedule and checkpoint policy."""
     torch.manual_seed(config.seed)  # weight initialisation: torch's own generator
     height, width = data.size
-    model_args = {"height": height, "width": width, "points": int(data.train_points.shape[1])}
+    model_args: dict[str, Any] = {"height": height, "width": width, "points": int(data.train_points.shape[1])}
     if data.variable_count:
         model_args["counting"] = True
+        if data.z_range is not None:  # spots whose shape tells their depth: a 3D model
+            model_args["z_range"] = list(data.z_range)
     model_args.update(config.model_args)
     need = training_bytes(skeleton(config.model, **model_args), config.batch_size)
     if device.type == "cpu":

@@ -88,12 +88,15 @@ def make_dataset(spec: DataSpec, splits: tuple[str, ...] = SPLITS) -> Dataset:
     photometry = None
     if varies(spec):
         n, k = int(keep.sum()), spec.most_points
-        photometry = Photometry(np.zeros((n, k)), np.zeros((n, k)), np.zeros(n))
+        photometry = Photometry(
+            np.zeros((n, k)), np.zeros((n, k)), np.zeros(n), np.zeros((n, k)) if spec.psf else None
+        )
     for name in splits:
         rows = kept_labels == name
         if rows.any():
             images[rows], drawn = render_split(points[keep][rows], spec, name)
             if photometry is not None and drawn is not None:
-                for array in PHOTOMETRY_ARRAYS:
-                    getattr(photometry, array)[rows] = getattr(drawn, array)
+                for array in (*PHOTOMETRY_ARRAYS, "z"):
+                    if getattr(drawn, array) is not None:
+                        getattr(photometry, array)[rows] = getattr(drawn, array)
     return Dataset(images, points[keep], kept_labels, spec, photometry)

@@ -3,6 +3,7 @@ on an EMCCD (as DECODE and the SMLM challenge simulate) and a star field on an s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,6 +243,10 @@ def _pupil_spots(
     fx, fy = np.meshgrid(f, f)
     inside = fx**2 + fy**2 <= cutoff**2
     kz = np.sqrt(np.clip((n_medium / lam) ** 2 - fx**2 - fy**2, 0, None))
+    # a cylindrical lens: astigmatism along x and y, sqrt(6) rho^2 cos(2 phi), rms in waves
+    rho2 = (fx**2 + fy**2) / cutoff**2
+    cos2phi = np.divide(fx**2 - fy**2, fx**2 + fy**2, out=np.zeros_like(fx), where=rho2 > 0)
+    astigmatism = optics.get("astigmatism", 0.0) * math.sqrt(6) * rho2 * cos2phi
     power = inside.sum() * df * df  # integral of |pupil|^2: the plane's total intensity
     first = np.rint(points).astype(np.int64) - half
     offsets = (np.arange((2 * half + 1) * sub) + 0.5) / sub - 0.5  # sample positions past each first pixel
@@ -249,7 +254,7 @@ def _pupil_spots(
     for i, ((x, y), depth) in enumerate(zip(points, z, strict=True)):
         sx = (first[i, 0] + offsets - x) * pixel  # nm from the emitter
         sy = (first[i, 1] + offsets - y) * pixel
-        pupil = np.where(inside, np.exp(2j * np.pi * depth * kz), 0)
+        pupil = np.where(inside, np.exp(2j * np.pi * (depth * kz + astigmatism)), 0)
         ex, ey = np.exp(2j * np.pi * np.outer(sx, f)), np.exp(2j * np.pi * np.outer(sy, f))
         field = ey @ pupil @ ex.T * df * df  # (rows, cols) samples
         intensity = np.abs(field) ** 2 / power * (pixel / sub) ** 2  # photons share per sample
@@ -282,17 +287,20 @@ def render_pupil_movie(
     e_per_adu: float = 0.5,
     baseline: float = 100.0,
     read_noise: float = 1.5,
+    astigmatism: float = 0.0,
 ) -> ForeignMovie:
     """An SMLM movie through a high-NA objective: emitters at depths uniform in `z_range` nm, a
-    scalar pupil PSF (NA 1.49, 680 nm, oil, 100 nm pixels), photons log-uniform, a background
-    rising from the first column to the last, on an sCMOS. `truth` holds the optics too, and
-    the movie's `z` each emitter's depth (T, M)."""
+    scalar pupil PSF (NA 1.49, 680 nm, oil, 100 nm pixels; `astigmatism` rms waves of a
+    cylindrical lens), photons log-uniform, a background rising from the first column to the
+    last, on an sCMOS. `truth` holds the optics too, and the movie's `z` each emitter's depth
+    (T, M)."""
+    optics = {**PUPIL_OPTICS, "astigmatism": astigmatism}
     rng = np.random.default_rng(seed)
     lo, hi = 1.5, size - 2.5
     points = rng.uniform(lo, hi, size=(frames, spots, 2))
     light = np.exp(rng.uniform(np.log(photons[0]), np.log(photons[1]), size=(frames, spots)))
     depth = rng.uniform(*z_range, size=(frames, spots))
-    windows, first = _pupil_spots(points.reshape(-1, 2), depth.ravel(), PUPIL_OPTICS)
+    windows, first = _pupil_spots(points.reshape(-1, 2), depth.ravel(), optics)
     canvas = np.zeros((frames, size, size))
     _add_windows(canvas, np.repeat(np.arange(frames), spots), windows * light.reshape(-1, 1, 1), first)
     xx = np.arange(size, dtype=np.float64)
@@ -301,7 +309,7 @@ def render_pupil_movie(
     ).copy()
     adu = _camera(rng, canvas + bg, 1.0, 0.0, read_noise, e_per_adu, baseline)
     truth: dict[str, Any] = {
-        **PUPIL_OPTICS,
+        **optics,
         "sigma": 0.93,  # the in-focus PSF's Gaussian-equivalent sigma, px (least squares)
         "z_min": z_range[0],
         "z_max": z_range[1],
@@ -330,6 +338,7 @@ def render_bead_stack(
     e_per_adu: float = 0.5,
     baseline: float = 100.0,
     read_noise: float = 1.5,
+    astigmatism: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A z-stack (planes, size, size) uint16 of sparse beads on a coverslip through the same
     objective as `render_pupil_movie`, the stage moved `z_step` nm a plane from -z_half_range to
@@ -344,7 +353,9 @@ def render_bead_stack(
     depths = np.arange(-z_half_range, z_half_range + z_step / 2, z_step)
     stack = np.zeros((len(depths), size, size))
     for plane, depth in enumerate(depths):
-        windows, first = _pupil_spots(where, np.full(beads, depth), PUPIL_OPTICS)
+        windows, first = _pupil_spots(
+            where, np.full(beads, depth), {**PUPIL_OPTICS, "astigmatism": astigmatism}
+        )
         _add_windows(stack[plane : plane + 1], np.zeros(beads, np.int64), windows * photons, first)
     adu = _camera(rng, stack + background, 1.0, 0.0, read_noise, e_per_adu, baseline)
     return adu, where

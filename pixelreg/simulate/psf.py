@@ -30,6 +30,7 @@ from pixelreg.errors import PixelregError
 PSF_FORMAT = "pixelreg-psf-1"
 MOST_SPOTS_AT_ONCE = 64  # spots whose 64 spline taps per pixel are gathered together (in cache)
 REACH = 2  # px: a spot may lie this far from its window's middle pixel (a fit moving it)
+ASTIGMATISM = 0.2  # the least turn of ellipticity over a PSF's depths that tells depth (`tells_depth`)
 
 
 def _spline_weights(fraction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,6 +142,28 @@ class SampledPSF:
         middle = sum(self.z_range) / 2 if z is None else z
         window = self.window(torch.zeros(1, 2, dtype=torch.float64), torch.tensor([middle]), self.radius)
         return window[0][0].numpy()
+
+    def widths(self, z: float) -> tuple[float, float]:
+        """The spot's rms widths along x and y (px) at depth z, from its pixels' second moments
+        within 3 px of the centre: what an astigmatic PSF turns with depth."""
+        pixels = self.pixel_samples(z)
+        middle = (len(pixels) - 1) // 2
+        near = pixels[middle - 3 : middle + 4, middle - 3 : middle + 4].clip(min=0)
+        steps = np.arange(-3, 4) ** 2
+        light = max(float(near.sum()), 1e-12)
+        return math.sqrt(float(near.sum(0) @ steps) / light), math.sqrt(float(near.sum(1) @ steps) / light)
+
+    @functools.cached_property
+    def tells_depth(self) -> bool:
+        """Whether a spot's shape tells its depth, sign and all: the PSF's ellipticity
+        (sigma_x - sigma_y over their mean) turns by more than ASTIGMATISM over its depths, as a
+        cylindrical lens makes it. A symmetric PSF only tells how far from focus, not which side."""
+        if self.planes < 3:
+            return False
+        ellipticity = [
+            (sx - sy) / (sx + sy) * 2 for sx, sy in map(self.widths, np.linspace(*self.z_range, 9))
+        ]
+        return max(ellipticity) - min(ellipticity) > ASTIGMATISM
 
     def gaussian_sigma(self, z: float | None = None) -> float:
         """The sigma (px) of the pixel-integrated Gaussian that fits the pixels of a centred spot at
@@ -365,3 +388,54 @@ def pupil_psf(
     z_step = float(z_values[1] - z_values[0]) if len(z_values) > 1 else 1.0
     source = f"pupil NA {optics.na:g}, {optics.wavelength:g} nm, n {optics.refractive_index:g}, {optics.pixel_size:g} nm pixels"
     return SampledPSF(np.stack(planes), oversample, z_step, float(z_values[0]), source)
+
+
+# --- the astigmatic Gaussian of Huang et al. 2008 ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class DefocusCurves:
+    """The widths of an astigmatic Gaussian spot against depth (Huang et al., Science 2008):
+    sigma_x,y(z) = sigma0 sqrt(1 + u^2 + a u^3 + b u^4), u = (z +/- focal_offset) / depth_of_focus:
+    x is sharpest at z = -focal_offset and y at +focal_offset (nm), so a spot above focus
+    (z > 0, away from the objective) is wide in x."""
+
+    sigma0: float = 1.0  # px: the width at each axis's own focus
+    focal_offset: float = 250.0  # nm: half the distance between the two foci
+    depth_of_focus: float = 350.0  # nm
+    a: float = 0.0
+    b: float = 0.0
+
+    def widths(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def width(u: np.ndarray) -> np.ndarray:
+            return self.sigma0 * np.sqrt(np.clip(1 + u**2 + self.a * u**3 + self.b * u**4, 0.01, None))
+
+        z = np.asarray(z, dtype=np.float64)
+        return width((z + self.focal_offset) / self.depth_of_focus), width(
+            (z - self.focal_offset) / self.depth_of_focus
+        )
+
+
+def astigmatic_gaussian_psf(
+    curves: DefocusCurves, z_values: np.ndarray, radius: int = 6, oversample: int = 4
+) -> SampledPSF:
+    """The elliptical Gaussian of `curves`, integrated over pixels exactly (a product of erf
+    differences along x and y) at the depths `z_values` (evenly spaced, nm), sampled
+    `oversample` times per pixel."""
+    z_values = np.asarray(z_values, dtype=np.float64)
+    half = oversample * (radius + 1)
+    offsets = np.arange(-half, half + 1) / oversample  # pixel centre - emitter, px
+    erf = np.vectorize(math.erf)
+
+    def along(sigma: float) -> np.ndarray:
+        scale = sigma * math.sqrt(2)
+        return 0.5 * (erf((offsets + 0.5) / scale) - erf((offsets - 0.5) / scale))
+
+    sx, sy = curves.widths(z_values)
+    planes = np.stack([np.outer(along(float(y)), along(float(x))) for x, y in zip(sx, sy, strict=True)])
+    z_step = float(z_values[1] - z_values[0]) if len(z_values) > 1 else 1.0
+    source = (
+        f"astigmatic Gaussian, sigma0 {curves.sigma0:g} px, foci at +-{curves.focal_offset:g} nm, "
+        f"depth of focus {curves.depth_of_focus:g} nm"
+    )
+    return SampledPSF(planes, oversample, z_step, float(z_values[0]), source)

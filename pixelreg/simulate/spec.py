@@ -93,7 +93,8 @@ class DataSpec:
     z: float = _option(
         0.0,
         "With --psf: each spot's depth, nm from focus, positive away from the objective (0 for "
-        "a PSF measured from a movie alone, of one plane); LO:HI draws each spot's, uniformly.",
+        "a PSF measured from a movie alone, of one plane); LO:HI draws each spot's, uniformly, and "
+        "under a PSF whose shape tells depth (astigmatic) a counting model learns to read it.",
     )
     z_max: float | None = _option(None, "The HI of --z LO:HI.")
 
@@ -104,6 +105,9 @@ class DataSpec:
             object.__setattr__(self, "subpixel", True)
         if self.psf:  # a spec names its PSF file wherever it is read from
             object.__setattr__(self, "psf", str(Path(self.psf).absolute()))
+            if self.blur == 0 and self.photons > 0:  # what a Gaussian of the PSF's width would be
+                width = self.sampled_psf.gaussian_sigma(self.middle_z)  # type: ignore[union-attr]  # psf is set
+                object.__setattr__(self, "blur", round(width, 3))
         self.validate()
 
     def validate(self) -> None:
@@ -254,6 +258,15 @@ class DataSpec:
     def middle_z(self) -> float:
         """The middle of the spots' depths, nm: --z, or the middle of its range."""
         return (self.z + (self.z if self.z_max is None else self.z_max)) / 2
+
+    @property
+    def depth_range(self) -> tuple[float, float] | None:
+        """The depths (nm) a counting model learns to read: the --z range, where the PSF's shape
+        tells a spot's depth (an astigmatic PSF, `SampledPSF.tells_depth`); None: 2D data."""
+        psf = self.sampled_psf
+        if psf is None or self.z_max is None or self.z_max <= self.z or not psf.tells_depth:
+            return None
+        return self.z, self.z_max
 
     @property
     def equivalent_sigma(self) -> float:
