@@ -43,13 +43,21 @@ class Scoring:
             raise PixelregError(f"threshold must be in [0, 1], got {self.threshold:g}", ("threshold",))
 
 
-def pair_greedy(pred: np.ndarray, true: np.ndarray, tolerance: float = TOLERANCE_PX) -> np.ndarray:
+def pair_greedy(
+    pred: np.ndarray,
+    true: np.ndarray,
+    tolerance: float = TOLERANCE_PX,
+    depths: tuple[np.ndarray, np.ndarray] | None = None,
+    axial: float = AXIAL_TOLERANCE_NM,
+) -> np.ndarray:
     """(N, Kt) int: for each truth, the index of the prediction paired with it, or -1.
 
     As the SMLM challenge pairs: per image, the globally smallest distance first, each
     prediction and truth used once, only within `tolerance`. pred (N, Kp, 2) and true
-    (N, Kt, 2) may be padded with NaN. Computed in rounds that accept every pair that is the
-    nearest of both its prediction and its truth, which is what the one-by-one greedy accepts.
+    (N, Kt, 2) may be padded with NaN. In 3D, `depths` (predicted (N, Kp), true (N, Kt), nm):
+    a pair's depths also differ by `axial` nm at most. Computed in rounds that accept every
+    pair that is the nearest of both its prediction and its truth, which is what the
+    one-by-one greedy accepts.
     """
     n, kt = true.shape[0], true.shape[1]
     paired = np.full((n, kt), -1, dtype=np.int64)
@@ -60,7 +68,12 @@ def pair_greedy(pred: np.ndarray, true: np.ndarray, tolerance: float = TOLERANCE
         t = np.asarray(true[start : start + PAIRING_CHUNK], dtype=np.float64)
         with np.errstate(invalid="ignore"):
             dist = np.linalg.norm(p[:, :, None, :] - t[:, None, :, :], axis=-1)  # (n, Kp, Kt)
-            dist = np.where(dist <= tolerance, dist, np.inf)  # NaN (padding) fails the test
+            near = dist <= tolerance  # NaN (padding) fails the test
+            if depths is not None:
+                pz = np.asarray(depths[0][start : start + PAIRING_CHUNK], dtype=np.float64)
+                tz = np.asarray(depths[1][start : start + PAIRING_CHUNK], dtype=np.float64)
+                near &= np.abs(pz[:, :, None] - tz[:, None, :]) <= axial
+            dist = np.where(near, dist, np.inf)
         out = paired[start : start + PAIRING_CHUNK]
         while True:
             finite = np.isfinite(dist)

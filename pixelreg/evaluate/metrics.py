@@ -41,10 +41,7 @@ def detection_scores(
     rows, cols = np.nonzero(paired >= 0)
     distances = np.linalg.norm(pred[rows, paired[rows, cols]] - true[rows, cols], axis=-1)
     jaccard = _ratio(tp, tp + fp + fn)
-    rmse_nm = _rms(distances * pixel_size)
-    efficiency = None
-    if jaccard is not None and rmse_nm is not None:
-        efficiency = 100.0 - math.hypot(100.0 - 100.0 * jaccard, EFFICIENCY_ALPHA * rmse_nm)
+    rmse_nm = rms(distances * pixel_size)
     return {
         "tp": tp,
         "fp": fp,
@@ -53,7 +50,7 @@ def detection_scores(
         "precision": _ratio(tp, tp + fp),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
         "jaccard": jaccard,
-        "efficiency": efficiency,
+        "efficiency": efficiency(jaccard, rmse_nm),
     }
 
 
@@ -149,8 +146,17 @@ class Errors:
         return self.distances <= MATCH_RADIUS_PX
 
 
-def _rms(values: np.ndarray) -> float | None:
-    return math.sqrt(np.mean(values**2)) if values.size else None
+def rms(values: np.ndarray) -> float | None:
+    """The root mean square; None of no values."""
+    return math.sqrt(np.mean(np.square(values))) if np.size(values) else None
+
+
+def efficiency(jaccard: float | None, rmse_nm: float | None, alpha: float = EFFICIENCY_ALPHA) -> float | None:
+    """The SMLM challenge's efficiency, E = 100 - sqrt((100 - JI)^2 + alpha^2 rmse^2), of a
+    Jaccard index in [0, 1] and an rmse in nm (alpha in % per nm); None where either is."""
+    if jaccard is None or rmse_nm is None:
+        return None
+    return 100.0 - math.hypot(100.0 - 100.0 * jaccard, alpha * rmse_nm)
 
 
 # Every metric of a block M in metrics.json: its name and how it is read from the errors.
@@ -159,8 +165,8 @@ MEASURES: dict[str, Callable[[Errors], float | None]] = {
     "mean_px": lambda e: e.per_image.mean(),  # an image's error: the mean over its points
     "median_px": lambda e: np.median(e.per_image),
     "p95_px": lambda e: np.percentile(e.per_image, 95),
-    "rmse_px": lambda e: _rms(e.distances),  # over every point
-    "rmse_hits_px": lambda e: _rms(e.distances[e.hits]),  # over points found within 1 px
+    "rmse_px": lambda e: rms(e.distances),  # over every point
+    "rmse_hits_px": lambda e: rms(e.distances[e.hits]),  # over points found within 1 px
     "max_px": lambda e: e.distances.max(),
     "exact": lambda e: e.exact.mean(),  # share of images with every point on its true pixel
     "recall_1px": lambda e: e.hits.mean(),  # share of true points found within 1 px

@@ -34,7 +34,7 @@ from pixelreg.errors import PixelregError
 from pixelreg.fit.bounds import crlb
 from pixelreg.fit.calibrate_camera import EM_MOMENTS, POISSON_MOMENTS, Estimate, camera_estimates
 from pixelreg.fit.defaults import PSF_MODELS
-from pixelreg.fit.photometry import poisson_fit
+from pixelreg.fit.photometry import poisson_fit, poisson_fit_3d
 from pixelreg.fit.psf import window_pixels
 from pixelreg.fit.psf_measure import EXTRA, MOVIE_RADIUS, BeadPSF, MoviePSF, psf_from_beads, psf_from_spots
 from pixelreg.fit.spots import find_spots
@@ -514,6 +514,12 @@ def _measured_psf(
         )
     if beads is not None:
         from_beads = psf_from_beads(beads, z_step)
+        if from_beads.psf.tells_depth:  # astigmatic: the depths the spots' fits show
+            return (
+                from_beads,
+                from_beads.psf,
+                _fitted_depths(photons, isolated, fitted, camera, from_beads.psf),
+            )
         return from_beads, from_beads.psf, _depth_range(from_beads.psf, spread[0] if spread else 0.0)
     if psf_model == "gaussian" or len(fitted) < MIN_PSF_SPOTS:
         return None, None, (0.0, 0.0)
@@ -555,6 +561,28 @@ def _width_spread(fitted: np.ndarray, camera: Camera) -> tuple[float, float] | N
     return beyond_noise(slice(None)), abs(
         beyond_noise(slice(0, None, 2)) - beyond_noise(slice(1, None, 2))
     ) / 2
+
+
+DEPTH_QUANTILES = (0.01, 0.99)  # the spots' fitted depths between these make the range to train on
+DEPTH_MARGIN = 50.0  # nm added either side of that range
+
+
+def _fitted_depths(
+    photons: np.ndarray, isolated: np.ndarray, fitted: np.ndarray, camera: Camera, psf: SampledPSF
+) -> tuple[float, float]:
+    """The depths (nm) to train on under an astigmatic `psf`: those of the isolated spots' 3D
+    Poisson fits between DEPTH_QUANTILES, DEPTH_MARGIN wider either side, within the PSF's;
+    the PSF's whole range where too few spots were fitted."""
+    if len(fitted) < MIN_PSF_SPOTS:
+        return psf.z_range
+    reach = psf.radius + 2
+    windows = _windows(photons, isolated, reach)  # (S, W, W), each spot's peak in the middle
+    where = fitted[:, None, :2] + (reach - FIT_RADIUS)  # the fits' positions in these windows
+    fits = poisson_fit_3d(windows, where, fitted[:, None, 2], fitted[:, None, 3], psf, camera)
+    depths = fits[:, 0, 4]
+    low, high = np.quantile(depths, DEPTH_QUANTILES)
+    first, last = psf.z_range
+    return float(max(first, low - DEPTH_MARGIN)), float(min(last, high + DEPTH_MARGIN))
 
 
 def _depth_range(psf: SampledPSF, spread: float) -> tuple[float, float]:
