@@ -3,8 +3,8 @@
 The scalar pupil PSF of a high-NA objective (NA 1.49, 680 nm, oil, 100 nm pixels) through a
 cylindrical lens (ASTIGMATISM rms waves of astigmatism along x and y), rendered apart from
 pixelreg (`simulate.foreign`: a matrix Fourier transform of the pupil at each emitter), on an
-sCMOS. A bead z-stack through the same optics calibrates the PSF; the first TUNING_FRAMES frames
-of a sparse movie calibrate the camera and the depths to train on; a 3D model trains on that
+sCMOS. A bead z-stack through the same optics calibrates the PSF; the first CALIBRATION_FRAMES
+frames of a sparse movie calibrate the camera and the depths to train on; a 3D model trains on that
 spec, made as dense as the dense movie. Two movies are scored:
 
 - sparse: 1,000 to 5,000 photons, background 20, depths -500 to +500 nm; the isolated spots
@@ -46,7 +46,8 @@ ASTIGMATISM = -0.12  # rms waves (Noll 6): foci about 250 nm either side of the 
 Z_RANGE = (-500.0, 500.0)  # nm: the emitters' depths
 PHOTONS, BACKGROUND = (1000.0, 5000.0), 20.0
 Z_STEP = 50.0  # nm between the bead stack's planes, which reach 700 nm either side
-SPARSE_FRAMES, SPARSE_SIZE, SPARSE_SPOTS = 1000, 64, 6  # about 2,000 isolated spots
+SPARSE_FRAMES, SPARSE_SIZE, SPARSE_SPOTS = 1000, 64, 6  # about 1,600 isolated spots scored
+CALIBRATION_FRAMES = 200  # of the sparse movie, calibrated on (some 260 isolated spots' depths)
 DENSE_FRAMES, DENSE_SIZE, DENSITY = 60, 64, 2.0  # emitters per square micrometre
 BOUND_GOAL = 1.15  # lateral and axial rmse within this many times the 3D bound, every 100 nm bin
 JACCARD_GOAL = 15.0  # points above the ML fit's on the dense movie
@@ -106,7 +107,7 @@ def run_depth_bench(
     say("[3d] rendering the sparse and dense movies and the bead stack")
     sparse, dense, stack = movies()
     say("[3d] calibrating with the beads")
-    calibration = calibrate(sparse.frames[:TUNING_FRAMES], beads=stack, z_step=Z_STEP)
+    calibration = calibrate(sparse.frames[:CALIBRATION_FRAMES], beads=stack, z_step=Z_STEP)
     assert calibration.psf is not None
     out.mkdir(parents=True, exist_ok=True)
     spec = calibration.spec_with_psf(out / "psf.npz")
@@ -116,19 +117,19 @@ def run_depth_bench(
     checkpoint, train_seconds = _train_on(spec, out / "model", epochs, device, reporter)
     true = true_psf()
     bounds = {"sparse": true_bounds(sparse, true), "dense": true_bounds(dense, true)}
-    methods: dict[str, Callable[[ForeignMovie], tuple[np.ndarray, np.ndarray, float]]] = {
-        "pixelreg (3D model)": lambda movie: _model(checkpoint, movie),
-        "ML fit (bead PSF, z free)": lambda movie: _ml_fit(calibration.psf, spec, movie),  # type: ignore[arg-type]
+    methods: dict[str, Callable[[ForeignMovie, int], tuple[np.ndarray, np.ndarray, float]]] = {
+        "pixelreg (3D model)": lambda movie, first: _model(checkpoint, movie, first),
+        "ML fit (bead PSF, z free)": lambda movie, first: _ml_fit(calibration.psf, spec, movie, first),  # type: ignore[arg-type]
     }
     isolated, dense_rows, depth_rows, dense_pairs = {}, {}, {}, {}
     for name, method in methods.items():
         say(f"[3d] {name}")
-        for label, movie in (("sparse", sparse), ("dense", dense)):
-            found, depth, seconds = method(movie)
-            truth = slice(TUNING_FRAMES, None)
+        for label, movie, first in (("sparse", sparse, CALIBRATION_FRAMES), ("dense", dense, TUNING_FRAMES)):
+            found, depth, seconds = method(movie, first)
+            truth = slice(first, None)
             assert movie.z is not None
             row, pairs = score_3d(found, depth, movie.points[truth], movie.z[truth])
-            row["frames_per_second"] = round((len(movie.frames) - TUNING_FRAMES) / seconds, 2)
+            row["frames_per_second"] = round((len(movie.frames) - first) / seconds, 2)
             if label == "dense":
                 dense_rows[name], dense_pairs[name] = row, pairs
                 continue
@@ -183,19 +184,22 @@ def _rmse(pairs: Any, chosen: np.ndarray) -> dict[str, float]:
     }
 
 
-def _model(checkpoint: Path, movie: ForeignMovie) -> tuple[np.ndarray, np.ndarray, float]:
-    """A 3D model's detections (x, y) and depths on the frames after the tuning ones, and seconds."""
+def _model(checkpoint: Path, movie: ForeignMovie, first: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """A 3D model's detections (x, y) and depths on the frames from `first` on, and the seconds."""
     model, _ = load_model(checkpoint, "cpu")
     set_precision(model, "auto", "cpu")
     started = time.perf_counter()
-    found, _ = counted_points(model, movie.frames[TUNING_FRAMES:])
+    found, _ = counted_points(model, movie.frames[first:])
     return found[..., :2], found[..., 2], time.perf_counter() - started
 
 
-def _ml_fit(psf: SampledPSF, spec: DataSpec, movie: ForeignMovie) -> tuple[np.ndarray, np.ndarray, float]:
+def _ml_fit(
+    psf: SampledPSF, spec: DataSpec, movie: ForeignMovie, first: int
+) -> tuple[np.ndarray, np.ndarray, float]:
     """The classical 3D pipeline: peaks of the photon frames smoothed by the PSF's width, each
     fitted by `poisson_fit_3d` of the bead PSF; the peak height's threshold chosen on the first
-    frames for the best Jaccard index. Detections (x, y), depths and seconds, after them."""
+    TUNING_FRAMES frames for the best Jaccard index. Detections (x, y), depths and seconds, of
+    the frames from `first` on."""
     photons = spec.camera.photons(movie.frames)
     most = int(np.isfinite(movie.points[..., 0]).sum(1).max()) * 2 + 8
 
@@ -218,7 +222,7 @@ def _ml_fit(psf: SampledPSF, spec: DataSpec, movie: ForeignMovie) -> tuple[np.nd
         threshold_sweep(tuning[0], tuning[1], truth, score_thresholds(tuning[1][np.isfinite(tuning[1])]))
     )
     started = time.perf_counter()
-    points, scores, depth = detect(photons[TUNING_FRAMES:])
+    points, scores, depth = detect(photons[first:])
     seconds = time.perf_counter() - started
     return keep_above(points, scores, level), depth, seconds
 

@@ -564,7 +564,8 @@ def _width_spread(fitted: np.ndarray, camera: Camera) -> tuple[float, float] | N
 
 
 DEPTH_QUANTILES = (0.01, 0.99)  # the spots' fitted depths between these make the range to train on
-DEPTH_MARGIN = 50.0  # nm added either side of that range
+DEPTH_MARGIN = 0.1  # that range's share added either side (50 nm at least): a defocused spot
+# is dimmer, so fewer of the deepest are found
 
 
 def _fitted_depths(
@@ -581,8 +582,9 @@ def _fitted_depths(
     fits = poisson_fit_3d(windows, where, fitted[:, None, 2], fitted[:, None, 3], psf, camera)
     depths = fits[:, 0, 4]
     low, high = np.quantile(depths, DEPTH_QUANTILES)
+    margin = max(50.0, DEPTH_MARGIN * (high - low))
     first, last = psf.z_range
-    return float(max(first, low - DEPTH_MARGIN)), float(min(last, high + DEPTH_MARGIN))
+    return float(max(first, low - margin)), float(min(last, high + margin))
 
 
 def _depth_range(psf: SampledPSF, spread: float) -> tuple[float, float]:

@@ -12,7 +12,7 @@ determine it between them, and the average is the pixel-integrated PSF itself.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -204,6 +204,10 @@ def psf_from_beads(stack: np.ndarray, z_step: float, radius: int = BEAD_RADIUS) 
     middle = (2 * reach) / 2
     average = fourier_shift(average[None], (middle - centre)[None])[0]
     psf = SampledPSF(upsample(average, radius), OVERSAMPLE, float(z_step), -focus * float(z_step), "beads")
+    if psf.tells_depth:  # astigmatic: the focal plane is where the spot is round, between the foci
+        shift = psf.round_depth()
+        psf = replace(psf, z_first=psf.z_first - shift)
+        focus += shift / float(z_step)
     beads = positions - middle + where[:, ::-1] + (centre - middle)
     return BeadPSF(psf, beads, touching, focus)
 

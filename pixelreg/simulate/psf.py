@@ -165,6 +165,17 @@ class SampledPSF:
         ]
         return max(ellipticity) - min(ellipticity) > ASTIGMATISM
 
+    def round_depth(self) -> float:
+        """The depth (nm) nearest 0 where the spot is round (sigma_x = sigma_y), between the
+        foci of an astigmatic PSF: the focal plane, where z = 0 belongs. 0 where there is none."""
+        depths = np.linspace(*self.z_range, 8 * (self.planes - 1) + 1)
+        turn = np.array([sx - sy for sx, sy in map(self.widths, depths)])
+        crossings = np.nonzero(np.sign(turn[:-1]) * np.sign(turn[1:]) < 0)[0]
+        if not len(crossings):
+            return 0.0
+        i = crossings[np.argmin(np.abs(depths[crossings]))]
+        return float(depths[i] - turn[i] * (depths[i + 1] - depths[i]) / (turn[i + 1] - turn[i]))
+
     def gaussian_sigma(self, z: float | None = None) -> float:
         """The sigma (px) of the pixel-integrated Gaussian that fits the pixels of a centred spot at
         depth z best (least squares): the PSF's Gaussian-equivalent width. (Its second moment
