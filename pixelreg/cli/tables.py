@@ -441,3 +441,71 @@ def psf_isolated_table(result: dict[str, Any], console: Console = CONSOLE) -> Ta
         [],
         console=console,
     )
+
+
+def depth_tables(result: dict[str, Any], console: Console = CONSOLE) -> list[Table]:
+    """`bench 3d`: each method's rmse against the 3D bound by depth on isolated spots, and its
+    scores on the dense movie, with the goals."""
+    tables = []
+    for method, rows in result["by_depth"].items():
+        cells = [
+            [
+                f"{row['z_nm']:+.0f}",
+                str(row["spots"]),
+                shown(row["rmse_lateral_nm"], ".2f"),
+                shown(row["bound_lateral_nm"], ".2f"),
+                shown(row["lateral_over_bound"], ".3f"),
+                shown(row["rmse_axial_nm"], ".2f"),
+                shown(row["bound_axial_nm"], ".2f"),
+                shown(row["axial_over_bound"], ".3f"),
+                f"{row['bias_z_nm']:+.1f} +- {row['bias_z_error_nm']:.1f}",
+            ]
+            for row in rows
+        ]
+        whole = result["isolated"][method]
+        table = fitted_table(
+            f"{method}: isolated spots by true depth ({whole['spots']} of {whole['of']} found)",
+            ["z nm", "spots", "lateral nm", "bound", "ratio", "axial nm", "bound", "ratio", "z bias nm"],
+            cells,
+            [],
+            console=console,
+        )
+        table.caption = (
+            f"all: lateral {whole['rmse_lateral_nm']} nm ({whole['lateral_over_bound']} x bound), "
+            f"axial {whole['rmse_axial_nm']} nm ({whole['axial_over_bound']} x bound)"
+        )
+        tables.append(table)
+    cells = [
+        [
+            method,
+            shown(row["jaccard"], ".2f"),
+            shown(row["recall"], ".3f"),
+            shown(row["precision"], ".3f"),
+            shown(row["rmse_lateral_nm"], ".1f"),
+            shown(row["rmse_axial_nm"], ".1f"),
+            shown(row["efficiency_lateral"], ".2f"),
+            shown(row["efficiency_axial"], ".2f"),
+            f"{row['same_spots']['rmse_lateral_nm']:.1f} / {row['same_spots']['rmse_axial_nm']:.1f} "
+            f"({row['same_spots']['spots']})",
+            shown(row["frames_per_second"], ".2f"),
+        ]
+        for method, row in result["dense"].items()
+    ]
+    table = fitted_table(
+        f"dense movie: {result['dense_spots_per_frame']} emitters a 64x64 frame (2 per square micrometre)",
+        ["method", "Jaccard", "recall", "precision", "lateral nm", "axial nm", "E lat", "E ax",
+         "same spots lat / ax nm", "frames/s"],
+        cells,
+        [],
+        console=console,
+    )  # fmt: skip
+    goals = result["goals"]
+    table.caption = (
+        f"worst bin / bound: lateral {goals['worst_lateral_over_bound']}, axial {goals['worst_axial_over_bound']} "
+        f"(goal 1.15: {'met' if goals['bound_goal_met'] else 'missed'}); no worse than the ML fit in every bin: "
+        f"{'yes' if goals['no_worse_than_ml_fit_every_bin'] else 'no'}; dense Jaccard gain "
+        f"{goals['dense_jaccard_gain_points']} points (goal 15 with lower rmse: "
+        f"{'met' if goals['dense_goal_met'] else 'missed'})"
+    )
+    tables.append(table)
+    return tables

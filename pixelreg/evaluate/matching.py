@@ -57,13 +57,33 @@ def pair_greedy(
     (N, Kt, 2) may be padded with NaN. In 3D, `depths` (predicted (N, Kp), true (N, Kt), nm):
     a pair's depths also differ by `axial` nm at most. Computed in rounds that accept every
     pair that is the nearest of both its prediction and its truth, which is what the
-    one-by-one greedy accepts.
+    one-by-one greedy accepts (`_pair_in_rounds`).
     """
-    n, kt = true.shape[0], true.shape[1]
-    paired = np.full((n, kt), -1, dtype=np.int64)
-    if pred.shape[1] == 0 or kt == 0:
-        return paired
-    for start in range(0, n, PAIRING_CHUNK):
+    return pair_candidates(
+        candidate_pairs(pred, true, tolerance, depths, axial), pred.shape[1], true.shape[:2]
+    )
+
+
+def pair_candidates(candidates: tuple[np.ndarray, ...], kp: int, shape: tuple[int, ...]) -> np.ndarray:
+    """`pair_greedy` of its `candidates` (`candidate_pairs`), predictions `kp` an image, truths
+    of `shape` (N, Kt): a sweep of thresholds finds the candidates once and pairs each subset."""
+    paired = np.full(shape, -1, dtype=np.int64)
+    _pair_in_rounds(candidates, kp, paired)
+    return paired
+
+
+def candidate_pairs(
+    pred: np.ndarray,
+    true: np.ndarray,
+    tolerance: float = TOLERANCE_PX,
+    depths: tuple[np.ndarray, np.ndarray] | None = None,
+    axial: float = AXIAL_TOLERANCE_NM,
+) -> tuple[np.ndarray, ...]:
+    """Every (prediction, truth) of an image that may pair (`pair_greedy`'s arguments): their
+    image, prediction and truth indices and their distance (C,) each, in (image, prediction,
+    truth) order. A few per truth: the pairing then works on these alone."""
+    parts = []
+    for start in range(0, len(true), PAIRING_CHUNK):
         p = np.asarray(pred[start : start + PAIRING_CHUNK], dtype=np.float64)
         t = np.asarray(true[start : start + PAIRING_CHUNK], dtype=np.float64)
         with np.errstate(invalid="ignore"):
@@ -73,21 +93,39 @@ def pair_greedy(
                 pz = np.asarray(depths[0][start : start + PAIRING_CHUNK], dtype=np.float64)
                 tz = np.asarray(depths[1][start : start + PAIRING_CHUNK], dtype=np.float64)
                 near &= np.abs(pz[:, :, None] - tz[:, None, :]) <= axial
-            dist = np.where(near, dist, np.inf)
-        out = paired[start : start + PAIRING_CHUNK]
-        while True:
-            finite = np.isfinite(dist)
-            if not finite.any():
-                break
-            mutual = finite & (dist == dist.min(2, keepdims=True)) & (dist == dist.min(1, keepdims=True))
-            # ties: each prediction takes its first such truth, each truth its first prediction
-            mutual &= np.arange(kt) == mutual.argmax(2)[..., None]
-            mutual &= np.arange(p.shape[1])[:, None] == mutual.argmax(1)[:, None, :]
-            images, preds, truths = np.nonzero(mutual)
-            out[images, truths] = preds
-            dist[images, preds, :] = np.inf
-            dist[images, :, truths] = np.inf
-    return paired
+        image, index, truth = np.nonzero(near)
+        parts.append((image + start, index, truth, dist[image, index, truth]))
+    if not parts:
+        return tuple(np.zeros(0, dtype=kind) for kind in (np.int64, np.int64, np.int64, np.float64))
+    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
+
+def _pair_in_rounds(candidates: tuple[np.ndarray, ...], kp: int, out: np.ndarray) -> None:
+    """`pair_greedy`'s rounds on its `candidates` (`candidate_pairs`) of predictions of `kp` an
+    image, written into `out` (n, Kt): each round accepts every candidate that is the nearest
+    left of both its prediction and its truth (of ties, a prediction's first truth, then a
+    truth's first prediction), and retires their other candidates. Each round costs what is left."""
+    n, kt = out.shape
+    image, pred, truth, gap = candidates
+    by_pred, by_truth = image * kp + pred, image * kt + truth
+    left = np.arange(len(gap))
+    while len(left):
+        nearest_of_pred = np.full(n * kp, np.inf)
+        nearest_of_truth = np.full(n * kt, np.inf)
+        np.minimum.at(nearest_of_pred, by_pred[left], gap[left])
+        np.minimum.at(nearest_of_truth, by_truth[left], gap[left])
+        nearest = (gap[left] == nearest_of_pred[by_pred[left]]) & (
+            gap[left] == nearest_of_truth[by_truth[left]]
+        )
+        mutual = left[nearest]
+        mutual = mutual[np.unique(by_pred[mutual], return_index=True)[1]]  # a prediction's first truth
+        mutual = mutual[np.lexsort((pred[mutual], by_truth[mutual]))]
+        mutual = mutual[np.unique(by_truth[mutual], return_index=True)[1]]  # a truth's first prediction
+        out[image[mutual], truth[mutual]] = pred[mutual]
+        used_pred = np.zeros(n * kp, dtype=bool)
+        used_truth = np.zeros(n * kt, dtype=bool)
+        used_pred[by_pred[mutual]] = used_truth[by_truth[mutual]] = True
+        left = left[~used_pred[by_pred[left]] & ~used_truth[by_truth[left]]]
 
 
 def nearest_other(true: np.ndarray) -> np.ndarray:

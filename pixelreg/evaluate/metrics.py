@@ -15,7 +15,9 @@ from pixelreg.evaluate.matching import (
     MATCH_RADIUS_PX,
     PIXEL_SIZE_NM,
     TOLERANCE_PX,
+    candidate_pairs,
     nearest_other,
+    pair_candidates,
     pair_greedy,
     pairs_of,
 )
@@ -76,8 +78,14 @@ def threshold_sweep(
     """Recall, precision and Jaccard index of the detections scored at least each threshold:
     the precision-recall curve, from which the threshold is chosen."""
     sweep: dict[str, list[Any]] = {"threshold": [], "recall": [], "precision": [], "jaccard": []}
+    candidates = candidate_pairs(points, true, tolerance)  # once: a threshold only drops some
     for threshold in thresholds:
-        scores_at = detection_scores(keep_above(points, scores, threshold), true, tolerance)
+        kept = keep_above(points, scores, threshold)
+        chosen = np.isfinite(kept[candidates[0], candidates[1], 0])
+        paired = pair_candidates(
+            tuple(column[chosen] for column in candidates), points.shape[1], true.shape[:2]
+        )
+        scores_at = detection_scores(kept, true, tolerance, paired=paired)
         sweep["threshold"].append(as_json_float(threshold))
         for key in ("recall", "precision", "jaccard"):
             value = scores_at[key]

@@ -35,6 +35,7 @@ def render_localizations(
     shape: tuple[int, int],
     zoom: int = 10,
     least_sigma: float | None = None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """A float64 image of shape (shape[0] * zoom, shape[1] * zoom): each localization a 2-D
     Gaussian of unit integral with sigma its uncertainty (camera px), integrated over the fine
@@ -46,6 +47,8 @@ def render_localizations(
     as the grid allows (a plain histogram of positions, lightly smoothed). Positions that are NaN
     or outside the frame are skipped. Each Gaussian is drawn only within +-4 sigma, in batches,
     so time grows with the number of spots times (sigma * zoom)^2 and memory stays bounded.
+    With `weights`, each localization's Gaussian is scaled by its weight (its depth, say: the
+    weighted rendering over the plain one is the mean depth in each fine pixel).
     """
     height, width = _frame_shape(shape)
     zoom = check_rendering(shape, zoom)
@@ -71,6 +74,7 @@ def render_localizations(
     inside = _in_frame(x, y, height, width)
     u, v = (x[inside] + 0.5) * zoom, (y[inside] + 0.5) * zoom  # fine pixel j spans [j, j + 1]
     sigma = sigma[inside]
+    weight = np.ones(len(u)) if weights is None else np.asarray(weights, dtype=np.float64).ravel()[inside]
     sigma = np.where(np.isfinite(sigma), np.maximum(sigma, floor), floor) * zoom  # fine pixels
     radius = np.ceil(WINDOW_SIGMAS * sigma).astype(np.int64)
 
@@ -91,7 +95,8 @@ def render_localizations(
             for start in range(0, len(batch), per_chunk):
                 part = slice(start, start + per_chunk)
                 index = iy[part, :, None] * fine_w + ix[part, None, :]
-                np.add.at(image, index.ravel(), (wy[part, :, None] * wx[part, None, :]).ravel())
+                share = wy[part, :, None] * wx[part, None, :] * weight[batch][part, None, None]
+                np.add.at(image, index.ravel(), share.ravel())
     return image.reshape(fine_h, fine_w)
 
 
@@ -165,6 +170,8 @@ def plot_localizations(
     x, y, photons, uncertainty = (locs[name] for name in ("x", "y", "photons", "uncertainty"))
     frames = locs["frame"].astype(np.float64)
     count = len(locs)
+    depth = locs["z"]
+    three_d = bool(np.isfinite(depth).any())  # a 3D model's table: coloured by depth
 
     image = render_localizations(x, y, uncertainty, (height, width), zoom=zoom)
     drawn = int(np.count_nonzero(_in_frame(x, y, height, width)))
@@ -176,28 +183,32 @@ def plot_localizations(
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # here: checks come before matplotlib
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13.5, 8.5), layout="constrained")
+    fig = Figure(figsize=(13.5, 11.5 if three_d else 8.5), layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 2, width_ratios=[2.6, 1])
-    ax_img = fig.add_subplot(grid[:, 0])
+    grid = fig.add_gridspec(
+        3 if three_d else 2, 2, width_ratios=[2.6, 1], height_ratios=[1, 1, 0.8][: 3 if three_d else 2]
+    )
+    ax_img = fig.add_subplot(grid[:2, 0])
     ax_img.set_facecolor("black")
-    shown_img = ax_img.imshow(
-        shown,
-        cmap="magma",
-        vmin=0,
-        vmax=vmax,
-        extent=(-0.5, width - 0.5, height - 0.5, -0.5),
-        interpolation="antialiased",
-    )
-    ax_img.set(xlabel="x (camera pixels)", ylabel="y (camera pixels)")
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
     bin_px = factor / zoom
-    colorbar = fig.colorbar(shown_img, ax=ax_img, shrink=0.6, pad=0.01, extend="max")
-    colorbar.set_label(
-        f"localizations per {bin_px:g} x {bin_px:g} px bin (zoom {zoom}"
-        + (f", shown binned by {factor}" if factor > 1 else "")
-        + f")\nclipped at the {CONTRAST_PERCENTILE:g}th percentile of nonzero bins"
-    )
+    if three_d:
+        _depth_coloured(fig, ax_img, locs, (height, width), zoom, shown, vmax, extent)
+    else:
+        shown_img = ax_img.imshow(
+            shown, cmap="magma", vmin=0, vmax=vmax, extent=extent, interpolation="antialiased"
+        )
+        colorbar = fig.colorbar(shown_img, ax=ax_img, shrink=0.6, pad=0.01, extend="max")
+        colorbar.set_label(
+            f"localizations per {bin_px:g} x {bin_px:g} px bin (zoom {zoom}"
+            + (f", shown binned by {factor}" if factor > 1 else "")
+            + f")\nclipped at the {CONTRAST_PERCENTILE:g}th percentile of nonzero bins"
+        )
+    ax_img.set(xlabel="x (camera pixels)", ylabel="y (camera pixels)")
     _scale_bar(ax_img, width, height)
+    if three_d:
+        _side_view(fig.add_subplot(grid[2, 0]), x, depth, width)
+        _histogram(fig.add_subplot(grid[2, 1]), depth, "depth z (nm)", "nm", "")
 
     least = f"drawn at sigma {1 / zoom:g} px"
     _histogram(fig.add_subplot(grid[0, 1]), photons, "photons per localization", "photons", "")
@@ -210,6 +221,47 @@ def plot_localizations(
     fig.suptitle(f"{heading}\n{title}" if title else heading)
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150))
     return Path(path)
+
+
+def _depth_coloured(
+    fig, ax, locs: Localizations, shape: tuple[int, int], zoom: int, shown, vmax, extent
+) -> None:
+    """The rendering coloured by the mean depth in each shown pixel (a spectral map), its
+    brightness the density of localizations there, as 3D SMLM renderings are drawn."""
+    import matplotlib
+
+    finite = np.isfinite(locs["z"])
+    x, y, uncertainty, depth = (locs[name][finite] for name in ("x", "y", "uncertainty", "z"))
+    weighted = render_localizations(x, y, uncertainty, shape, zoom=zoom, weights=depth)
+    plain = render_localizations(x, y, uncertainty, shape, zoom=zoom)
+    weighted, _ = _bin_for_display(weighted)
+    plain, _ = _bin_for_display(plain)
+    low, high = np.percentile(depth, [1, 99]) if depth.size else (0.0, 1.0)
+    high = max(high, low + 1.0)
+    mean = np.divide(weighted, plain, out=np.full_like(plain, low), where=plain > 1e-9)
+    colour = matplotlib.colormaps["turbo"]((mean - low) / (high - low))[..., :3]
+    brightness = np.clip(shown / vmax, 0, 1)[..., None]
+    ax.imshow(colour * brightness, extent=extent, interpolation="antialiased")
+    mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(low, high), "turbo")
+    fig.colorbar(mappable, ax=ax, shrink=0.6, pad=0.01).set_label(
+        f"mean depth z (nm); brightness: density, clipped at the {CONTRAST_PERCENTILE:g}th percentile"
+    )
+
+
+def _side_view(ax, x: np.ndarray, depth: np.ndarray, width: int) -> None:
+    """The xz side view: localizations binned by x (a tenth of a pixel) and depth (10 nm)."""
+    finite = np.isfinite(depth) & np.isfinite(x)
+    low, high = np.percentile(depth[finite], [0.5, 99.5]) if finite.any() else (0.0, 1.0)
+    high = max(high, low + 10.0)
+    counts, _, _ = np.histogram2d(
+        depth[finite], x[finite], bins=(max(10, int((high - low) / 10)), min(2000, width * 10)),
+        range=((low, high), (-0.5, width - 0.5)),
+    )  # fmt: skip
+    ax.set_facecolor("black")
+    top = max(1.0, float(np.percentile(counts[counts > 0], CONTRAST_PERCENTILE))) if counts.any() else 1.0
+    ax.imshow(counts, cmap="magma", vmin=0, vmax=top, aspect="auto", origin="lower",
+              extent=(-0.5, width - 0.5, low, high), interpolation="antialiased")  # fmt: skip
+    ax.set(xlabel="x (camera pixels)", ylabel="z (nm)", title="side view (x, z)")
 
 
 def _bin_for_display(image: np.ndarray) -> tuple[np.ndarray, int]:
