@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from pixelreg.errors import PixelregError
+from pixelreg.evaluate.depth import score_3d
 from pixelreg.evaluate.files import Evaluation, load_predictions, save_evaluation
 from pixelreg.evaluate.matching import MATCH_RADIUS_PX, Scoring, match_points, pair_greedy
 from pixelreg.evaluate.metrics import (
@@ -277,6 +278,11 @@ def evaluate_counting(
     report["recall_by_separation"] = separation_recall(predictions, list(tuned), scoring.tolerance)
     report["bias"] = None  # by phase: for fixed counts, where every spot has its prediction
     report["crlb"] = precision_against_bound(report, true, spec)
+    if "true_z" in predictions:  # a 3D model: the SMLM challenge's 3D scores too
+        report["three_d"] = score_3d(
+            predictions["pred"], predictions["pred_z"], true, predictions["true_z"], scoring.pixel_size,
+            scoring.tolerance,
+        )[0]  # fmt: skip
     return Evaluation(report, predictions)
 
 
@@ -299,7 +305,14 @@ def counting_predictions(
     found, confidence = detect_images(model, images, device)
     pred, pred_confidence = kept_detections(model, images, found, confidence, threshold)
     train_mask = _train_mask(payload, dataset.size)
+    depths = {}
+    if pred.shape[-1] > 2:  # a 3D model's: x, y, then the depth and its expected error (nm)
+        depths = {"pred_z": pred[..., 2], "pred_uncertainty_z": pred[..., 3]}
+        if dataset.photometry is not None and dataset.photometry.z is not None:
+            depths["true_z"] = dataset.photometry.z[index]
+        pred, found = pred[..., :2], found[..., :2]
     predictions = {
+        **depths,
         "index": index,
         "images": images,
         "true": true,
