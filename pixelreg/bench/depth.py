@@ -28,7 +28,7 @@ import numpy as np
 
 from pixelreg.bench.calibration import TUNING_FRAMES, _train_on, true_camera
 from pixelreg.bench.defaults import CALIBRATION_EPOCHS
-from pixelreg.bench.psf import isolated_spots
+from pixelreg.bench.psf import isolated_spots, true_psf
 from pixelreg.evaluate.depth import by_depth, score_3d
 from pixelreg.evaluate.metrics import best_threshold, keep_above, score_thresholds, threshold_sweep
 from pixelreg.fit.bounds import crlb
@@ -39,7 +39,7 @@ from pixelreg.io.checkpoints import load_model
 from pixelreg.nn.inference import counted_points, set_precision
 from pixelreg.nn.train import Reporter
 from pixelreg.simulate.foreign import PUPIL_OPTICS, ForeignMovie, render_bead_stack, render_pupil_movie
-from pixelreg.simulate.psf import Optics, SampledPSF, pupil_psf
+from pixelreg.simulate.psf import SampledPSF
 from pixelreg.simulate.spec import DataSpec
 
 ASTIGMATISM = -0.12  # rms waves (Noll 6): foci about 250 nm either side of the focal plane
@@ -52,18 +52,6 @@ DENSE_FRAMES, DENSE_SIZE, DENSITY = 60, 64, 2.0  # emitters per square micrometr
 BOUND_GOAL = 1.15  # lateral and axial rmse within this many times the 3D bound, every 100 nm bin
 JACCARD_GOAL = 15.0  # points above the ML fit's on the dense movie
 TRAIN_N = 6000
-
-
-def true_psf() -> SampledPSF:
-    """The renderer's PSF as pixelreg's pupil model makes it, for the bound (not for training)."""
-    optics = Optics(
-        na=PUPIL_OPTICS["na"],
-        wavelength=PUPIL_OPTICS["wavelength"],
-        refractive_index=PUPIL_OPTICS["refractive_index"],
-        pixel_size=PUPIL_OPTICS["pixel_size"],
-        aberrations=((6, ASTIGMATISM),),
-    )
-    return pupil_psf(optics, np.arange(-600.0, 601.0, 25.0), radius=8)
 
 
 def movies() -> tuple[ForeignMovie, ForeignMovie, np.ndarray]:
@@ -115,7 +103,7 @@ def run_depth_bench(
     spec = spec.with_(n=train_n, points=0, points_max=dense_most)
     say(f"[3d] training a 3D model on depths {spec.z:g} to {spec.z_max:g} nm")
     checkpoint, train_seconds = _train_on(spec, out / "model", epochs, device, reporter)
-    true = true_psf()
+    true = true_psf(ASTIGMATISM, 600.0)
     bounds = {"sparse": true_bounds(sparse, true), "dense": true_bounds(dense, true)}
     methods: dict[str, Callable[[ForeignMovie, int], tuple[np.ndarray, np.ndarray, float]]] = {
         "pixelreg (3D model)": lambda movie, first: _model(checkpoint, movie, first),

@@ -49,15 +49,17 @@ RMSE_GOAL, BEADS_RMSE_GOAL = 1.3, 1.15  # times the bound: from the movie alone,
 BIAS_GOAL = 0.01  # px: the worst phase bin's mean error
 
 
-def true_psf() -> SampledPSF:
-    """The renderer's PSF as pixelreg's pupil model makes it, for the bound (not for training)."""
+def true_psf(astigmatism: float = 0.0, reach: float = 300.0) -> SampledPSF:
+    """The renderer's PSF as pixelreg's pupil model makes it, `reach` nm either side of focus
+    (through a cylindrical lens of `astigmatism` rms waves), for the bound (not for training)."""
     optics = Optics(
         na=PUPIL_OPTICS["na"],
         wavelength=PUPIL_OPTICS["wavelength"],
         refractive_index=PUPIL_OPTICS["refractive_index"],
         pixel_size=PUPIL_OPTICS["pixel_size"],
+        aberrations=((6, astigmatism),) if astigmatism else (),
     )
-    return pupil_psf(optics, np.arange(-300.0, 301.0, 25.0), radius=8)
+    return pupil_psf(optics, np.arange(-reach, reach + 1.0, 25.0), radius=8)
 
 
 def run_psf_bench(
