@@ -121,6 +121,7 @@ def test_calibrate_refuses_a_movie_its_twin_cannot_match_and_writes_nothing(run,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # trains (a subprocess, as a user runs it)
 def test_the_spec_says_how_each_value_was_found_and_train_warns_of_defaults(run, tmp_path):
     tifffile.imwrite(tmp_path / "grey.tif", render_grey_spots(frames=20, seed=0).frames)
     made = run("calibrate", tmp_path / "grey.tif", "--out", tmp_path / "spec.json", "--quiet")
