@@ -29,7 +29,7 @@ import numpy as np
 from pixelreg.bench.calibration import TUNING_FRAMES, _train_on, true_camera
 from pixelreg.bench.defaults import CALIBRATION_EPOCHS
 from pixelreg.bench.psf import isolated_spots, true_psf
-from pixelreg.evaluate.depth import by_depth, score_3d
+from pixelreg.evaluate.depth import against_bound, by_depth, score_3d
 from pixelreg.evaluate.metrics import best_threshold, keep_above, score_thresholds, threshold_sweep
 from pixelreg.fit.bounds import crlb
 from pixelreg.fit.calibrate import TRAIN_SIZE, calibrate
@@ -122,20 +122,23 @@ def run_depth_bench(
                 dense_rows[name], dense_pairs[name] = row, pairs
                 continue
             alone = isolated_spots(movie)[truth][pairs.frame, pairs.spot]
-            pairs_alone = type(pairs)(
-                *(getattr(pairs, f)[alone] for f in ("frame", "spot", "lateral", "axial", "true_z"))
-            )
+            pairs_alone = pairs.subset(alone)
             isolated[name] = {
                 "spots": int(alone.sum()),
                 "of": int(isolated_spots(movie)[truth].sum()),
-                **score_3d_rmse(pairs_alone, bounds["sparse"][truth]),
+                **against_bound(pairs_alone, bounds["sparse"][truth]),
             }
             depth_rows[name] = by_depth(pairs_alone, bounds["sparse"][truth], Z_RANGE)
     ours, theirs = (dense_pairs[name] for name in methods)
     both = np.intersect1d(ours.frame * 10_000 + ours.spot, theirs.frame * 10_000 + theirs.spot)
     for name, pairs in dense_pairs.items():
         common = np.isin(pairs.frame * 10_000 + pairs.spot, both)
-        dense_rows[name]["same_spots"] = {"spots": int(common.sum()), **_rmse(pairs, common)}
+        lateral, axial = pairs.subset(common).rmse()
+        dense_rows[name]["same_spots"] = {
+            "spots": int(common.sum()),
+            "rmse_lateral_nm": round(float(lateral or 0.0), 2),
+            "rmse_axial_nm": round(float(axial or 0.0), 2),
+        }
     return {
         "truth": sparse.truth,
         "calibration": calibration.summary(),
@@ -146,29 +149,6 @@ def run_depth_bench(
         "dense": dense_rows,
         "dense_spots_per_frame": int(np.isfinite(dense.points[..., 0]).sum(1).mean()),
         "goals": _goals(depth_rows, dense_rows),
-    }
-
-
-def score_3d_rmse(pairs: Any, bound: np.ndarray) -> dict[str, Any]:
-    """Lateral and axial rmse (nm) of pairs, over the rms of their bounds."""
-    spot = bound[pairs.frame, pairs.spot]
-    lateral = float(np.sqrt(np.mean(np.sum(pairs.lateral**2, -1)))) * PUPIL_OPTICS["pixel_size"]
-    lateral_bound = float(np.sqrt(np.mean(spot[:, 0] ** 2 + spot[:, 1] ** 2))) * PUPIL_OPTICS["pixel_size"]
-    axial, axial_bound = float(np.sqrt(np.mean(pairs.axial**2))), float(np.sqrt(np.mean(spot[:, 4] ** 2)))
-    return {
-        "rmse_lateral_nm": round(lateral, 2),
-        "lateral_over_bound": round(lateral / lateral_bound, 3),
-        "rmse_axial_nm": round(axial, 2),
-        "axial_over_bound": round(axial / axial_bound, 3),
-    }
-
-
-def _rmse(pairs: Any, chosen: np.ndarray) -> dict[str, float]:
-    """Lateral and axial rmse (nm) of the chosen pairs."""
-    lateral = np.sqrt(np.mean(np.sum(pairs.lateral[chosen] ** 2, -1))) * PUPIL_OPTICS["pixel_size"]
-    return {
-        "rmse_lateral_nm": round(float(lateral), 2),
-        "rmse_axial_nm": round(float(np.sqrt(np.mean(pairs.axial[chosen] ** 2))), 2),
     }
 
 

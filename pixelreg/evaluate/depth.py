@@ -32,6 +32,16 @@ class Pairs3D:
     axial: np.ndarray  # (P,) predicted - true depth, nm
     true_z: np.ndarray  # (P,) nm
 
+    def subset(self, chosen: np.ndarray) -> Pairs3D:
+        """The pairs `chosen` (a mask or indices)."""
+        return Pairs3D(
+            *(part[chosen] for part in (self.frame, self.spot, self.lateral, self.axial, self.true_z))
+        )
+
+    def rmse(self, pixel_size: float = PIXEL_SIZE_NM) -> tuple[float | None, float | None]:
+        """Lateral (x and y together) and axial rmse, nm; None of no pairs."""
+        return rms(np.linalg.norm(self.lateral, axis=-1) * pixel_size), rms(self.axial)
+
 
 def score_3d(
     pred: np.ndarray,
@@ -58,8 +68,7 @@ def score_3d(
         np.asarray(pred_z, dtype=np.float64)[frame, chosen] - true_z[frame, spot],
         np.asarray(true_z, dtype=np.float64)[frame, spot],
     )
-    lateral = rms(np.linalg.norm(pairs.lateral, axis=-1) * pixel_size)
-    axial_rmse = rms(pairs.axial)
+    lateral, axial_rmse = pairs.rmse(pixel_size)
     jaccard = scores["jaccard"]
     row: dict[str, Any] = {key: scores[key] for key in ("tp", "fp", "fn", "recall", "precision")}
     row["jaccard"] = None if jaccard is None else round(100 * jaccard, 2)
@@ -82,32 +91,40 @@ def by_depth(
     as `crlb` gives it: x, y, photons, background, z) and the ratios; and the mean axial error
     (the bias of z), with its standard error."""
     edges = np.arange(z_range[0], z_range[1] + step / 2, step)
-    spot_bound = bound[pairs.frame, pairs.spot]
     rows = []
     for low, high in zip(edges[:-1], edges[1:], strict=True):
         inside = (pairs.true_z >= low) & (pairs.true_z < high if high < edges[-1] else pairs.true_z <= high)
         if not inside.any():
             continue
-        lateral = rms(np.linalg.norm(pairs.lateral[inside], axis=-1) * pixel_size)
-        lateral_bound = rms(np.hypot(spot_bound[inside, 0], spot_bound[inside, 1]) * pixel_size)
-        axial = rms(pairs.axial[inside])
-        axial_bound = rms(spot_bound[inside, 4])
-        count = int(inside.sum())
+        chosen = pairs.subset(inside)
+        count = len(chosen.axial)
         rows.append(
             {
                 "z_nm": round(float((low + high) / 2), 1),
                 "spots": count,
-                "rmse_lateral_nm": _round(lateral),
-                "bound_lateral_nm": _round(lateral_bound),
-                "lateral_over_bound": _ratio(lateral, lateral_bound),
-                "rmse_axial_nm": _round(axial),
-                "bound_axial_nm": _round(axial_bound),
-                "axial_over_bound": _ratio(axial, axial_bound),
-                "bias_z_nm": round(float(pairs.axial[inside].mean()), 2),
-                "bias_z_error_nm": round(float(pairs.axial[inside].std() / math.sqrt(count)), 2),
+                **against_bound(chosen, bound, pixel_size),
+                "bias_z_nm": round(float(chosen.axial.mean()), 2),
+                "bias_z_error_nm": round(float(chosen.axial.std() / math.sqrt(count)), 2),
             }
         )
     return rows
+
+
+def against_bound(pairs: Pairs3D, bound: np.ndarray, pixel_size: float = PIXEL_SIZE_NM) -> dict[str, Any]:
+    """The pairs' lateral and axial rmse (nm) beside the rms of their truths' 3D bounds `bound`
+    (N, Kt, 5 as `crlb` gives it: x, y, photons, background, z), and the ratios."""
+    spot_bound = bound[pairs.frame, pairs.spot]
+    lateral, axial = pairs.rmse(pixel_size)
+    lateral_bound = rms(np.hypot(spot_bound[:, 0], spot_bound[:, 1]) * pixel_size)
+    axial_bound = rms(spot_bound[:, 4])
+    return {
+        "rmse_lateral_nm": _round(lateral),
+        "bound_lateral_nm": _round(lateral_bound),
+        "lateral_over_bound": _ratio(lateral, lateral_bound),
+        "rmse_axial_nm": _round(axial),
+        "bound_axial_nm": _round(axial_bound),
+        "axial_over_bound": _ratio(axial, axial_bound),
+    }
 
 
 def _round(value: float | None) -> float | None:
