@@ -228,3 +228,48 @@ def refuse_overwriting(out: Path, inputs: list[Path], flag: str = "--out") -> No
     for path in inputs:
         if path.exists() and Path(os.path.realpath(path)) == target:
             raise PixelregError(f"{flag} {out} is one of this command's inputs; choose another file")
+
+
+def parse_bounds(text: str, option: str) -> tuple[float, float]:
+    """'LO:HI' -> (LO, HI), either side left open ('500:', ':0.2'); a single number is both."""
+    parts = text.split(":")
+    if len(parts) > 2:
+        raise PixelregError(f"{option} takes LO:HI (either side may be left out), got {text!r}")
+    try:
+        low, high = (
+            float(part) if part.strip() else math.inf * sign
+            for part, sign in zip(parts if len(parts) == 2 else parts * 2, (-1, 1), strict=True)
+        )
+    except ValueError:
+        raise PixelregError(f"{option} takes LO:HI (either side may be left out), got {text!r}") from None
+    if math.isnan(low) or math.isnan(high):
+        raise PixelregError(f"{option} takes numbers, got {text!r}")
+    if low > high:
+        raise PixelregError(f"{option} {text}: LO is above HI, which keeps nothing")
+    return low, high
+
+
+TableArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A localization table: pixelreg's CSV, ThunderSTORM's CSV or Picasso's HDF5.",
+        metavar="LOCS",
+        show_default=False,
+    ),
+]
+TableFormat = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="The table written: csv (pixelreg's), thunderstorm, or picasso (HDF5, with its YAML "
+        "beside it); default: picasso for an .hdf5 --out, else the format LOCS is in.",
+        show_default=False,
+    ),
+]
+TablePixelSize = Annotated[
+    float,
+    typer.Option(
+        help="nm per camera pixel: to read and write ThunderSTORM's nm, Picasso's metadata, and to "
+        "report lengths in nm."
+    ),
+]

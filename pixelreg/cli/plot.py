@@ -13,6 +13,7 @@ from pixelreg.cli.options import Device, Quiet, check_pixel_size, given_on_comma
 from pixelreg.errors import PixelregError
 from pixelreg.evaluate.matching import PIXEL_SIZE_NM
 from pixelreg.io.runs import RunDir
+from pixelreg.io.tables import PICASSO_SUFFIXES
 
 TablePixelSize = Annotated[
     float, typer.Option(help="Table: nm per camera pixel, to read a ThunderSTORM table's nm.")
@@ -29,9 +30,9 @@ def plot(
     run_dir: Annotated[
         Path,
         typer.Argument(
-            help="A run directory made by `pixelreg train`, or a localization table (.csv) made by "
-            "`pixelreg predict` (pixelreg's columns or ThunderSTORM's).",
-            metavar="RUN_DIR|LOCS.csv",
+            help="A run directory made by `pixelreg train`, or a localization table: pixelreg's or "
+            "ThunderSTORM's CSV, or Picasso's HDF5 (.hdf5).",
+            metavar="RUN_DIR|LOCS",
         ),
     ],
     zoom: Annotated[
@@ -48,7 +49,7 @@ def plot(
 
     Example: pixelreg plot runs/train; pixelreg plot locs.csv --zoom 8
     """
-    if run_dir.suffix.lower() == ".csv" and not run_dir.is_dir():
+    if run_dir.suffix.lower() in (".csv", *PICASSO_SUFFIXES) and not run_dir.is_dir():
         from pixelreg.io.tables import read_table
         from pixelreg.plots.localizations import check_rendering, plot_localizations
 
@@ -67,7 +68,9 @@ def plot(
         return
     for name in ("zoom", "pixel_size", "out"):
         if given_on_command_line(ctx, name):
-            raise PixelregError(f"--{name.replace('_', '-')} applies to a localization table (.csv) only")
+            raise PixelregError(
+                f"--{name.replace('_', '-')} applies to a localization table (.csv, .hdf5) only"
+            )
     RunDir(run_dir).require_trained()
 
     from pixelreg.plots.run import plot_run

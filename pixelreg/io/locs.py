@@ -11,7 +11,7 @@ for `point`), and `columns` says which of the table's columns it gives at all.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,11 +28,15 @@ LOCS_FIELDS = (
     ("uncertainty", "f8", "the Cramér-Rao bound on its position, px per axis"),
     ("z", "f8", "depth, nm from focus, positive away from the objective (a 3D model's)"),
     ("uncertainty_z", "f8", "the expected error of z, nm"),
+    ("sigma", "f8", "the PSF's standard deviation, px (ThunderSTORM's sigma, Picasso's sx and sy)"),
+    ("n", "i8", "localizations merged into this row by `merge` (-1: not merged)"),
+    ("length", "i8", "frames from a merged row's first to its last, dark ones included (-1: not merged)"),
 )
 LOCS_DTYPE = np.dtype([(name, kind) for name, kind, _ in LOCS_FIELDS])
 # pixelreg's CSV: `path`, then the fields by these names (`point` only where a model gives it)
 COLUMNS = ("path", "index", "x", "y", "confidence", "photons", "background", "uncertainty")
 COLUMNS_3D = (*COLUMNS, "z", "uncertainty_z")  # a 3D model's table
+EXTRA_COLUMNS = ("z", "uncertainty_z", "sigma", "n", "length")  # after COLUMNS, where a table has them
 FIELD_OF_COLUMN = {"index": "frame"}
 DECIMALS = 4  # table cells carry positions to 1e-4 px (and depths to 1e-4 nm)
 
@@ -60,6 +64,19 @@ class Localizations:
         given = tuple(c for c in columns if c == "path" or FIELD_OF_COLUMN.get(c, c) in values)
         assert set(values) <= set(named), f"fields {sorted(set(values) - set(named))} are no columns"
         return cls(path, locs, columns, given)
+
+    def select(self, keep: np.ndarray) -> Localizations:
+        """The rows where `keep` (a mask or indices) says, with the same columns."""
+        return replace(self, locs=self.locs[keep])
+
+    def with_columns(self, *names: str) -> Localizations:
+        """The same rows with the columns `names` given too (in their place in the table)."""
+        present = set(self.columns) | set(names)
+        order = (*COLUMNS[:2], "point", *COLUMNS[2:], *EXTRA_COLUMNS)
+        columns = tuple(c for c in order if c in present)
+        return replace(
+            self, columns=columns, given=tuple(c for c in columns if c in self.given or c in names)
+        )
 
     def __len__(self) -> int:
         return len(self.locs)

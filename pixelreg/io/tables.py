@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
 from pixelreg.errors import PixelregError
-from pixelreg.io.files import require_file
-from pixelreg.io.locs import COLUMNS, DECIMALS, Localizations
+from pixelreg.io.files import require_file, write_together
+from pixelreg.io.locs import COLUMNS, DECIMALS, EXTRA_COLUMNS, Localizations
 
 THUNDERSTORM_COLUMNS = (
     "id",
@@ -35,7 +36,10 @@ THUNDERSTORM_COLUMNS = (
     "uncertainty [nm]",
 )
 THUNDERSTORM_3D = ("z [nm]", "uncertainty_z [nm]")  # after the others, in a 3D model's table
-FORMATS = ("csv", "thunderstorm")
+FORMATS = ("csv", "thunderstorm")  # of a stream
+FILE_FORMATS = (*FORMATS, "picasso")  # of a file
+PICASSO_SUFFIXES = (".hdf5", ".h5")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MOST_COORDINATE = 2**20  # px: no camera has a frame this wide
 
 
@@ -72,6 +76,7 @@ class TableWriter:
             self._headed = True
             if self.form == "thunderstorm":
                 names = (*THUNDERSTORM_COLUMNS, *(THUNDERSTORM_3D if "z" in self.columns else ()))
+                names += ("detections",) if "n" in self.columns else ()
                 self.stream.write(",".join(f'"{name}"' for name in names) + "\n")
             else:
                 self.writer.writerow(self.columns)
@@ -104,7 +109,7 @@ class TableWriter:
             self.frames_before + row["index"] + 1,
             (row["x"] + 0.5) * nm,
             (row["y"] + 0.5) * nm,
-            None if self.sigma is None else self.sigma * nm,
+            None if (sigma := row.get("sigma", self.sigma)) is None else sigma * nm,
             row.get("photons"),
             background,
             noise,
@@ -112,6 +117,8 @@ class TableWriter:
         ]
         if "z" in self.columns:
             cells += [row.get("z"), row.get("uncertainty_z")]
+        if "n" in self.columns:
+            cells.append(row.get("n"))
         return [_number(cell) for cell in cells]
 
 
@@ -124,64 +131,68 @@ def _number(value: Any) -> str:
     return f"{float(value):.{DECIMALS}f}"
 
 
-def read_table(path: str | Path, pixel_size: float = 100.0) -> Localizations:
-    """A localization table, pixelreg's CSV or ThunderSTORM's (told by its header), in pixels:
-    `x`, `y`, `frame` (0-based), `photons`, `uncertainty` (NaN where a row has none), and a 3D
-    table's `z` and `uncertainty_z` in nm. A ThunderSTORM table's x and y are in nm: read at
-    `pixel_size` nm per pixel."""
+# the fields read from each CSV format: field -> the column names that may hold it, first found wins
+PIXELREG_READ = {name: (name,) for name in ("x", "y", "confidence", "photons", "background", "uncertainty")}
+PIXELREG_READ |= {"frame": ("index",), "point": ("point",)} | {name: (name,) for name in EXTRA_COLUMNS}
+THUNDERSTORM_READ = {
+    "frame": ("frame",),
+    "x": ("x [nm]",),
+    "y": ("y [nm]",),
+    "sigma": ("sigma [nm]", "sigma1 [nm]"),
+    "photons": ("intensity [photon]",),
+    "background": ("offset [photon]",),
+    "uncertainty": ("uncertainty [nm]", "uncertainty_xy [nm]"),
+    "z": ("z [nm]",),
+    "uncertainty_z": ("uncertainty_z [nm]",),
+    "n": ("detections",),
+}
+NM_FIELDS = ("x", "y", "sigma", "uncertainty")  # a ThunderSTORM table's lengths in the plane
+
+
+def table_format(path: str | Path) -> str:
+    """The format a table file is in: `picasso` (HDF5, by its signature), else `csv` or
+    `thunderstorm` by the CSV's header."""
     path = require_file(path, "localization table")
+    with open(path, "rb") as stream:
+        if stream.read(8) == HDF5_SIGNATURE:
+            return "picasso"
+    header = _csv_header(path)
+    if {"path", "index", "x", "y"} <= set(header):
+        return "csv"
+    if set(THUNDERSTORM_COLUMNS[1:4]) <= set(header):
+        return "thunderstorm"
+    raise PixelregError(
+        f"{path} is not a localization table: its header must start path,index,x,y "
+        f'(pixelreg predict) or hold "x [nm]","y [nm]","frame" (ThunderSTORM), or it is '
+        "Picasso's HDF5"
+    )
+
+
+def _csv_header(path: Path) -> list[str]:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as stream:  # -sig: as spreadsheets save
-            reader = csv.reader(stream)
-            header = next(reader, None)
-            if header is None:
-                raise PixelregError(f"{path} is empty")
-            rows = list(reader)
-    except UnicodeDecodeError:
+        with open(path, newline="", encoding="utf-8-sig") as stream:
+            header = next(csv.reader(stream), None)
+    except (UnicodeDecodeError, csv.Error):
         raise PixelregError(f"{path} is not a text CSV table") from None
-    except csv.Error as exc:  # a cell over csv's limit of 131,072 characters, a NUL byte
-        raise PixelregError(
-            f"{path}, row {reader.line_num}: not a localization table's row ({exc})"
-        ) from None
-    header = [name.strip() for name in header]
-    if {"path", "index", "x", "y"} <= set(header):  # pixelreg's (a fixed-count model adds `point`)
-        names = {"x": "x", "y": "y", "frame": "index", "photons": "photons", "uncertainty": "uncertainty"}
-        names.update({"z": "z", "uncertainty_z": "uncertainty_z"})
-        scale, shift, frame_base = 1.0, 0.0, 0
-    elif set(THUNDERSTORM_COLUMNS[:4]) <= set(header):
-        names = {
-            "x": "x [nm]",
-            "y": "y [nm]",
-            "frame": "frame",
-            "photons": "intensity [photon]",
-            "uncertainty": "uncertainty [nm]",
-            "z": "z [nm]",
-            "uncertainty_z": "uncertainty_z [nm]",
-        }
-        scale, shift, frame_base = 1.0 / pixel_size, 0.5, 1
+    if header is None:
+        raise PixelregError(f"{path} is empty")
+    return [name.strip() for name in header]
+
+
+def read_table(path: str | Path, pixel_size: float = 100.0) -> Localizations:
+    """A localization table, pixelreg's CSV, ThunderSTORM's CSV or Picasso's HDF5 (told by its
+    contents), in pixels with pixel centres on integers (see `pixelreg.io.locs`), frames 0-based:
+    every field the table gives, the others NaN (-1). A ThunderSTORM table's lengths are in nm:
+    read at `pixel_size` nm per pixel. A pixelreg table of several files numbers their frames on,
+    file after file in the order they first appear, as one movie."""
+    form = table_format(path)
+    path = Path(path)
+    if form == "picasso":
+        from pixelreg.io.picasso import read_picasso
+
+        table = read_picasso(path)
     else:
-        raise PixelregError(
-            f"{path} is not a localization table: its header must start path,index,x,y "
-            f'(pixelreg predict) or hold "x [nm]","y [nm]","frame" (ThunderSTORM)'
-        )
-    where = {name: header.index(column) if column in header else None for name, column in names.items()}
-    table: dict[str, np.ndarray] = {}
-    for name, column in where.items():
-        values = np.full(len(rows), np.nan)
-        if column is not None:
-            for i, row in enumerate(rows):
-                try:
-                    values[i] = float(row[column]) if column < len(row) and row[column].strip() else math.nan
-                except ValueError:
-                    raise PixelregError(
-                        f"{path}, row {i + 2}: {header[column]} is not a number: {row[column]!r}"
-                    ) from None
-        table[name] = values
-    bad = ~(np.isfinite(table["x"]) & np.isfinite(table["y"]))
-    if bad.any():
-        raise PixelregError(f"{path}, row {int(np.argmax(bad)) + 2}: every row needs a finite x and y")
-    table["frame"] = np.nan_to_num(table["frame"], nan=frame_base) - frame_base
-    table["x"], table["y"] = table["x"] * scale - shift, table["y"] * scale - shift
+        table = _read_csv(path, form, pixel_size)
     far = (np.abs(table["x"]) > MOST_COORDINATE) | (np.abs(table["y"]) > MOST_COORDINATE)
     if far.any():
         at = int(np.argmax(far))
@@ -189,7 +200,122 @@ def read_table(path: str | Path, pixel_size: float = 100.0) -> Localizations:
             f"{path}, row {at + 2}: x = {table['x'][at]:.6g}, y = {table['y'][at]:.6g} px lie beyond any "
             f"camera's frame (at most {MOST_COORDINATE:,} px from its corner)"
         )
-    table["uncertainty"] = table["uncertainty"] * scale
-    kept = [name for name in table if name in ("frame", "x", "y") or where[name] is not None]
-    columns = ("path", *(("index" if name == "frame" else name) for name in kept))
-    return Localizations.from_fields(str(path), columns, **{name: table[name] for name in kept})
+    return table
+
+
+def _read_csv(path: Path, form: str, pixel_size: float) -> Localizations:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as stream:  # -sig: as spreadsheets save
+            reader = csv.reader(stream)
+            header = [name.strip() for name in next(reader)]
+            rows = list(reader)
+    except csv.Error as exc:  # a cell over csv's limit of 131,072 characters, a NUL byte
+        raise PixelregError(
+            f"{path}, row {reader.line_num}: not a localization table's row ({exc})"
+        ) from None
+    names = PIXELREG_READ if form == "csv" else THUNDERSTORM_READ
+    where = {
+        name: header.index(found)
+        for name, columns in names.items()
+        if (found := next((c for c in columns if c in header), None)) is not None
+    }
+    values: dict[str, np.ndarray] = {}
+    for name, column in where.items():
+        cells = np.full(len(rows), np.nan)
+        for i, row in enumerate(rows):
+            try:
+                cells[i] = float(row[column]) if column < len(row) and row[column].strip() else math.nan
+            except ValueError:
+                raise PixelregError(
+                    f"{path}, row {i + 2}: {header[column]} is not a number: {row[column]!r}"
+                ) from None
+        values[name] = cells
+    bad = ~(np.isfinite(values["x"]) & np.isfinite(values["y"]))
+    if bad.any():
+        raise PixelregError(f"{path}, row {int(np.argmax(bad)) + 2}: every row needs a finite x and y")
+    given = {name: v for name, v in values.items() if name in ("x", "y") or not np.isnan(v).all()}
+    values = given  # a column of no values (ThunderSTORM's NaN sigma) is one the table does not give
+    source = str(path)
+    if form == "csv":
+        frame = np.nan_to_num(values.get("frame", np.zeros(len(rows))), nan=0.0)
+        files = [row[header.index("path")] if header.index("path") < len(row) else "" for row in rows]
+        values["frame"], source = _frames_on(frame, files, source)
+    else:
+        values["frame"] = np.nan_to_num(values.get("frame", np.ones(len(rows))), nan=1.0) - 1
+        for name in NM_FIELDS:
+            if name in values:
+                values[name] = values[name] / pixel_size
+        values["x"], values["y"] = values["x"] - 0.5, values["y"] - 0.5  # ImageJ's pixel convention
+    for name in ("n", "point"):
+        if name in values:
+            values[name] = np.nan_to_num(values[name], nan=-1.0)
+    columns = ("path", *(("index" if name == "frame" else name) for name in values))
+    return Localizations.from_fields(source, columns, **values).with_columns()
+
+
+def _frames_on(frame: np.ndarray, files: list[str], table: str) -> tuple[np.ndarray, str]:
+    """Frames numbered on across the files of a pixelreg table (each file's frames after the last
+    one the table shows of the file before), and the name of the movie: the one file, or the table."""
+    order = list(dict.fromkeys(files))
+    if len(order) <= 1:
+        return frame, order[0] if order else table
+    which = np.array([order.index(name) for name in files])
+    first = 0.0
+    numbered = frame.copy()
+    for i in range(len(order)):
+        mine = which == i
+        numbered[mine] += first
+        first += float(frame[mine].max()) + 1
+    return numbered, table
+
+
+def chosen_format(out: Path, form: str | None, source: str) -> str:
+    """The format to write `out` in: `form` if given, else Picasso's for an .hdf5 file, else the
+    CSV format the table came in (pixelreg's for a Picasso source)."""
+    if form is None:
+        form = (
+            "picasso"
+            if out.suffix.lower() in PICASSO_SUFFIXES
+            else ("csv" if source == "picasso" else source)
+        )
+    if form not in FILE_FORMATS:
+        raise PixelregError(f"--format must be one of {', '.join(FILE_FORMATS)}, got {form!r}")
+    if (form == "picasso") != (out.suffix.lower() in PICASSO_SUFFIXES):
+        raise PixelregError(
+            f"{out}: Picasso's tables are .hdf5 files and the CSV formats are not; "
+            f"give --out a {'.hdf5' if form == 'picasso' else '.csv'} name"
+        )
+    return form
+
+
+def table_writes(
+    path: str | Path,
+    table: Localizations,
+    form: str = "csv",
+    pixel_size: float = 100.0,
+    shape: tuple[int, int] | None = None,
+) -> list[tuple[Path, Callable[[Path], Any]]]:
+    """The files of `table` as pixelreg's CSV, ThunderSTORM's (lengths in nm at `pixel_size`) or
+    Picasso's HDF5 and YAML (of a movie of `shape`), each a (path, write to a temporary path)
+    pair for `write_together`."""
+    if form == "picasso":
+        from pixelreg.io.picasso import picasso_writes
+
+        return picasso_writes(path, table, pixel_size, shape)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream:
+            writer = TableWriter(stream, form, pixel_size, table.columns)
+            writer.start_file(table.path, int(table["frame"].max(initial=-1)) + 1)
+            writer.write(table)
+            writer.finish()
+
+    return [(Path(path), write)]
+
+
+def write_table_file(
+    path: str | Path, table: Localizations, form: str = "csv", pixel_size: float = 100.0
+) -> Path:
+    """`table` written to `path` (and, for Picasso, its YAML beside it) atomically: see `table_writes`."""
+    write_together(table_writes(path, table, form, pixel_size))
+    return Path(path)

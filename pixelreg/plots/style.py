@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -18,8 +19,10 @@ SEEN_COLOR, UNSEEN_COLOR = "#1f77b4", "#ff7f0e"
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight"))
-    plt.close(fig)
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -58,3 +61,14 @@ DETECTION_MARKS = {
 
 
 TRACKPY_STYLE = {"color": "#17becf", "marker": "D", "label": "trackpy.locate"}
+
+
+def figure_write(fig: Figure) -> Callable[[Path], None]:
+    """A writer of `fig` as PNG to a given (temporary) path, for `write_together`: the figure is
+    closed once written."""
+
+    def write(tmp: Path) -> None:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+        plt.close(fig)
+
+    return write

@@ -1,0 +1,89 @@
+"""Figures of what comes after localization: the drift trace, and the FRC curve beside NeNA."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from pixelreg.post.drift import Drift  # noqa: E402
+from pixelreg.post.resolution import THRESHOLD, Nena, RingCorrelation  # noqa: E402
+
+
+def drift_figure(drift: Drift, pixel_size: float, truth: np.ndarray | None = None) -> Figure:
+    """The drift in x and y (nm) by frame: the per-frame curve, the RCC segments' shifts as
+    points, and where known the true drift (dashed), shifted to agree on average."""
+    fig, axes = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
+    frames = np.arange(len(drift.x))
+    for ax, values, k, name in zip(axes, (drift.x, drift.y), (0, 1), ("x", "y"), strict=True):
+        ax.plot(frames, values * pixel_size, color="#d62728", lw=1.5, label=f"drift ({drift.method})")
+        if len(drift.centres):
+            ax.plot(
+                drift.centres,
+                drift.shifts[:, k] * pixel_size,
+                "o",
+                ms=4,
+                color="#1f77b4",
+                label=f"segments of {drift.segment:,} frames",
+            )
+        if truth is not None:
+            offset = np.mean(values - truth[:, k])
+            ax.plot(frames, (truth[:, k] + offset) * pixel_size, "k--", lw=1, label="true drift")
+        ax.set_ylabel(f"{name} drift (nm)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[-1].set_xlabel("frame")
+    axes[0].set_title("stage drift, taken away from every localization")
+    fig.tight_layout()
+    return fig
+
+
+def resolution_figure(frc: RingCorrelation, nena: Nena | None, title: str = "") -> Figure:
+    """Left: the FRC curve (each ring and smoothed) with the 1/7 threshold and the resolution;
+    right: NeNA's histogram of next-frame distances and its fit."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    ax = axes[0]
+    ax.plot(frc.frequency, frc.correlation, color="0.75", lw=0.8, label="each ring")
+    ax.plot(frc.frequency, frc.smoothed, color="#1f77b4", lw=1.8, label="smoothed")
+    ax.axhline(THRESHOLD, color="k", ls="--", lw=1, label="1/7")
+    if frc.resolution_nm is not None:
+        ax.axvline(
+            1 / frc.resolution_nm, color="#d62728", lw=1.2, label=f"resolution {frc.resolution_nm:.1f} nm"
+        )
+    ax.set(
+        xlabel="spatial frequency (1/nm)",
+        ylabel="Fourier ring correlation",
+        title=f"FRC {title} (halves: blocks of {frc.block:,} frames; bins {frc.bin_nm:.1f} nm)",
+    )
+    ax.set_ylim(-0.1, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    if nena is None:
+        ax.text(
+            0.5,
+            0.5,
+            "NeNA: too few localizations\nwith a neighbour in the next frame",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        ax.set_axis_off()
+    else:
+        width = nena.centres[1] - nena.centres[0]
+        ax.bar(nena.centres, nena.density, width=width, color="0.7", label=f"{nena.pairs:,} distances")
+        ax.plot(
+            nena.centres, nena.fitted, color="#d62728", lw=1.8, label=f"fit: NeNA {nena.precision_nm:.2f} nm"
+        )
+        ax.set(
+            xlabel="distance to the nearest localization in the next frame (nm)",
+            ylabel="density (1/nm)",
+            title="NeNA: localization precision",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
