@@ -25,7 +25,7 @@ from pixelreg.evaluate.photometry import measured
 from pixelreg.io.checkpoint_header import ModelHeader, check_data_kind
 from pixelreg.io.checkpoints import load_model
 from pixelreg.io.frames import Frames, open_frames
-from pixelreg.io.locs import COLUMNS, COLUMNS_3D, Localizations
+from pixelreg.io.locs import COLUMNS, COLUMNS_3D, LOCS_DTYPE, Localizations
 from pixelreg.io.tables import TableWriter
 from pixelreg.nn.architectures import PointModel
 from pixelreg.nn.inference import (
@@ -151,6 +151,25 @@ class Localizer:
                 stream.flush()  # a reader that stops early (`| head`) stops the work early
         writer.finish()
         return writer.count
+
+
+def whole_table(localizer: Localizer, movies: list[Frames], done: Callable[[int], None]) -> Localizations:
+    """Every localization of `movies` in one table, their frames numbered on as one movie (for a
+    file format that is written whole, Picasso's), with the PSF's sigma where the model knows it."""
+    parts, first = [], 0
+    for movie in movies:
+        for localizations in localizer.localize(movie, done):
+            localizations.locs["frame"] += first
+            parts.append(localizations.locs)
+        first += movie.count
+    spec = localizer.spec
+    columns = localizer.columns
+    locs = np.concatenate(parts) if parts else np.zeros(0, LOCS_DTYPE)
+    if spec is not None and spec.mean_blur > 0:
+        locs["sigma"] = spec.equivalent_sigma
+        columns = (*columns, "sigma")
+    path = str(movies[0].path) if len(movies) == 1 else "several movies"
+    return Localizations(path, locs, columns, columns).with_columns()
 
 
 def table(

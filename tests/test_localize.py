@@ -7,16 +7,19 @@ import csv
 import io
 import math
 
+import h5py
 import numpy as np
 import pytest
 import tifffile
 import torch
+import yaml
 
 import pixelreg.nn.inference as inference
 from pixelreg.fit.background import background_level
 from pixelreg.io.checkpoints import load_model
 from pixelreg.io.frames import open_frames
 from pixelreg.io.locs import COLUMNS, Localizations
+from pixelreg.io.picasso import PICASSO_FIELDS
 from pixelreg.io.tables import THUNDERSTORM_COLUMNS, TableWriter, read_table
 from pixelreg.nn.registry import build_model
 from pixelreg.simulate.camera import Camera
@@ -116,15 +119,32 @@ def test_predict_writes_both_tables_atomically_and_frames_number_on(run, countin
     assert float(table[0]["sigma [nm]"]) == pytest.approx(160.0)
     back = read_table(tmp_path / "storm.csv", pixel_size=160)  # read back in pixels
     assert back["x"][0] == pytest.approx(float(first["x"]), abs=1e-4) and back["frame"].max() == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif", "locs.csv", "storm.csv"]
+    picasso = run("predict", counting_run, tmp_path / "a.tif", tmp_path / "b.tif", "--format", "picasso",
+                  "--pixel-size", 160, "--out", tmp_path / "locs.hdf5")  # fmt: skip
+    assert picasso.exit_code == 0, picasso.stderr
+    assert picasso.stdout.split() == [str(tmp_path / "locs.hdf5"), str(tmp_path / "locs.yaml")]
+    with h5py.File(tmp_path / "locs.hdf5") as stream:
+        locs = stream["locs"][...]
+    assert locs.dtype == np.dtype([*PICASSO_FIELDS, ("confidence", "f4")])  # Picasso's, then pixelreg's
+    assert locs["frame"].tolist() == [int(r["frame"]) - 1 for r in table]  # 0-based, numbered on
+    assert np.allclose(locs["x"], [float(r["x [nm]"]) / 160 - 0.5 for r in table], atol=1e-4)
+    assert np.allclose(locs["sx"], 1.0) and np.allclose(locs["sy"], 1.0)  # the spec's sigma, px
+    info = list(yaml.safe_load_all((tmp_path / "locs.yaml").read_text()))
+    assert (info[0]["Width"], info[0]["Height"], info[0]["Frames"]) == (frame.shape[1], frame.shape[0], 3)
+    assert info[1]["Pixelsize"] == 160
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.tif", "b.tif", "locs.csv", "locs.hdf5", "locs.yaml", "storm.csv"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--json", "--out", "{tmp}/x.csv"], "--json prints the rows on stdout"),
-        (["--pixel-size", "100"], "--pixel-size applies with --format thunderstorm only"),
-        (["--format", "xml"], "--format must be one of csv, thunderstorm"),
+        (["--pixel-size", "100"], "--pixel-size applies with --format thunderstorm or picasso only"),
+        (["--format", "xml"], "--format must be one of csv, thunderstorm, picasso"),
+        (["--format", "picasso"], "give --out NAME.hdf5"),
+        (["--format", "picasso", "--out", "{tmp}/x.csv"], "give --out a .hdf5 name"),
         (["--format", "thunderstorm", "--pixel-size", "0"], "--pixel-size must be 1 to 1e6 nm"),
         (["--out", "{tmp}"], "it exists and is a directory"),
         (["--out", "{tmp}/locs.csv/deeper.csv"], "cannot write"),

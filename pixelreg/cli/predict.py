@@ -25,14 +25,15 @@ from pixelreg.evaluate.matching import PIXEL_SIZE_NM
 from pixelreg.io.checkpoint_header import ModelHeader, check_values
 from pixelreg.io.frames import IMAGE_FORMATS, open_frames
 from pixelreg.io.runs import resolve_checkpoint
-from pixelreg.io.tables import FORMATS
+from pixelreg.io.tables import FILE_FORMATS, chosen_format
 
 FORMAT_HELP = (
     "csv: pixelreg's table, one row per localization (path,index,x,y,confidence,photons,"
     "background,uncertainty; px; empty where the model has no such output). thunderstorm: "
     "ThunderSTORM's CSV (id, frame 1-based, x/y/sigma/uncertainty in nm at --pixel-size, "
     "ImageJ's pixel convention: the centre of pixel 0 at half a pixel; several files number "
-    "their frames on as one movie), which ThunderSTORM, Picasso and SMAP read."
+    "their frames on as one movie), which ThunderSTORM, Picasso and SMAP read. picasso: Picasso's "
+    "HDF5 table (px, frames 0-based, pixel centres on integers) and its YAML beside it, in --out."
 )
 
 
@@ -40,7 +41,9 @@ Output = Annotated[
     Path | None,
     typer.Option(help="Write the table to this file (atomically) instead of stdout.", show_default=False),
 ]
-PixelSize = Annotated[float, typer.Option(help="With --format thunderstorm: the camera's pixel size in nm.")]
+PixelSize = Annotated[
+    float, typer.Option(help="With --format thunderstorm or picasso: the camera's pixel size in nm.")
+]
 Mirror = Annotated[
     bool | None,
     typer.Option(
@@ -94,13 +97,17 @@ def predict(
 
     Example: pixelreg predict runs/train movie.tif --out locs.csv
     """
-    if table_format not in FORMATS:
-        raise PixelregError(f"--format must be one of {', '.join(FORMATS)}, got {table_format!r}")
+    if table_format not in FILE_FORMATS:
+        raise PixelregError(f"--format must be one of {', '.join(FILE_FORMATS)}, got {table_format!r}")
     check_pixel_size(pixel_size)
     if as_json and (out is not None or table_format != "csv"):
         raise PixelregError("--json prints the rows on stdout; it does not combine with --out or --format")
-    if given_on_command_line(ctx, "pixel_size") and table_format != "thunderstorm":
-        raise PixelregError("--pixel-size applies with --format thunderstorm only")
+    if given_on_command_line(ctx, "pixel_size") and table_format == "csv":
+        raise PixelregError("--pixel-size applies with --format thunderstorm or picasso only")
+    if table_format == "picasso":
+        if out is None:
+            raise PixelregError("--format picasso writes an HDF5 file and its YAML; give --out NAME.hdf5")
+        chosen_format(out, table_format, "csv")
     camera = {
         k: v
         for k, v in (("baseline", baseline), ("e_per_adu", e_per_adu), ("em_gain", em_gain))
@@ -134,13 +141,26 @@ def predict(
         if out is None:
             localizer.write_table(movies, sys.stdout, table_format, pixel_size, done)
             return
-        # surrogateescape: a file name that is not UTF-8 goes into the table as its bytes, as on stdout
-        with (
-            atomic_path(out) as tmp,
-            open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream,
-        ):
-            count = localizer.write_table(movies, stream, table_format, pixel_size, progress)
+        if table_format == "picasso":
+            from pixelreg.io.files import write_together
+            from pixelreg.io.tables import table_writes
+            from pixelreg.localize import whole_table
+
+            whole = whole_table(localizer, movies, progress)
+            shape = (max(m.height for m in movies), max(m.width for m in movies))
+            write_together(table_writes(out, whole, "picasso", pixel_size, shape))
+            count = len(whole)
+        else:  # surrogateescape: a file name that is not UTF-8 goes into the table as its bytes
+            with (
+                atomic_path(out) as tmp,
+                open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream,
+            ):
+                count = localizer.write_table(movies, stream, table_format, pixel_size, progress)
     if not quiet:
         plural = "s" * (count != 1), "s" * (frames != 1)
         console.print(f"{count:,} localization{plural[0]} in {frames:,} frame{plural[1]} written to {out}")
     emit(str(out), False)
+    if table_format == "picasso":
+        from pixelreg.io.picasso import yaml_path
+
+        emit(str(yaml_path(out)), False)

@@ -202,11 +202,15 @@ def solve_pairs(pairs: np.ndarray, measured: np.ndarray, segments: int) -> np.nd
 
 def per_frame(centres: np.ndarray, shifts: np.ndarray, frames: int) -> np.ndarray:
     """(frames, 2) drift through the shifts at their centres: a cubic spline (two points: a
-    line), constant beyond the first and last centre."""
-    t = np.clip(np.arange(frames, dtype=np.float64), centres[0], centres[-1])
+    line), continued as a straight line of its end slope before the first centre and after the
+    last (a cubic's ends would swing)."""
+    t = np.arange(frames, dtype=np.float64)
     if len(centres) == 2:
-        return np.column_stack([np.interp(t, centres, shifts[:, k]) for k in range(2)])
-    return CubicSpline(centres, shifts)(t)
+        slope = (shifts[1] - shifts[0]) / (centres[1] - centres[0])
+        return shifts[0] + slope * (t[:, None] - centres[0])
+    spline = CubicSpline(centres, shifts)
+    inside = np.clip(t, centres[0], centres[-1])
+    return spline(inside) + spline(inside, 1) * (t - inside)[:, None]
 
 
 def fiducial_drift(table: Localizations, radius: float = 1.0) -> Drift:
