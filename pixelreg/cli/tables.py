@@ -509,3 +509,57 @@ def depth_tables(result: dict[str, Any], console: Console = CONSOLE) -> list[Tab
     )
     tables.append(table)
     return tables
+
+
+def post_tables(result: dict[str, Any], console: Console = CONSOLE) -> list[Table]:
+    """`bench post`: each experiment's residual drift beside RCC at Picasso's settings, then the
+    merge, FRC and NeNA figures with the goals."""
+    tables = []
+    for name, e in result["experiments"].items():
+        cells = [
+            [method, f"{row['segment_frames']:,}", f"{row['residual_nm']:.2f}"]
+            for method, row in e["drift"].items()
+        ]
+        table = fitted_table(
+            f"{name}: residual drift ({e['localizations']:,} localizations, {e['frames']:,} frames, "
+            f"drift {e['drift_span_nm'][0]:g} x {e['drift_span_nm'][1]:g} nm)",
+            ["method", "segment frames", "residual rms nm"],
+            cells,
+            [],
+            console=console,
+        )
+        table.caption = (
+            "Picasso-like: pixelreg's RCC at Picasso's settings (1-px bins, fixed segments), not Picasso"
+        )
+        tables.append(table)
+    cells = []
+    for name, e in result["experiments"].items():
+        m, frc = e["merge"], e["frc_nm"]
+        cells.append(
+            [
+                name,
+                f"{m['rows']:,} / {m['true_events']:,} ({m['rows_over_events']:.3f})",
+                f"{m['rmse_nm']:.2f} / {m['combined_bound_nm']:.2f} ({m['rmse_over_bound']:.3f})",
+                " / ".join(shown(frc[k], ".1f") for k in ("raw", "corrected", "true drift")),
+                f"{e['nena_nm']:.2f} / {e['true_mean_precision_nm']:.2f} ({e['nena_over_mean']:.3f})",
+            ]
+        )
+    table = fitted_table(
+        "merge, resolution",
+        [
+            "experiment",
+            "rows / events",
+            "rmse / bound nm",
+            "FRC raw / corrected / true nm",
+            "NeNA / mean precision nm",
+        ],
+        cells,
+        [],
+        console=console,
+    )
+    missed = [
+        f"{name}: {goal}" for name, goals in result["goals"].items() for goal, met in goals.items() if not met
+    ]
+    table.caption = "goals: " + ("all met" if not missed else "missed " + "; ".join(missed))
+    tables.append(table)
+    return tables

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from pixelreg.io.locs import Localizations  # noqa: E402
 from pixelreg.post.drift import Drift  # noqa: E402
 from pixelreg.post.resolution import THRESHOLD, Nena, RingCorrelation  # noqa: E402
 
@@ -85,5 +86,52 @@ def resolution_figure(frc: RingCorrelation, nena: Nena | None, title: str = "") 
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def frc_comparison_figure(curves: dict[str, dict[str, RingCorrelation]]) -> Figure:
+    """`bench post`: each experiment's smoothed FRC curves of the raw, the corrected and the truly
+    corrected table, with the 1/7 threshold."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4.2), squeeze=False)
+    colours = {"raw": "0.5", "corrected": "#d62728", "true drift": "k"}
+    for ax, (name, frcs) in zip(axes[0], curves.items(), strict=True):
+        for label, frc in frcs.items():
+            shown = "-" if frc.resolution_nm is None else f"{frc.resolution_nm:.1f} nm"
+            style = "--" if label == "true drift" else "-"
+            ax.plot(
+                frc.frequency, frc.smoothed, style, color=colours[label], lw=1.5, label=f"{label}: {shown}"
+            )
+        ax.axhline(THRESHOLD, color="0.3", ls=":", lw=1, label="1/7")
+        ax.set(xlabel="spatial frequency (1/nm)", ylabel="FRC (smoothed)", title=f"FRC, {name}")
+        ax.set_xlim(0, 0.1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def before_after_figure(
+    tables: tuple[Localizations, Localizations], region: tuple[float, float, float, float], zoom: int = 20
+) -> Figure:
+    """`bench post`: a region (x0, x1, y0, y1 px) of the rendering before and after drift
+    correction, each localization a Gaussian of its uncertainty."""
+    from pixelreg.plots.localizations import render_localizations
+
+    x0, x1, y0, y1 = region
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.4))
+    for ax, table, title in zip(axes, tables, ("raw (drifting)", "after drift"), strict=True):
+        inside = (table["x"] >= x0) & (table["x"] < x1) & (table["y"] >= y0) & (table["y"] < y1)
+        image = render_localizations(
+            table["x"][inside] - x0, table["y"][inside] - y0, table["uncertainty"][inside],
+            (int(y1 - y0), int(x1 - x0)), zoom,
+        )  # fmt: skip
+        ax.imshow(image, cmap="magma", vmax=np.percentile(image[image > 0], 99.5),
+                  extent=(x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5))  # fmt: skip
+        ax.set(
+            title=f"{title}: {int(inside.sum()):,} localizations",
+            xlabel="x (camera px)",
+            ylabel="y (camera px)",
+        )
     fig.tight_layout()
     return fig

@@ -123,8 +123,9 @@ def estimate_drift(table: Localizations, segment: int | None = None) -> Drift:
     shifts = rcc_shifts(x, y, which, len(edges) - 1, bin_px=float(np.clip(2 * sigma, 0.05, 0.5)))
     centres = np.bincount(which, frame) / np.bincount(which)
     drift = per_frame(centres, shifts, frames)
-    drift -= drift[0]
-    return Drift(drift[:, 0], drift[:, 1], segment, "rcc", centres, shifts - shifts[0])
+    origin = drift[0].copy()  # the drift is relative to the first frame
+    drift -= origin
+    return Drift(drift[:, 0], drift[:, 1], segment, "rcc", centres, shifts - origin)
 
 
 def typical_uncertainty(table: Localizations) -> float:
