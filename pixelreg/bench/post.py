@@ -161,3 +161,109 @@ def goals(experiments: dict[str, Any]) -> dict[str, Any]:
             "nena_within_10_percent_of_mean_precision": abs(e["nena_over_mean"] - 1) <= 0.10,
         }
     return verdict
+
+
+def run_movie_stage(
+    out: Path, epochs: int, device: str, reporter: Any, say: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The chain from a movie: the first experiment's molecules rendered through the high-NA pupil
+    on an sCMOS (pixelreg's renderer makes none of it), calibrated with the camera's gain and
+    offset given (as a user who knows the camera), a model trained on the calibration, the movie
+    localized, and its table through drift, merge and resolution, scored against the truth."""
+    import tifffile
+
+    from pixelreg.bench.calibration import _train_on
+    from pixelreg.fit.calibrate import calibrate
+    from pixelreg.io.frames import open_frames
+    from pixelreg.localize import Localizer, whole_table
+    from pixelreg.simulate.foreign import render_blinking_movie
+
+    settings = EXPERIMENTS["filaments"]
+    experiment = blinking_experiment(**settings)
+    table = experiment.table
+    say("[bold]movie[/bold]: rendering the filaments through the pupil")
+    movie = render_blinking_movie(
+        experiment.sites, experiment.molecule, table["frame"], table["photons"], experiment.drift, 64
+    )
+    path = out / "movie.tif"
+    tifffile.imwrite(path, movie.frames)
+    say("[bold]movie[/bold]: calibrating and training")
+    calibration = calibrate(
+        movie.frames[:200], baseline=movie.truth["baseline"], e_per_adu=movie.truth["e_per_adu"]
+    )
+    checkpoint, train_seconds = _train_on(calibration.spec, out / "run", epochs, device, reporter)
+    say("[bold]movie[/bold]: localizing and correcting")
+    localizer = Localizer.load(checkpoint, device)
+    found = whole_table(localizer, [open_frames(path, counts=True)], lambda count: None)
+    truth_xy = np.column_stack([experiment.true_x, experiment.true_y])
+    seen = _paired(found, table["frame"], truth_xy + experiment.drift[table["frame"]], table["photons"])
+    drift = estimate_drift(found)
+    corrected = undrift(found, drift)
+    truly = dataclasses.replace(found, locs=found.locs.copy())
+    truly.locs["x"] -= experiment.drift[found["frame"], 0]
+    truly.locs["y"] -= experiment.drift[found["frame"], 1]
+    merged = merge_events(corrected)
+    frc = {
+        name: ring_correlation(t, PIXEL_NM)
+        for name, t in (("raw", found), ("corrected", corrected), ("true drift", truly))
+    }
+    resolution = {name: f.resolution_nm for name, f in frc.items()}
+    precision = nena(found, PIXEL_NM)
+    scores = {
+        "settings": settings,
+        "train_seconds": train_seconds,
+        "localizations": len(found),
+        "true_localizations": len(table),
+        "recall": round(seen["recall"], 4),
+        "precision": round(seen["precision"], 4),
+        "rmse_nm": round(seen["rmse_px"] * PIXEL_NM, 3),
+        "error_over_uncertainty": round(seen["error_over_uncertainty"], 3),
+        "photons_over_truth": round(seen["photons_over_truth"], 3),
+        "drift": {
+            "segment_frames": drift.segment,
+            "residual_nm": round(residual_nm(np.column_stack([drift.x, drift.y]), experiment.drift), 3),
+        },
+        "merge": {
+            "rows": len(merged.table),
+            "true_events": experiment.events,
+            "rows_over_events": round(len(merged.table) / experiment.events, 4),
+        },
+        "frc_nm": {name: None if value is None else round(value, 2) for name, value in resolution.items()},
+        "nena_nm": round(precision.precision_nm, 3),
+    }
+    return scores, {"frc": frc}
+
+
+def _paired(
+    found: Localizations, frame: np.ndarray, truth: np.ndarray, photons: np.ndarray
+) -> dict[str, float]:
+    """The model's localizations paired with the true ones (`truth` px and `photons` of each
+    true localization, by `frame`) of their frame within half a pixel: recall, precision, the
+    rmse per axis, how far the errors are from the uncertainties the model gave them (the median
+    |error| over the median of a Gaussian's of that sigma: 1 where they are honest), and the
+    median of their photons over the true ones."""
+    from scipy.spatial import cKDTree
+
+    errors, uncertainty, ratio = [], [], []
+    for f in np.unique(frame):
+        mine = np.flatnonzero(found["frame"] == f)
+        theirs = np.flatnonzero(frame == f)
+        if not len(mine):
+            continue
+        where = np.column_stack([found["x"][mine], found["y"][mine]])
+        distance, j = cKDTree(truth[theirs]).query(where, distance_upper_bound=0.5)
+        ok = np.isfinite(distance)
+        errors.append(where[ok] - truth[theirs][j[ok]])
+        uncertainty.append(np.repeat(found["uncertainty"][mine][ok], 2))
+        ratio.append(found["photons"][mine][ok] / photons[theirs][j[ok]])
+    error = np.concatenate(errors)
+    return {
+        "recall": len(error) / len(frame),
+        "precision": len(error) / max(len(found), 1),
+        "rmse_px": float(np.sqrt((error**2).mean())),
+        # |error| / uncertainty has a median of 0.674 where the uncertainties are honest
+        "error_over_uncertainty": float(
+            np.nanmedian(np.abs(error).ravel() / np.concatenate(uncertainty)) / 0.6745
+        ),
+        "photons_over_truth": float(np.nanmedian(np.concatenate(ratio))),
+    }

@@ -377,6 +377,16 @@ def three_d(
 @bench_command()
 def post(
     out: BenchOut = Path("runs/post"),
+    movie: Annotated[
+        bool,
+        typer.Option(
+            "--movie",
+            help="Also run the chain from a movie: render the first experiment through a pupil PSF, "
+            "calibrate, train (--epochs; minutes), predict, then drift, merge and resolution.",
+        ),
+    ] = False,
+    epochs: Epochs = CALIBRATION_EPOCHS,
+    device: Device = "auto",
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -384,27 +394,39 @@ def post(
     on filaments, 3,000 and 5,000 frames, a slow drift of 80 and 100 nm. Residual drift after
     `drift` beside RCC at Picasso's settings; merged rows against the true blinking events and
     their rmse against the combined bound; FRC of raw, corrected and truly corrected tables; NeNA
-    against the true precision. Writes post.json, drift.png, frc.png and render.png.
+    against the true precision. With --movie, the chain from a movie through a trained model
+    too. Writes post.json, drift.png, frc.png and render.png.
 
-    Example: pixelreg bench post
+    Example: pixelreg bench post --movie
     """
     require_empty_folder(out, "post.json")
     from pixelreg.bench.post import run_post_bench
 
     drawn: dict[str, Any] = {}
 
+    if movie:
+        check_models(("offsets",), epochs, device)
+
     def run() -> dict[str, Any]:
         results, figures = run_post_bench(out, say(quiet))
         drawn.update(figures)
+        if movie:
+            from pixelreg.bench.post import run_movie_stage
+
+            results["movie"], figures = run_movie_stage(
+                out, epochs, device, ConsoleReporter(quiet=True), say(quiet)
+            )
+            drawn["movie"] = figures
         return results
 
     path, results = write_results(out, "post.json", run)
     from pixelreg.plots.post import before_after_figure, drift_figure, frc_comparison_figure
     from pixelreg.plots.style import _save
 
-    first = next(iter(drawn.values()))
+    first = drawn["filaments"]
     _save(drift_figure(first["drift"], 100.0, first["experiment"].drift), out / "drift.png")
-    _save(frc_comparison_figure({name: d["frc"] for name, d in drawn.items()}), out / "frc.png")
+    curves = {name if name != "movie" else "movie through the model": d["frc"] for name, d in drawn.items()}
+    _save(frc_comparison_figure(curves), out / "frc.png")
     _save(before_after_figure(first["tables"], (20.0, 36.0, 14.0, 28.0)), out / "render.png")
     finish(path, results, post_tables(results), quiet, as_json)
 

@@ -562,4 +562,30 @@ def post_tables(result: dict[str, Any], console: Console = CONSOLE) -> list[Tabl
     ]
     table.caption = "goals: " + ("all met" if not missed else "missed " + "; ".join(missed))
     tables.append(table)
+    if "movie" in result:
+        m = result["movie"]
+        frc = m["frc_nm"]
+        cells = [
+            [
+                f"{m['localizations']:,} / {m['true_localizations']:,}",
+                f"{m['recall']:.3f} / {m['precision']:.3f}",
+                f"{m['rmse_nm']:.2f}",
+                f"{m['error_over_uncertainty']:.2f}",
+                f"{m['photons_over_truth']:.2f}",
+                f"{m['drift']['residual_nm']:.2f}",
+                f"{m['merge']['rows']:,} / {m['merge']['true_events']:,} ({m['merge']['rows_over_events']:.3f})",
+                " / ".join(shown(frc[k], ".1f") for k in ("raw", "corrected", "true drift")),
+                f"{m['nena_nm']:.2f}",
+            ]
+        ]
+        tables.append(
+            fitted_table(
+                "the chain from a movie: the filaments through a pupil PSF, calibrated, trained, predicted",
+                ["localizations / true", "recall / precision", "rmse nm", "error / uncertainty", "photons / true",
+                 "residual drift nm", "rows / events", "FRC raw / corrected / true nm", "NeNA nm"],
+                cells,
+                [],
+                console=console,
+            )
+        )  # fmt: skip
     return tables

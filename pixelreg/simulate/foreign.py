@@ -359,3 +359,44 @@ def render_bead_stack(
         _add_windows(stack[plane : plane + 1], np.zeros(beads, np.int64), windows * photons, first)
     adu = _camera(rng, stack + background, 1.0, 0.0, read_noise, e_per_adu, baseline)
     return adu, where
+
+
+def render_blinking_movie(
+    sites: np.ndarray,
+    molecule: np.ndarray,
+    frame: np.ndarray,
+    photons: np.ndarray,
+    drift: np.ndarray,
+    size: int,
+    seed: int = 0,
+    background: float = 20.0,
+    e_per_adu: float = 0.5,
+    baseline: float = 100.0,
+    read_noise: float = 1.5,
+) -> ForeignMovie:
+    """A blinking SMLM movie through the high-NA pupil (in focus) on an sCMOS: in each `frame` the
+    `molecule` (an index into `sites`, px) shines `photons`, displaced by the stage's `drift`
+    (frames, 2) px; a flat `background` of photons per pixel."""
+    frames = len(drift)
+    where = sites[molecule] + drift[frame]
+    windows, first = _pupil_spots(where, np.zeros(len(where)), PUPIL_OPTICS)
+    canvas = np.zeros((frames, size, size))
+    _add_windows(canvas, frame, windows * photons[:, None, None], first)
+    rng = np.random.default_rng(seed)
+    adu = _camera(rng, canvas + background, 1.0, 0.0, read_noise, e_per_adu, baseline)
+    rows = [np.flatnonzero(frame == t) for t in range(frames)]
+    width = max(1, max(len(r) for r in rows))
+    truth = {
+        **PUPIL_OPTICS,
+        "sigma": 0.93,
+        "background": background,
+        "e_per_adu": e_per_adu,
+        "baseline": baseline,
+    }
+    return ForeignMovie(
+        adu,
+        _pad([where[r] for r in rows], width),
+        _pad([photons[r] for r in rows], width),
+        truth,
+        np.full((size, size), background),
+    )
