@@ -157,19 +157,21 @@ def whole_table(localizer: Localizer, movies: list[Frames], done: Callable[[int]
     """Every localization of `movies` in one table, their frames numbered on as one movie (for a
     file format that is written whole, Picasso's), with the PSF's sigma where the model knows it."""
     parts, first = [], 0
+    given: tuple[str, ...] = ("path",)
     for movie in movies:
         for localizations in localizer.localize(movie, done):
             localizations.locs["frame"] += first
             parts.append(localizations.locs)
+            given = localizations.given  # the same for every batch: what the model outputs
         first += movie.count
     spec = localizer.spec
-    columns = localizer.columns
     locs = np.concatenate(parts) if parts else np.zeros(0, LOCS_DTYPE)
+    path = str(movies[0].path) if len(movies) == 1 else "several movies"
+    table = Localizations(path, locs, localizer.columns, given)
     if spec is not None and spec.mean_blur > 0:
         locs["sigma"] = spec.equivalent_sigma
-        columns = (*columns, "sigma")
-    path = str(movies[0].path) if len(movies) == 1 else "several movies"
-    return Localizations(path, locs, columns, columns).with_columns()
+        table = table.with_columns("sigma")
+    return table
 
 
 def table(

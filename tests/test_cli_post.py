@@ -70,3 +70,20 @@ def test_bad_input_is_one_error_line_and_writes_nothing(run, locs, tmp_path, arg
     assert (
         sorted(p.name for p in tmp_path.iterdir()) + sorted(p.name for p in locs.parent.iterdir()) == before
     )
+
+
+def test_no_output_replaces_an_input_and_picasso_keeps_its_pixel_size(run, locs, tmp_path):
+    copy = tmp_path / "a_drift.csv"
+    copy.write_bytes(locs.read_bytes())
+    result = run("drift", copy, "--out", tmp_path / "a.csv")  # its trace would be a_drift.csv
+    assert result.exit_code == 1 and "is one of this command's inputs" in result.stderr
+    assert copy.read_bytes() == locs.read_bytes() and not (tmp_path / "a.csv").exists()
+    table = read_table(locs).select(slice(0, 3000))
+    write_table_file(tmp_path / "p.hdf5", table, "picasso", pixel_size=130.0)
+    clash = run("merge", tmp_path / "p.hdf5", "--out", tmp_path / "p.h5")  # p.yaml is the input's
+    assert clash.exit_code == 1 and "p.yaml" in clash.stderr
+    merged = run("merge", tmp_path / "p.hdf5", "--json")
+    assert merged.exit_code == 0, merged.stderr
+    assert "at most" in merged.stderr and '"events"' in merged.stdout
+    report = run("resolution", tmp_path / "p.hdf5", "--json")
+    assert report.exit_code == 0 and '"pixel_size_nm": 130.0' in report.stdout  # from its YAML

@@ -36,7 +36,8 @@ def experiment():
 
 
 def table_of(**fields) -> Localizations:
-    return Localizations.from_fields("t.tif", COLUMNS, **fields).with_columns()
+    extra = tuple(name for name in ("n", "length") if name in fields)
+    return Localizations.from_fields("t.tif", (*COLUMNS, *extra), **fields).with_columns()
 
 
 def residual_nm(drift, truth: np.ndarray) -> float:
@@ -113,6 +114,20 @@ def test_a_table_of_several_files_numbers_their_frames_on(tmp_path):
     assert read_table(path)["frame"].tolist() == [0, 4, 5, 7]
 
 
+def test_picasso_keeps_unknowns_unknown_and_refuses_impossible_frames(tmp_path):
+    table = table_of(
+        frame=np.array([0, 1]), x=np.array([1.0, 2.0]), y=np.array([1.0, 2.0]),
+        uncertainty=np.array([0.1, np.nan]), n=np.array([3, 1]),
+    )  # fmt: skip
+    path = write_table_file(tmp_path / "t.hdf5", table, "picasso")
+    back = read_table(path)
+    assert back["uncertainty"][0] == pytest.approx(0.1) and np.isnan(back["uncertainty"][1])
+    assert "length" not in back.given and back["n"].tolist() == [3, 1]  # ThunderSTORM's count, no span
+    (tmp_path / "neg.csv").write_text("path,index,x,y\na.tif,-5,1,1\n")
+    with pytest.raises(PixelregError, match="frame -5 is no frame"):
+        read_table(tmp_path / "neg.csv")
+
+
 def test_a_corrupt_or_foreign_hdf5_is_one_error(tmp_path):
     bad = tmp_path / "bad.hdf5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
@@ -144,6 +159,8 @@ def test_merge_weights_positions_and_joins_across_allowed_gaps():
     assert merged["photons"].tolist() == [300.0, 200.0, 200.0] and merged["length"].tolist() == [3, 2, 2]
     assert len(merge_events(table, gap=2).table) == 2  # the dark frames 3 and 4 bridged
     assert len(merge_events(table, radius=0.001).table) == 7  # nothing that close
+    again = merge_events(merge_events(table, gap=2).table, gap=10).table  # merged rows merged again
+    assert again["n"].tolist() == [5, 2] and again["length"].tolist() == [7, 2]
 
 
 def test_merge_counts_the_blinking_events_and_reaches_the_combined_bound(experiment):
@@ -163,7 +180,8 @@ def test_merge_counts_the_blinking_events_and_reaches_the_combined_bound(experim
 def test_drift_is_recovered_within_3_nm_and_removed(experiment):
     drift = estimate_drift(experiment.table)
     assert residual_nm(drift, experiment.drift) < 3.0
-    assert drift.x[0] == drift.y[0] == 0.0
+    start = int(round(drift.centres[0]))  # zero at the first segment's mean frame
+    assert drift.x[start] == drift.y[start] == 0.0
     corrected = undrift(experiment.table, drift)
     truth = with_true_drift_removed(experiment)
     offset = (corrected["x"] - truth["x"]).mean()
@@ -178,7 +196,8 @@ def test_drift_has_the_sign_of_the_stage_moving_the_spots():
     xy = np.tile(sites, (100, 1)) + shift + rng.normal(0, 0.02, (len(frame), 2))
     table = table_of(frame=frame, x=xy[:, 0], y=xy[:, 1], uncertainty=np.full(len(frame), 0.02))
     drift = estimate_drift(table, segment=10)
-    assert drift.x[-1] == pytest.approx(0.99, abs=0.02) and drift.y[-1] == pytest.approx(-0.495, abs=0.02)
+    assert drift.x[-1] - drift.x[0] == pytest.approx(0.99, abs=0.02)
+    assert drift.y[-1] - drift.y[0] == pytest.approx(-0.495, abs=0.02)
 
 
 def test_fiducials_give_the_drift_where_the_table_holds_them(experiment):
@@ -198,6 +217,30 @@ def test_fiducials_give_the_drift_where_the_table_holds_them(experiment):
     assert residual_nm(drift, experiment.drift) < 2.0  # 2 nm per frame over three fiducials
     with pytest.raises(PixelregError, match="no fiducial"):
         fiducial_drift(experiment.table)
+
+
+def test_fiducials_are_followed_however_far_the_stage_drifts():
+    rng = np.random.default_rng(5)
+    frames = 400
+    walk = np.column_stack([np.linspace(0, 3.0, frames), np.linspace(0, -2.0, frames)])  # 300 nm, 200 nm
+    xy = np.concatenate([np.array(p) + walk + rng.normal(0, 0.01, (frames, 2)) for p in ((10, 10), (30, 40))])
+    table = table_of(frame=np.tile(np.arange(frames), 2), x=xy[:, 0], y=xy[:, 1])
+    drift = fiducial_drift(table)
+    assert drift.method == "fiducials (2)" and abs(drift.x[-1] - 3.0) < 0.05 and abs(drift.y[-1] + 2.0) < 0.05
+
+
+def test_fading_density_still_gets_every_segment_its_least():
+    rng = np.random.default_rng(6)
+    frames = 3000
+    frame = np.sort(np.minimum(rng.exponential(600, 12000), frames - 1).astype(int))  # bleaching
+    sites = rng.uniform(5, 55, (400, 2))
+    xy = sites[rng.integers(0, 400, len(frame))] + rng.normal(0, 0.05, (len(frame), 2))  # no drift
+    table = table_of(frame=frame, x=xy[:, 0], y=xy[:, 1], uncertainty=np.full(len(frame), 0.05))
+    drift = estimate_drift(table)
+    edges = np.append(np.arange(0, frames, drift.segment), frames)
+    counts = np.histogram(frame, edges)[0]
+    assert counts[:-1].min() >= LEAST_SEGMENT_LOCS or counts.min() >= LEAST_SEGMENT_LOCS
+    assert np.abs(drift.x).max() < 0.05 and np.abs(drift.y).max() < 0.05  # 5 nm of a still stage
 
 
 def test_too_few_localizations_for_a_segment_says_which_segment_works(experiment):

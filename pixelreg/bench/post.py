@@ -11,7 +11,6 @@ NeNA against the true precision of the localizations.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pixelreg.io.locs import Localizations
-from pixelreg.post.drift import Drift, estimate_drift, per_frame, rcc_shifts, segment_edges, undrift
+from pixelreg.post.drift import Drift, estimate_drift, rcc_drift, undrift
 from pixelreg.post.merge import merge_events
 from pixelreg.post.resolution import nena, ring_correlation
 from pixelreg.simulate.experiment import Experiment, blinking_experiment
@@ -50,20 +49,15 @@ def residual_nm(drift: np.ndarray, truth: np.ndarray) -> float:
 def picasso_like(table: Localizations, segment: int) -> np.ndarray:
     """RCC as Picasso's undrift runs it: fixed segments, one-pixel bins blurred by a pixel, a
     cubic spline through the segments' shifts."""
-    frame = table["frame"]
-    frames = int(frame.max()) + 1
-    edges = segment_edges(frames, segment)
-    which = np.searchsorted(edges, frame, side="right") - 1
-    shifts = rcc_shifts(table["x"], table["y"], which, len(edges) - 1, bin_px=1.0)
-    centres = np.bincount(which, frame) / np.bincount(which)
-    return per_frame(centres, shifts, frames)
+    return rcc_drift(table, segment, bin_px=1.0)[0]
 
 
 def without_true_drift(experiment: Experiment) -> Localizations:
-    locs = experiment.table.locs.copy()
-    locs["x"] -= experiment.drift[locs["frame"], 0]
-    locs["y"] -= experiment.drift[locs["frame"], 1]
-    return dataclasses.replace(experiment.table, locs=locs)
+    """The experiment's table with its true drift taken away."""
+    truth = experiment.drift
+    return undrift(
+        experiment.table, Drift(truth[:, 0], truth[:, 1], 0, "truth", np.zeros(0), np.zeros((0, 2)))
+    )
 
 
 def score_experiment(experiment: Experiment) -> tuple[dict[str, Any], Drift, dict[str, Any]]:
@@ -130,7 +124,7 @@ def score_experiment(experiment: Experiment) -> tuple[dict[str, Any], Drift, dic
     return scores, drift, curves
 
 
-def run_post_bench(out: Path, say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_post_bench(say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every experiment's scores (for post.json) and what the figures draw."""
     results: dict[str, Any] = {"pixel_size_nm": PIXEL_NM, "experiments": {}}
     drawn: dict[str, Any] = {}
@@ -199,9 +193,8 @@ def run_movie_stage(
     seen = _paired(found, table["frame"], truth_xy + experiment.drift[table["frame"]], table["photons"])
     drift = estimate_drift(found)
     corrected = undrift(found, drift)
-    truly = dataclasses.replace(found, locs=found.locs.copy())
-    truly.locs["x"] -= experiment.drift[found["frame"], 0]
-    truly.locs["y"] -= experiment.drift[found["frame"], 1]
+    truth = experiment.drift
+    truly = undrift(found, Drift(truth[:, 0], truth[:, 1], 0, "truth", np.zeros(0), np.zeros((0, 2))))
     merged = merge_events(corrected)
     frc = {
         name: ring_correlation(t, PIXEL_NM)

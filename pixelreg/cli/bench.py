@@ -408,7 +408,7 @@ def post(
         check_models(("offsets",), epochs, device)
 
     def run() -> dict[str, Any]:
-        results, figures = run_post_bench(out, say(quiet))
+        results, figures = run_post_bench(say(quiet))
         drawn.update(figures)
         if movie:
             from pixelreg.bench.post import run_movie_stage

@@ -9,15 +9,19 @@ from typing import Annotated
 import typer
 
 from pixelreg.cli.app import command, emit, say
-from pixelreg.cli.options import Device, Quiet, check_pixel_size, given_on_command_line, refuse_overwriting
+from pixelreg.cli.options import (
+    Device,
+    Quiet,
+    TablePixelSize,
+    check_pixel_size,
+    given_on_command_line,
+    refuse_overwriting,
+)
 from pixelreg.errors import PixelregError
 from pixelreg.evaluate.matching import PIXEL_SIZE_NM
 from pixelreg.io.runs import RunDir
 from pixelreg.io.tables import PICASSO_SUFFIXES
 
-TablePixelSize = Annotated[
-    float, typer.Option(help="Table: nm per camera pixel, to read a ThunderSTORM table's nm.")
-]
 Figure = Annotated[
     Path | None,
     typer.Option(help="Table: the figure to write; default: the table's name with .png.", show_default=False),

@@ -1,9 +1,10 @@
 """After localization: `drift`, `merge`, `filter` and `resolution`, each a table in and a table
-(or a measure) out. Each prints what it wrote on stdout, one path per line, so that a shell
-script can chain them: predict | drift | merge | filter | plot."""
+(or a measure) out. Each prints what it wrote on stdout, one path per line (or JSON with
+--json), so that a shell script can chain them: predict | drift | merge | filter | plot."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,41 +18,87 @@ from pixelreg.cli.options import (
     TableFormat,
     TablePixelSize,
     check_pixel_size,
+    given_on_command_line,
     parse_bounds,
     refuse_overwriting,
 )
 from pixelreg.errors import PixelregError
 from pixelreg.evaluate.matching import PIXEL_SIZE_NM
-
-OutTable = Annotated[
-    Path | None,
-    typer.Option("--out", help="The table to write; default: LOCS's name with {}.", show_default=False),
-]
+from pixelreg.post.merge import DEFAULT_GAP, MOST_RADIUS, SIGMAS
 
 
-def _read(
-    table: Path, out: Path | None, suffix: str, form: str | None, pixel_size: float
-) -> tuple[Any, Path, str]:
-    """The table LOCS, where to write the result, and its format."""
-    from pixelreg.io.tables import chosen_format, read_table, table_format
+@dataclass
+class Source:
+    """A table read: its rows, its file, its format and the pixel size (nm) to use with it."""
+
+    locs: Any
+    path: Path
+    form: str
+    pixel_size: float
+
+    def inputs(self) -> list[Path]:
+        """The files the table came from: it, and a Picasso table's YAML beside it."""
+        if self.form != "picasso":
+            return [self.path]
+        from pixelreg.io.picasso import yaml_path
+
+        return [self.path, yaml_path(self.path)]
+
+
+def read_source(ctx: typer.Context, table: Path, pixel_size: float) -> Source:
+    """LOCS read, at --pixel-size; a Picasso table's own pixel size (its YAML's `Pixelsize`)
+    where --pixel-size is not given."""
+    from pixelreg.io.picasso import read_info
+    from pixelreg.io.tables import read_table, table_format
 
     check_pixel_size(pixel_size)
-    source = table_format(table)
+    form = table_format(table)
+    if form == "picasso" and not given_on_command_line(ctx, "pixel_size"):
+        pixel_size = picasso_pixel_size(read_info(table).get("Pixelsize"), pixel_size)
+    return Source(read_table(table, pixel_size), table, form, pixel_size)
+
+
+def picasso_pixel_size(value: Any, default: float) -> float:
+    """A Picasso YAML's `Pixelsize` where it is a usable number of nm, else `default`."""
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        return default
+    check_pixel_size(size)
+    return size
+
+
+def table_outputs(
+    source: Source, out: Path | None, suffix: str, form: str | None, beside: tuple[str, ...] = ()
+) -> tuple[Path, str, list[Path]]:
+    """Where to write the result table (--out, default LOCS's name with _`suffix`), its format,
+    and every file the command will write (a Picasso table's YAML, and `beside` the table: its
+    name with each of these endings), none of them one of the command's inputs."""
+    from pixelreg.io.picasso import yaml_path
+    from pixelreg.io.tables import chosen_format
+
     if out is None:
-        out = table.with_name(f"{table.stem}_{suffix}{table.suffix}")
-    form = chosen_format(out, form, source)
-    refuse_overwriting(out, [table])
-    return read_table(table, pixel_size), out, form
+        out = source.path.with_name(f"{source.path.stem}_{suffix}{source.path.suffix}")
+    form = chosen_format(out, form, source.form)
+    paths = [out, *([yaml_path(out)] if form == "picasso" else [])]
+    paths += [out.with_name(out.stem + ending) for ending in beside]
+    for path in paths:
+        refuse_overwriting(path, source.inputs(), "--out" if path == out else f"--out (its {path.name})")
+    return out, form, paths
 
 
-def _written(paths: list[Path], quiet: bool, message: str) -> None:
+def _written(paths: list[Path], quiet: bool, as_json: bool, message: str, result: dict[str, Any]) -> None:
     say(quiet)(message)
+    if as_json:
+        emit({**result, "written": [str(path) for path in paths]}, True)
+        return
     for path in paths:
         emit(str(path), False)
 
 
 @command
 def drift(
+    ctx: typer.Context,
     table: TableArg,
     out: Annotated[
         Path | None,
@@ -75,10 +122,11 @@ def drift(
     table_format: TableFormat = None,
     pixel_size: TablePixelSize = PIXEL_SIZE_NM,
     quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Estimate the stage's drift from the localizations and take it away: redundant
     cross-correlation of renderings of segments of frames (Wang et al. 2014), or the mean track
-    of fiducials with --fiducials. The drift is relative to the first frame.
+    of fiducials with --fiducials. The drift is zero at the start of the movie.
 
     Example: pixelreg drift locs.csv --out locs_undrifted.csv
     """
@@ -90,10 +138,11 @@ def drift(
 
     if fiducials and segment is not None:
         raise PixelregError("--segment is for the cross-correlation; --fiducials takes none")
-    locs, out, form = _read(table, out, "undrifted", table_format, pixel_size)
+    source = read_source(ctx, table, pixel_size)
+    out, form, paths = table_outputs(source, out, "undrifted", table_format, ("_drift.csv", "_drift.png"))
+    locs, pixel_size = source.locs, source.pixel_size
     found = fiducial_drift(locs) if fiducials else estimate_drift(locs, segment)
-    trace = out.with_name(f"{out.stem}_drift.csv")
-    figure = out.with_name(f"{out.stem}_drift.png")
+    trace, figure = paths[-2:]
     writes = table_writes(out, undrift(locs, found), form, pixel_size)
     writes += [(trace, lambda tmp: _write_trace(tmp, found, pixel_size))]
     writes += [(figure, figure_write(drift_figure(found, pixel_size)))]
@@ -101,10 +150,12 @@ def drift(
     span = [float(v.max() - v.min()) * pixel_size for v in (found.x, found.y)]
     how = found.method if fiducials else f"RCC, {len(found.centres)} segments of {found.segment:,} frames"
     _written(
-        [path for path, _ in writes],
+        paths,
         quiet,
+        as_json,
         f"drift of {len(found.x):,} frames by {how}: peak to peak {span[0]:.1f} nm in x, "
         f"{span[1]:.1f} nm in y; {len(locs):,} localizations corrected, written to {out}",
+        {"method": found.method, "segment_frames": found.segment or None, "peak_to_peak_nm": span},
     )
 
 
@@ -125,6 +176,7 @@ def _write_trace(path: Path, found: Any, pixel_size: float) -> None:
 
 @command
 def merge(
+    ctx: typer.Context,
     table: TableArg,
     out: Annotated[
         Path | None,
@@ -134,14 +186,16 @@ def merge(
         float | None,
         typer.Option(
             help="px: a fixed radius within which a localization joins an event's mean; default: "
-            "within 4 times their combined uncertainty (at most 10 median uncertainties).",
+            f"within {SIGMAS:g} times their combined uncertainty (at most {MOST_RADIUS:g} median "
+            "uncertainties).",
             show_default=False,
         ),
     ] = None,
-    gap: Annotated[int, typer.Option(help="Dark frames an event may skip and go on.")] = 1,
+    gap: Annotated[int, typer.Option(help="Dark frames an event may skip and go on.")] = DEFAULT_GAP,
     table_format: TableFormat = None,
     pixel_size: TablePixelSize = PIXEL_SIZE_NM,
     quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Merge the localizations of one molecule in consecutive frames (a blinking event) into one
     row: their inverse-variance weighted position, photons summed, uncertainty combined, the
@@ -154,29 +208,30 @@ def merge(
     from pixelreg.io.tables import table_writes
     from pixelreg.post.merge import merge_events
 
-    locs, out, form = _read(table, out, "merged", table_format, pixel_size)
+    source = read_source(ctx, table, pixel_size)
+    out, form, paths = table_outputs(source, out, "merged", table_format)
+    locs, pixel_size = source.locs, source.pixel_size
     merged = merge_events(locs, radius, gap)
-    writes = table_writes(out, merged.table, form, pixel_size)
-    write_together(writes)
+    write_together(table_writes(out, merged.table, form, pixel_size))
     _written(
-        [path for path, _ in writes],
+        paths,
         quiet,
+        as_json,
         f"{len(locs):,} localizations merged into {len(merged.table):,} events ("
         + (
             f"within {merged.radius:.3f} px = {merged.radius * pixel_size:.1f} nm"
             if merged.fixed
-            else f"within 4 combined uncertainties, at most {merged.radius * pixel_size:.1f} nm"
+            else f"within {SIGMAS:g} combined uncertainties, at most {merged.radius * pixel_size:.1f} nm"
         )
         + f", {gap} dark frame(s) allowed), "
         f"written to {out}",
+        {"localizations": len(locs), "events": len(merged.table), "radius_px": merged.radius, "gap": gap},
     )
-
-
-Bounds = Annotated[str | None, typer.Option(show_default=False)]
 
 
 @command
 def filter(  # noqa: A001 - the command's name
+    ctx: typer.Context,
     table: TableArg,
     out: Annotated[
         Path | None,
@@ -184,7 +239,11 @@ def filter(  # noqa: A001 - the command's name
     ] = None,
     photons: Annotated[
         str | None,
-        typer.Option(help="Photons LO:HI (either side may be left out: 500:).", show_default=False),
+        typer.Option(
+            help="Photons LO:HI, both kept; either side may be left out (500: keeps 500 and more); "
+            "a single number keeps exactly it.",
+            show_default=False,
+        ),
     ] = None,
     uncertainty: Annotated[
         str | None,
@@ -192,7 +251,7 @@ def filter(  # noqa: A001 - the command's name
     ] = None,
     confidence: Annotated[
         str | None,
-        typer.Option(help="Confidence LO:HI (0.5: keeps 0.5 and above... give 0.5:).", show_default=False),
+        typer.Option(help="Confidence LO:HI (0.5: keeps 0.5 and above).", show_default=False),
     ] = None,
     frames: Annotated[
         str | None, typer.Option(help="Frames FIRST:LAST, 0-based, both kept.", show_default=False)
@@ -236,13 +295,11 @@ def filter(  # noqa: A001 - the command's name
         raise PixelregError(
             "give a range to filter by: --photons, --uncertainty, --confidence, --frames or --region"
         )
-    locs, out, form = _read(table, out, "filtered", table_format, pixel_size)
-    result = filter_table(locs, ranges)
-    writes = table_writes(out, result.table, form, pixel_size)
-    write_together(writes)
+    source = read_source(ctx, table, pixel_size)
+    out, form, paths = table_outputs(source, out, "filtered", table_format)
+    result = filter_table(source.locs, ranges)
+    write_together(table_writes(out, result.table, form, source.pixel_size))
     kept = len(result.table)
-    if as_json:
-        emit({"table": str(out), "rows": result.total, "kept": kept, "dropped": result.dropped}, True)
     rows = [
         [CRITERIA[name], f"{low:g}", f"{high:g}", f"{count:,}"]
         for name, count in result.dropped.items()
@@ -252,14 +309,17 @@ def filter(  # noqa: A001 - the command's name
     if not quiet:
         console.print(fitted_table(f"filter {table.name}", ["range", "from", "to", "dropped"], rows, []))
     _written(
-        [] if as_json else [path for path, _ in writes],
+        paths,
         quiet,
+        as_json,
         f"{kept:,} of {result.total:,} localizations kept, written to {out}",
+        {"rows": result.total, "kept": kept, "dropped": result.dropped},
     )
 
 
 @command
 def resolution(
+    ctx: typer.Context,
     table: TableArg,
     out: Annotated[
         Path | None,
@@ -295,17 +355,16 @@ def resolution(
     Example: pixelreg resolution locs_undrifted.csv
     """
     from pixelreg.io.files import write_together
-    from pixelreg.io.tables import read_table
     from pixelreg.plots.post import resolution_figure
     from pixelreg.plots.style import figure_write
     from pixelreg.post.resolution import nena, ring_correlation
 
-    check_pixel_size(pixel_size)
     figure = out if out is not None else table.with_name(f"{table.stem}_resolution.png")
     if figure.suffix.lower() != ".png":
         raise PixelregError(f"--out {figure}: the figure is a PNG; give a .png file")
-    refuse_overwriting(figure, [table])
-    locs = read_table(table, pixel_size)
+    source = read_source(ctx, table, pixel_size)
+    refuse_overwriting(figure, source.inputs())
+    locs, pixel_size = source.locs, source.pixel_size
     frc = ring_correlation(locs, pixel_size, bin_nm, block)
     try:
         precision = nena(locs, pixel_size)
@@ -319,6 +378,7 @@ def resolution(
         "frc_resolution_nm": frc.resolution_nm,
         "frc_bin_nm": frc.bin_nm,
         "frc_block_frames": frc.block,
+        "pixel_size_nm": pixel_size,
         "nena_nm": None if precision is None else precision.precision_nm,
         "figure": str(figure),
     }
@@ -326,7 +386,8 @@ def resolution(
         emit(result, True)
         return
     shown = (
-        "not reached (the curve stays above 1/7)"
+        "not found (the curve never falls through 1/7: halves that never correlate, or that "
+        "correlate up to the finest bin)"
         if frc.resolution_nm is None
         else f"{frc.resolution_nm:.1f} nm"
     )

@@ -65,6 +65,20 @@ class Localizations:
         assert set(values) <= set(named), f"fields {sorted(set(values) - set(named))} are no columns"
         return cls(path, locs, columns, given)
 
+    def median_uncertainty(self) -> float | None:
+        """The median of the uncertainties known (finite, above 0), px; None where none is."""
+        known = self.locs["uncertainty"][
+            np.isfinite(self.locs["uncertainty"]) & (self.locs["uncertainty"] > 0)
+        ]
+        return float(np.median(known)) if len(known) else None
+
+    def inverse_variances(self) -> np.ndarray | None:
+        """1 / uncertainty^2 of each row, where every row has an uncertainty (above 0); else None."""
+        uncertainty = self.locs["uncertainty"]
+        if not (np.isfinite(uncertainty) & (uncertainty > 0)).all():
+            return None
+        return 1.0 / uncertainty**2
+
     def select(self, keep: np.ndarray) -> Localizations:
         """The rows where `keep` (a mask or indices) says, with the same columns."""
         return replace(self, locs=self.locs[keep])

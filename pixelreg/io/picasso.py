@@ -9,8 +9,9 @@ box on a grid of integer offsets from its peak pixel's index; its Render draws p
 Height and Frames, and reads the pixel size (nm) as `Pixelsize` from any of them.
 
 Picasso drops a row with a non-finite value in any field when it saves a table, so a field
-the source does not give is written as 0, and its name listed under `pixelreg unknown fields`
-in the YAML, by which `read_picasso` reads it back as unknown.
+the source does not give at all is written as 0, and its name listed under `pixelreg unknown
+fields` in the YAML, by which `read_picasso` reads it back as unknown. A value unknown for one
+row only stays NaN (and Picasso would drop that row when it saves).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def picasso_writes(
 
     def put(name: str, values: np.ndarray, field: str) -> None:
         if field in given:
-            records[name] = np.nan_to_num(values, nan=0.0)
+            records[name] = values  # a row's own unknown (NaN) stays NaN: not a measured 0
         else:
             unknown.append(name)
 
@@ -88,13 +89,17 @@ def picasso_writes(
     for name in ("lpx", "lpy"):
         put(name, locs["uncertainty"], "uncertainty")
     if "z" in table.given:
-        records["z"] = np.nan_to_num(locs["z"])
+        records["z"] = locs["z"]
     if "n" in table.given:
-        records["len"], records["n"] = locs["length"], locs["n"]
+        records["n"] = np.maximum(locs["n"], 0)
+        if "length" in given:
+            records["len"] = np.maximum(locs["length"], 0)
+        else:
+            unknown.append("len")  # ThunderSTORM's merged tables count, but do not span
         put("photon_rate", locs["photons"] / np.maximum(locs["n"], 1), "photons")
     for name, _ in PICASSO_EXTRA:
         if name in table.given:
-            records[name] = np.nan_to_num(locs[name])
+            records[name] = locs[name]
     if shape is None:
         shape = (
             max(1, math.ceil(float(locs["y"].max(initial=0.0)) + 1)),
@@ -124,24 +129,34 @@ def read_picasso(path: str | Path) -> Localizations:
     path = Path(path)
     try:
         with h5py.File(path, "r") as stream:
-            if "locs" not in stream:
+            dataset = stream.get("locs")
+            if not isinstance(dataset, h5py.Dataset):
                 raise PixelregError(f"{path} holds no `locs` dataset: not a Picasso localization table")
-            records = stream["locs"][...]
+            if dataset.ndim != 1 or dataset.dtype.names is None:
+                raise PixelregError(f"{path}: `locs` is not a table of records, one per localization")
+            records = dataset[...]
     except OSError as exc:
-        raise PixelregError(f"{path} is not a readable HDF5 file ({exc})") from None
+        raise PixelregError(f"{path} is not a readable HDF5 file ({' '.join(str(exc).split())})") from None
     names = set(records.dtype.names or ())
     missing = {"frame", "x", "y"} - names
     if missing:
         raise PixelregError(f"{path}: Picasso's `locs` lacks {', '.join(sorted(missing))}")
-    unknown = set(read_info(path).get(UNKNOWN_KEY, []))
-    names -= unknown
+    unknown = read_info(path).get(UNKNOWN_KEY, [])
+    if not isinstance(unknown, list) or not all(isinstance(name, str) for name in unknown):
+        raise PixelregError(f"{yaml_path(path)}: `{UNKNOWN_KEY}` must be a list of field names")
+    names -= set(unknown)
 
     def value(name: str) -> np.ndarray:
+        if records.dtype[name].kind not in "iufb":
+            raise PixelregError(f"{path}: Picasso's field `{name}` holds {records.dtype[name]}, not numbers")
         return np.asarray(records[name], np.float64)
 
     values: dict[str, np.ndarray] = {"frame": value("frame"), "x": value("x"), "y": value("y")}
     if not (np.isfinite(values["x"]).all() and np.isfinite(values["y"]).all()):
         raise PixelregError(f"{path}: every row needs a finite x and y")
+    from pixelreg.io.tables import check_frames
+
+    check_frames(values["frame"], path)
     for field, name in (
         ("photons", "photons"),
         ("background", "bg"),
@@ -174,7 +189,9 @@ def read_info(path: str | Path) -> dict[str, Any]:
         with open(info_path, encoding="utf-8") as stream:
             documents = list(yaml.safe_load_all(stream))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise PixelregError(f"{info_path} is not Picasso's YAML metadata ({exc})") from None
+        raise PixelregError(
+            f"{info_path} is not Picasso's YAML metadata ({' '.join(str(exc).split())})"
+        ) from None
     info: dict[str, Any] = {}
     for document in documents:
         if isinstance(document, dict):

@@ -233,7 +233,7 @@ def _read_csv(path: Path, form: str, pixel_size: float) -> Localizations:
     bad = ~(np.isfinite(values["x"]) & np.isfinite(values["y"]))
     if bad.any():
         raise PixelregError(f"{path}, row {int(np.argmax(bad)) + 2}: every row needs a finite x and y")
-    given = {name: v for name, v in values.items() if name in ("x", "y") or not np.isnan(v).all()}
+    given = {name: v for name, v in values.items() if name in ("x", "y") or not rows or not np.isnan(v).all()}
     values = given  # a column of no values (ThunderSTORM's NaN sigma) is one the table does not give
     source = str(path)
     if form == "csv":
@@ -246,11 +246,22 @@ def _read_csv(path: Path, form: str, pixel_size: float) -> Localizations:
             if name in values:
                 values[name] = values[name] / pixel_size
         values["x"], values["y"] = values["x"] - 0.5, values["y"] - 0.5  # ImageJ's pixel convention
-    for name in ("n", "point"):
+    for name in ("n", "point", "length"):
         if name in values:
             values[name] = np.nan_to_num(values[name], nan=-1.0)
+    check_frames(values["frame"], path)
     columns = ("path", *(("index" if name == "frame" else name) for name in values))
     return Localizations.from_fields(source, columns, **values).with_columns()
+
+
+def check_frames(frame: np.ndarray, path: Path) -> None:
+    """Refuse frames that are no frame of a movie: before the first, or not whole numbers."""
+    bad = (frame < 0) | (frame != np.floor(frame)) | ~np.isfinite(frame)
+    if bad.any():
+        at = int(np.argmax(bad))
+        raise PixelregError(
+            f"{path}, row {at + 2}: frame {frame[at]:g} is no frame of a movie (0-based, whole)"
+        )
 
 
 def _frames_on(frame: np.ndarray, files: list[str], table: str) -> tuple[np.ndarray, str]:

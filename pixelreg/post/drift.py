@@ -9,8 +9,10 @@ the rest solved again. A cubic spline through the shifts, at the segments' mean 
 every frame's drift.
 
 Where the sample holds fiducials (spots present in most frames), their mean track is the drift.
-The drift is given relative to the first frame: a localization of frame f, minus the drift of
-frame f, is where it would be had the stage stood still.
+The drift is zero at the start: at the first segment's mean frame (the earliest the correlation
+measures; frames before it are extrapolated), or for fiducials at the first frame. A
+localization of frame f, minus the drift of frame f, is where it would be had the stage stood
+still since.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.interpolate import CubicSpline
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from pixelreg.errors import PixelregError
 from pixelreg.io.locs import Localizations
@@ -28,6 +32,7 @@ LEAST_SEGMENT_LOCS = 200  # RCC: fewer localizations than this in a segment give
 SEGMENT_LOCS = 1000  # RCC's segments, when chosen from the data: this many localizations each...
 MOST_SEGMENTS = 30  # ...but no more segments than this (pairs grow as the square)
 MOST_BINS = 2048  # RCC: the renderings' side at most
+DEFAULT_UNCERTAINTY = 0.1  # px: where a table gives none
 FIDUCIAL_SHARE = 0.5  # --fiducials: a spot present in more of the frames than this is a fiducial
 
 
@@ -56,13 +61,13 @@ def undrift(table: Localizations, drift: Drift) -> Localizations:
 def check_table(table: Localizations) -> None:
     """Refuse a table that no drift can be estimated from."""
     if len(table) == 0:
-        raise PixelregError(f"{table.path} holds no localizations")
+        raise PixelregError("the table holds no localizations")
     if table["frame"].min() < 0:
         raise PixelregError(
-            f"{table.path} holds a localization of frame {table['frame'].min()} (before the first)"
+            f"the table holds a localization of frame {table['frame'].min()} (before the first)"
         )
     if table["frame"].max() == table["frame"].min():
-        raise PixelregError(f"{table.path} holds localizations of one frame only; drift needs many")
+        raise PixelregError("the table holds localizations of one frame only; drift needs many")
 
 
 def segment_edges(frames: int, segment: int) -> np.ndarray:
@@ -107,40 +112,49 @@ def choose_segment(frame: np.ndarray, frames: int, segment: int | None) -> int:
             )
         return segment
     wanted = max(len(frame) / SEGMENT_LOCS, 2)
-    return max(workable, math.ceil(frames / min(wanted, MOST_SEGMENTS)))
+    segment = max(workable, math.ceil(frames / min(wanted, MOST_SEGMENTS)))
+    while segment <= frames // 2:  # every segment at least the least, as a given --segment must
+        if np.histogram(frame, segment_edges(frames, segment))[0].min() >= LEAST_SEGMENT_LOCS:
+            return segment
+        segment = math.ceil(segment * 1.1)
+    return workable
 
 
 def estimate_drift(table: Localizations, segment: int | None = None) -> Drift:
     """The drift of `table`'s frames by RCC with `segment` frames a segment (None: chosen from
-    the data; see the module's docstring)."""
+    the data; see the module's docstring), zero at the first segment's mean frame."""
     check_table(table)
-    x, y, frame = table["x"], table["y"], table["frame"]
-    frames = int(frame.max()) + 1
-    segment = choose_segment(frame, frames, segment)
-    sigma = typical_uncertainty(table)
-    edges = segment_edges(frames, segment)
-    which = np.searchsorted(edges, frame, side="right") - 1
-    shifts = rcc_shifts(x, y, which, len(edges) - 1, bin_px=float(np.clip(2 * sigma, 0.05, 0.5)))
-    centres = np.bincount(which, frame) / np.bincount(which)
-    drift = per_frame(centres, shifts, frames)
-    origin = drift[0].copy()  # the drift is relative to the first frame
+    segment = choose_segment(table["frame"], int(table["frame"].max()) + 1, segment)
+    sigma = table.median_uncertainty() or DEFAULT_UNCERTAINTY
+    drift, centres, shifts = rcc_drift(table, segment, float(np.clip(2 * sigma, 0.05, 0.5)))
+    origin = drift[int(round(centres[0]))].copy()
     drift -= origin
     return Drift(drift[:, 0], drift[:, 1], segment, "rcc", centres, shifts - origin)
 
 
-def typical_uncertainty(table: Localizations) -> float:
-    """The median uncertainty (px), or 0.1 px where the table gives none."""
-    known = table["uncertainty"][np.isfinite(table["uncertainty"]) & (table["uncertainty"] > 0)]
-    return float(np.median(known)) if len(known) else 0.1
+def rcc_drift(table: Localizations, segment: int, bin_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RCC with segments of `segment` frames rendered in bins of `bin_px`: the drift of every
+    frame (frames, 2), the segments' mean frames and their shifts (px)."""
+    frame = table["frame"]
+    frames = int(frame.max()) + 1
+    edges = segment_edges(frames, segment)
+    which = np.searchsorted(edges, frame, side="right") - 1
+    shifts = rcc_shifts(table["x"], table["y"], which, len(edges) - 1, bin_px)
+    centres = np.bincount(which, frame) / np.bincount(which)
+    return per_frame(centres, shifts, frames), centres, shifts
 
 
 def rcc_shifts(x: np.ndarray, y: np.ndarray, which: np.ndarray, segments: int, bin_px: float) -> np.ndarray:
     """(segments, 2) shifts (px, mean zero) by redundant cross-correlation of the segments'
     renderings at `bin_px` a bin, blurred by one bin."""
-    low = np.array([x.min(), y.min()]) - 2
-    extent = max(x.max() - low[0], y.max() - low[1]) + 2
+    # the field: where all but a stray thousandth of the localizations lie (one row far away
+    # must not coarsen the bins of all); the strays are left out of the correlation
+    low = np.array([np.quantile(x, 0.0005), np.quantile(y, 0.0005)]) - 2
+    high = np.array([np.quantile(x, 0.9995), np.quantile(y, 0.9995)]) + 2
+    extent = float(max(high - low))
     bin_px = max(bin_px, extent / MOST_BINS)
-    side = 2 ** math.ceil(math.log2(extent / bin_px))  # FFTs of powers of two; room to shift
+    side = 2 ** math.ceil(math.log2(extent / bin_px))  # FFTs of powers of two
+    inside = (x >= low[0]) & (x < high[0]) & (y >= low[1]) & (y < high[1])
     col = ((x - low[0]) / bin_px).astype(np.int64)
     row = ((y - low[1]) / bin_px).astype(np.int64)
     fy = np.fft.fftfreq(side)[:, None]
@@ -148,9 +162,9 @@ def rcc_shifts(x: np.ndarray, y: np.ndarray, which: np.ndarray, segments: int, b
     blur = np.exp(-2 * math.pi**2 * (fx**2 + fy**2))  # a Gaussian of one bin
     spectra = []
     for k in range(segments):
-        mine = which == k
+        mine = (which == k) & inside
         image = np.bincount(row[mine] * side + col[mine], minlength=side * side).reshape(side, side)
-        spectra.append(np.fft.rfft2(image.astype(np.float64)) * blur)
+        spectra.append((np.fft.rfft2(image.astype(np.float64)) * blur).astype(np.complex64))
     reach = side // 4  # the most shift sought: a quarter of the rendering
     pairs, measured = [], []
     for i in range(segments):
@@ -194,8 +208,10 @@ def solve_pairs(pairs: np.ndarray, measured: np.ndarray, segments: int) -> np.nd
         error = np.hypot(*(measured - (shifts[pairs[:, 1]] - shifts[pairs[:, 0]])).T)
         limit = max(3 * float(np.median(error)), 0.05)
         wanted = error <= limit
-        covered = np.bincount(pairs[wanted].ravel(), minlength=segments) > 0
-        if wanted.sum() == keep.sum() or not covered.all():
+        linked = connected_components(
+            coo_matrix((np.ones(wanted.sum()), pairs[wanted].T), shape=(segments, segments)), directed=False
+        )[0]
+        if wanted.sum() == keep.sum() or linked > 1:  # every segment still tied to every other
             break
         keep = wanted
     return shifts
@@ -216,7 +232,7 @@ def per_frame(centres: np.ndarray, shifts: np.ndarray, frames: int) -> np.ndarra
 
 def fiducial_drift(table: Localizations, radius: float = 1.0) -> Drift:
     """The drift as the mean track of the table's fiducials: spots linked from frame to frame
-    within `radius` px (gaps of any length) that are present in more than FIDUCIAL_SHARE of the
+    within `radius` px of where they were last seen (gaps of any length) that are present in more than FIDUCIAL_SHARE of the
     frames. Each fiducial's track less its median position, averaged over the fiducials seen in
     a frame (inverse-variance weighted where the table gives uncertainties); frames where none
     is seen are interpolated."""
@@ -225,22 +241,17 @@ def fiducial_drift(table: Localizations, radius: float = 1.0) -> Drift:
     check_table(table)
     x, y, frame = table["x"], table["y"], table["frame"]
     frames = int(frame.max()) + 1
-    track = link_events(x, y, frame, np.ones(len(table)), radius, gap=frames)
+    track = link_events(x, y, frame, np.ones(len(table)), radius, gap=frames, follow=True)
     seen = np.array([len(np.unique(frame[track == k])) for k in range(int(track.max()) + 1)])
     fiducials = np.flatnonzero(seen > FIDUCIAL_SHARE * frames)
     if not len(fiducials):
         raise PixelregError(
-            f"{table.path} holds no fiducial: no spot is present in more than "
+            f"the table holds no fiducial: no spot is present in more than "
             f"{FIDUCIAL_SHARE:.0%} of its {frames:,} frames; leave out --fiducials to correlate "
             "the localizations instead"
         )
-    uncertainty = table["uncertainty"]
-    known = np.isfinite(uncertainty) & (uncertainty > 0)
-    weight = (
-        np.where(known, 1.0 / np.where(known, uncertainty, 1.0) ** 2, 1.0)
-        if known.all()
-        else np.ones(len(table))
-    )
+    weights = table.inverse_variances()
+    weight = np.ones(len(table)) if weights is None else weights
     sums = np.zeros((frames, 3))
     for k in fiducials:
         mine = track == k

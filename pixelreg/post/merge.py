@@ -36,17 +36,6 @@ class Merged:
     fixed: bool
 
 
-def median_uncertainty(table: Localizations) -> float:
-    """The table's median uncertainty (px), where it gives one."""
-    uncertainty = table["uncertainty"]
-    known = uncertainty[np.isfinite(uncertainty) & (uncertainty > 0)]
-    if not len(known) or len(known) < len(uncertainty):
-        raise PixelregError(
-            f"{table.path} does not give every localization an uncertainty to merge by; give --radius"
-        )
-    return float(np.median(known))
-
-
 def link_events(
     x: np.ndarray,
     y: np.ndarray,
@@ -55,16 +44,20 @@ def link_events(
     radius: float,
     gap: int,
     sigmas: float | None = None,
+    follow: bool = False,
 ) -> np.ndarray:
     """The event (0, 1, ...) of each localization: see the module's docstring. `weight` is each
     one's inverse variance, by which an event's position is its members' mean. With `sigmas`,
     a localization joins an event only within `sigmas` times their combined uncertainty (its
-    own and that of the event's mean, from the weights), and `radius` is the most that may be."""
+    own and that of the event's mean, from the weights), and `radius` is the most that may be.
+    With `follow`, an event is where it was last seen rather than its mean: a track that moves
+    (a fiducial with the stage) stays one."""
     event = np.full(len(x), -1, np.int64)
     order = np.argsort(frame, kind="stable")
     starts = np.flatnonzero(np.diff(frame[order], prepend=-np.inf, append=np.inf))
     sums = np.zeros((len(x), 3))  # per event: sum of weights, of weighted x, of weighted y
     last = np.full(len(x), -(10**12), np.int64)  # per event: the last frame it was seen in
+    latest = np.zeros((len(x), 2))  # per event: where it was seen last
     open_events = np.zeros(0, np.int64)
     count = 0
     for begin, end in zip(starts[:-1], starts[1:], strict=True):
@@ -73,7 +66,7 @@ def link_events(
         open_events = open_events[last[open_events] >= f - gap - 1]
         taken = np.zeros(len(now), bool)
         if len(open_events):
-            centres = sums[open_events, 1:] / sums[open_events, :1]
+            centres = latest[open_events] if follow else sums[open_events, 1:] / sums[open_events, :1]
             tree = cKDTree(centres)
             pairs = tree.query_ball_point(np.column_stack([x[now], y[now]]), radius)
             candidates = [(i, j) for i, near in enumerate(pairs) for j in near]
@@ -97,6 +90,7 @@ def link_events(
         joined = event[now]
         sums[joined] += np.column_stack([weight[now], weight[now] * x[now], weight[now] * y[now]])
         last[joined] = f
+        latest[joined] = np.column_stack([x[now], y[now]])
         open_events = np.union1d(open_events, joined)
     return event
 
@@ -111,12 +105,18 @@ def merge_events(table: Localizations, radius: float | None = None, gap: int = D
         raise PixelregError(f"--radius must be above 0 px, got {radius:g}")
     if gap < 0:
         raise PixelregError(f"--gap must be 0 or more frames, got {gap}")
+    if not len(table):
+        raise PixelregError("the table holds no localizations")
     fixed = radius is not None
+    weights = table.inverse_variances()
     if radius is None:
-        radius = MOST_RADIUS * median_uncertainty(table)
+        if weights is None:
+            raise PixelregError(
+                "the table does not give every localization an uncertainty to merge by; give --radius"
+            )
+        radius = MOST_RADIUS * float(table.median_uncertainty() or 0.0)
+    weight = np.ones(len(table)) if weights is None else weights
     uncertainty = table["uncertainty"]
-    known = np.isfinite(uncertainty) & (uncertainty > 0)
-    weight = 1.0 / np.where(known, uncertainty, 1.0) ** 2 if known.all() else np.ones(len(table))
     frame = table["frame"]
     event = link_events(table["x"], table["y"], frame, weight, radius, gap, None if fixed else SIGMAS)
     events = int(event.max(initial=-1)) + 1
@@ -124,30 +124,36 @@ def merge_events(table: Localizations, radius: float | None = None, gap: int = D
     def total(values: np.ndarray) -> np.ndarray:
         return np.bincount(event, values, minlength=events)
 
-    weights = total(weight)
+    summed = total(weight)
     first = np.full(events, np.iinfo(np.int64).max)
     np.minimum.at(first, event, frame)
     final = np.full(events, np.iinfo(np.int64).min)
     np.maximum.at(final, event, frame)
     values = {
         "frame": first,
-        "x": total(weight * table["x"]) / weights,
-        "y": total(weight * table["y"]) / weights,
+        "x": total(weight * table["x"]) / summed,
+        "y": total(weight * table["y"]) / summed,
         "n": np.bincount(event, minlength=events),
         "length": final - first + 1,
     }
+    rows = values["n"]
     given = set(table.given)
+    if "n" in given:  # rows merged before: their counts add up, and their frames run on
+        values["n"] = total(np.maximum(table["n"], 1)).astype(np.int64)
+        if "length" in given:
+            np.maximum.at(final, event, frame + np.maximum(table["length"], 1) - 1)
+            values["length"] = final - first + 1
     if "photons" in given:
         values["photons"] = total(table["photons"])
     if "background" in given:
-        values["background"] = total(table["background"]) / values["n"]
+        values["background"] = total(table["background"]) / rows
     if "uncertainty" in given:
         values["uncertainty"] = np.sqrt(1.0 / total(1.0 / uncertainty**2))
     if "confidence" in given:
         values["confidence"] = np.full(events, -np.inf)
         np.maximum.at(values["confidence"], event, table["confidence"])
     if "sigma" in given:
-        values["sigma"] = total(table["sigma"]) / values["n"]
+        values["sigma"] = total(table["sigma"]) / rows
     if "z" in given:
         z_weight = 1.0 / table["uncertainty_z"] ** 2 if "uncertainty_z" in given else np.ones(len(table))
         values["z"] = total(z_weight * table["z"]) / total(z_weight)

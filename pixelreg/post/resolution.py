@@ -67,7 +67,7 @@ def ring_correlation(
     half the median uncertainty, at least 1 nm, coarser where the field needs more than
     MOST_SIDE bins), its halves alternate blocks of `block` frames (default: FRC_BLOCKS blocks)."""
     if len(table) < 2:
-        raise PixelregError(f"{table.path} holds {len(table)} localization(s); FRC needs two halves")
+        raise PixelregError(f"the table holds {len(table)} localization(s); FRC needs two halves")
     frame = table["frame"]
     frames = int(frame.max()) + 1
     if block is None:
@@ -84,8 +84,8 @@ def ring_correlation(
     low = np.array([x.min(), y.min()])
     extent = max(x.max() - low[0], y.max() - low[1], 1.0)
     if bin_nm is None:
-        known = table["uncertainty"][np.isfinite(table["uncertainty"])]
-        bin_nm = max(1.0, 0.5 * float(np.median(known)) * pixel_size) if len(known) else pixel_size / 10
+        typical = table.median_uncertainty()
+        bin_nm = max(1.0, 0.5 * typical * pixel_size) if typical is not None else pixel_size / 10
     if not (math.isfinite(bin_nm) and bin_nm > 0):
         raise PixelregError(f"--bin must be above 0 nm, got {bin_nm:g}")
     bin_nm = max(bin_nm, extent / (MOST_SIDE - 1))
@@ -104,10 +104,16 @@ def ring_correlation(
     inside = ring < rings
     ring = ring[inside]
     first, second = (s.ravel()[inside] for s in spectra)
-    # rfft2 holds half the plane: ring sums of it are half the full ones, alike in both terms
-    cross = np.bincount(ring, (first * np.conj(second)).real, minlength=rings)
-    power = np.bincount(ring, np.abs(first) ** 2, minlength=rings) * np.bincount(
-        ring, np.abs(second) ** 2, minlength=rings
+    # rfft2 holds half the plane: each column but the first (and the last, of an even side)
+    # stands for itself and its conjugate mirror, so it counts twice in the ring sums
+    twice = np.full(fx.shape, 2.0)
+    twice[:, 0] = 1.0
+    if side % 2 == 0:
+        twice[:, -1] = 1.0
+    weight = np.broadcast_to(twice, (side, fx.shape[1])).ravel()[inside]
+    cross = np.bincount(ring, weight * (first * np.conj(second)).real, minlength=rings)
+    power = np.bincount(ring, weight * np.abs(first) ** 2, minlength=rings) * np.bincount(
+        ring, weight * np.abs(second) ** 2, minlength=rings
     )
     correlation = np.divide(cross, np.sqrt(power), out=np.zeros(rings), where=power > 0)
     frequency = np.arange(rings) / (side * bin_nm)
@@ -118,12 +124,13 @@ def ring_correlation(
 
 
 def crossing(frequency: np.ndarray, smoothed: np.ndarray) -> float | None:
-    """1 / the frequency (nm) where `smoothed` first falls below THRESHOLD after ring 0, by
-    linear interpolation between rings; None where it never does."""
-    below = np.flatnonzero(smoothed[1:] < THRESHOLD) + 1
-    if not len(below) or below[0] < 2:
+    """1 / the frequency (nm) where `smoothed` first falls from THRESHOLD or above to below it,
+    by linear interpolation between rings; None where it never does (halves that never
+    correlate, or correlate up to the finest ring)."""
+    falls = np.flatnonzero((smoothed[:-1] >= THRESHOLD) & (smoothed[1:] < THRESHOLD)) + 1
+    if not len(falls):
         return None
-    i = int(below[0])
+    i = int(falls[0])
     q0, q1, c0, c1 = frequency[i - 1], frequency[i], smoothed[i - 1], smoothed[i]
     q = q0 + (c0 - THRESHOLD) / (c0 - c1) * (q1 - q0)
     return float(1.0 / q)
@@ -152,13 +159,12 @@ def next_frame_distances(table: Localizations, most: float) -> np.ndarray:
 
 def nena(table: Localizations, pixel_size: float) -> Nena:
     """NeNA of `table` (see the module's docstring), in nm at `pixel_size`."""
-    known = table["uncertainty"][np.isfinite(table["uncertainty"])]
-    typical = float(np.median(known)) if len(known) else 0.1
+    typical = table.median_uncertainty() or 0.1  # px: where the table gives none
     most = 10 * typical  # px: far enough for the single-molecule term's tail
     d = next_frame_distances(table, most) * pixel_size
     if len(d) < LEAST_PAIRS:
         raise PixelregError(
-            f"{table.path}: {len(d)} localizations have a neighbour in the next frame within "
+            f"{len(d)} localizations have a neighbour in the next frame within "
             f"{most * pixel_size:.0f} nm; NeNA needs {LEAST_PAIRS} (it runs on a table before merge)"
         )
     counts, edges = np.histogram(d, bins=max(20, min(200, len(d) // 25)), range=(0, most * pixel_size))
@@ -172,5 +178,5 @@ def nena(table: Localizations, pixel_size: float) -> Nena:
     try:
         (share, s, slope), _ = curve_fit(model, centres, density, p0=start, bounds=(0, np.inf), maxfev=5000)
     except RuntimeError:
-        raise PixelregError(f"{table.path}: the NeNA fit did not converge on {len(d):,} distances") from None
+        raise PixelregError(f"the NeNA fit did not converge on {len(d):,} distances") from None
     return Nena(float(s), centres, density, model(centres, share, s, slope), len(d))
