@@ -41,7 +41,7 @@ def filter_table(table: Localizations, ranges: dict[str, tuple[float, float]]) -
             raise PixelregError(f"cannot filter by {name!r}; by one of {', '.join(CRITERIA)}")
         column = "index" if name == "frame" else name
         if column not in table.given:
-            raise PixelregError(f"{table.path} has no {name} column to filter by")
+            raise PixelregError(f"the table has no {name} column to filter by")
         if low > high:
             raise PixelregError(f"the {CRITERIA[name]} range {low:g}:{high:g} is empty (LO above HI)")
         values = table[name]
