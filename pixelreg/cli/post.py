@@ -396,3 +396,113 @@ def resolution(
         f"{'-' if precision is None else f'{precision.precision_nm:.2f} nm'} ({len(locs):,} localizations)"
     )
     emit(str(figure), False)
+
+
+@command
+def track(
+    ctx: typer.Context,
+    table: TableArg,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="The tracks table (CSV: frame, x, y, particle, then the other columns, as trackpy's "
+            "functions read it); default: LOCS's name with _tracks.csv. NAME.json (motion) and "
+            "NAME.png (tracks, MSD, D) go beside it.",
+            show_default=False,
+        ),
+    ] = None,
+    search_range: Annotated[
+        float, typer.Option(help="px: the farthest a particle moves from one frame to the next.")
+    ] = 5.0,
+    memory: Annotated[int, typer.Option(help="Frames a particle may be missed and its track go on.")] = 1,
+    frame_time: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between frames: D in µm²/s (with --pixel-size) rather than px²/frame.",
+            show_default=False,
+        ),
+    ] = None,
+    movie: Annotated[
+        Path | None,
+        typer.Option(help="The movie: its first frame drawn under the tracks.", show_default=False),
+    ] = None,
+    pixel_size: TablePixelSize = PIXEL_SIZE_NM,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Link localizations into trajectories with trackpy's linker, and measure how the particles
+    move: each track's and all tracks' mean squared displacement, and D with Michalet's
+    localization-error offset.
+
+    Example: pixelreg track locs.csv --search-range 4 --memory 1 --frame-time 0.05
+    """
+    import numpy as np
+
+    from pixelreg.io.files import write_json, write_together
+    from pixelreg.io.tables import tracks_writes
+    from pixelreg.plots.post import tracks_figure
+    from pixelreg.plots.style import figure_write
+    from pixelreg.post.motion import Units, motion
+    from pixelreg.post.tracking import link_tracks
+
+    if frame_time is not None and not (np.isfinite(frame_time) and frame_time > 0):
+        raise PixelregError(f"--frame-time must be above 0 s, got {frame_time:g}")
+    source = read_source(ctx, table, pixel_size)
+    out = out if out is not None else table.with_name(f"{table.stem}_tracks.csv")
+    if out.suffix.lower() != ".csv":
+        raise PixelregError(f"--out {out}: the tracks table is a CSV; give a .csv file")
+    paths = [out, out.with_suffix(".json"), out.with_suffix(".png")]
+    for path in paths:
+        refuse_overwriting(path, [*source.inputs(), *([movie] if movie else [])])
+    first = None
+    if movie is not None:
+        from pixelreg.io.frames import open_frames
+
+        first = next(open_frames(movie).chunks())[1][0]
+    linked = link_tracks(source.locs, search_range, memory)
+    moved = motion(linked)
+    units = Units.of(source.pixel_size, frame_time)
+    result = {
+        "tracks": len(moved.track),
+        "localizations": len(linked),
+        "search_range_px": search_range,
+        "memory_frames": memory,
+        "diffusion_unit": units.diffusion_name,
+        "ensemble_diffusion": _finite(moved.ensemble_diffusion * units.diffusion),
+        "ensemble_sigma_nm": _finite(moved.ensemble_sigma * source.pixel_size),
+        "msd_unit": units.area_name,
+        "msd": [_finite(v * units.area) for v in moved.msd],
+        "per_track": [
+            {
+                "track": int(t),
+                "localizations": int(n),
+                "diffusion": _finite(d * units.diffusion),
+            }
+            for t, n, d in zip(moved.track, moved.count, moved.diffusion, strict=True)
+        ],
+    }
+    write_together(
+        tracks_writes(out, linked)
+        + [
+            (paths[1], lambda tmp: write_json(tmp, result)),
+            (paths[2], figure_write(tracks_figure(linked, moved, units, first))),
+        ]
+    )
+    lengths = moved.count
+    _written(
+        paths,
+        quiet,
+        as_json,
+        f"{len(linked):,} localizations linked into {len(moved.track):,} tracks (median length "
+        f"{int(np.median(lengths))} frames, --search-range {search_range:g} px, --memory {memory}); "
+        f"ensemble D = {moved.ensemble_diffusion * units.diffusion:.4g} {units.diffusion_name}, "
+        f"localization error {moved.ensemble_sigma * source.pixel_size:.1f} nm; written to {out}",
+        {key: value for key, value in result.items() if key != "per_track"},
+    )
+
+
+def _finite(value: float) -> float | None:
+    """A number for JSON: None where it is not finite."""
+    import math
+
+    return float(value) if math.isfinite(value) else None

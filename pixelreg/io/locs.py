@@ -31,12 +31,20 @@ LOCS_FIELDS = (
     ("sigma", "f8", "the PSF's standard deviation, px (ThunderSTORM's sigma, Picasso's sx and sy)"),
     ("n", "i8", "localizations merged into this row by `merge` (-1: not merged)"),
     ("length", "i8", "frames from a merged row's first to its last, dark ones included (-1: not merged)"),
+    ("track", "i8", "the trajectory the localization belongs to, by `track` (-1: not linked)"),
 )
 LOCS_DTYPE = np.dtype([(name, kind) for name, kind, _ in LOCS_FIELDS])
 # pixelreg's CSV: `path`, then the fields by these names (`point` only where a model gives it)
 COLUMNS = ("path", "index", "x", "y", "confidence", "photons", "background", "uncertainty")
 COLUMNS_3D = (*COLUMNS, "z", "uncertainty_z")  # a 3D model's table
-EXTRA_COLUMNS = ("z", "uncertainty_z", "sigma", "n", "length")  # after COLUMNS, where a table has them
+EXTRA_COLUMNS = (
+    "z",
+    "uncertainty_z",
+    "sigma",
+    "n",
+    "length",
+    "track",
+)  # after COLUMNS, where a table has them
 FIELD_OF_COLUMN = {"index": "frame"}
 DECIMALS = 4  # table cells carry positions to 1e-4 px (and depths to 1e-4 nm)
 

@@ -132,7 +132,9 @@ def _number(value: Any) -> str:
 
 
 # the fields read from each CSV format: field -> the column names that may hold it, first found wins
-PIXELREG_READ = {name: (name,) for name in ("x", "y", "confidence", "photons", "background", "uncertainty")}
+PIXELREG_READ: dict[str, tuple[str, ...]] = {
+    name: (name,) for name in ("x", "y", "confidence", "photons", "background", "uncertainty")
+}
 PIXELREG_READ |= {"frame": ("index",), "point": ("point",)} | {name: (name,) for name in EXTRA_COLUMNS}
 THUNDERSTORM_READ = {
     "frame": ("frame",),
@@ -146,6 +148,9 @@ THUNDERSTORM_READ = {
     "uncertainty_z": ("uncertainty_z [nm]",),
     "n": ("detections",),
 }
+TRACKS_READ: dict[str, tuple[str, ...]] = {name: (name,) for name in PIXELREG_READ}
+TRACKS_READ["track"] = ("particle",)  # trackpy's name; frame is `frame`, not pixelreg's `index`
+TRACKS_COLUMNS = ("frame", "x", "y", "particle")  # first in a tracks table: as trackpy's functions read it
 NM_FIELDS = ("x", "y", "sigma", "uncertainty")  # a ThunderSTORM table's lengths in the plane
 
 
@@ -161,6 +166,8 @@ def table_format(path: str | Path) -> str:
         return "csv"
     if set(THUNDERSTORM_COLUMNS[1:4]) <= set(header):
         return "thunderstorm"
+    if set(TRACKS_COLUMNS) <= set(header):
+        return "tracks"
     raise PixelregError(
         f"{path} is not a localization table: its header must start path,index,x,y "
         f'(pixelreg predict) or hold "x [nm]","y [nm]","frame" (ThunderSTORM), or it is '
@@ -213,7 +220,12 @@ def _read_csv(path: Path, form: str, pixel_size: float) -> Localizations:
         raise PixelregError(
             f"{path}, row {reader.line_num}: not a localization table's row ({exc})"
         ) from None
-    names = PIXELREG_READ if form == "csv" else THUNDERSTORM_READ
+    readers: dict[str, dict[str, tuple[str, ...]]] = {
+        "csv": PIXELREG_READ,
+        "thunderstorm": THUNDERSTORM_READ,
+        "tracks": TRACKS_READ,
+    }
+    names = readers[form]
     where = {
         name: header.index(found)
         for name, columns in names.items()
@@ -240,13 +252,15 @@ def _read_csv(path: Path, form: str, pixel_size: float) -> Localizations:
         frame = np.nan_to_num(values.get("frame", np.zeros(len(rows))), nan=0.0)
         files = [row[header.index("path")] if header.index("path") < len(row) else "" for row in rows]
         values["frame"], source = _frames_on(frame, files, source)
+    elif form == "tracks":
+        values["frame"] = np.nan_to_num(values["frame"], nan=0.0)
     else:
         values["frame"] = np.nan_to_num(values.get("frame", np.ones(len(rows))), nan=1.0) - 1
         for name in NM_FIELDS:
             if name in values:
                 values[name] = values[name] / pixel_size
         values["x"], values["y"] = values["x"] - 0.5, values["y"] - 0.5  # ImageJ's pixel convention
-    for name in ("n", "point", "length"):
+    for name in ("n", "point", "length", "track"):
         if name in values:
             values[name] = np.nan_to_num(values[name], nan=-1.0)
     check_frames(values["frame"], path)
@@ -287,7 +301,7 @@ def chosen_format(out: Path, form: str | None, source: str) -> str:
         form = (
             "picasso"
             if out.suffix.lower() in PICASSO_SUFFIXES
-            else ("csv" if source == "picasso" else source)
+            else ("csv" if source in ("picasso", "tracks") else source)
         )
     if form not in FILE_FORMATS:
         raise PixelregError(f"--format must be one of {', '.join(FILE_FORMATS)}, got {form!r}")
@@ -330,3 +344,27 @@ def write_table_file(
     """`table` written to `path` (and, for Picasso, its YAML beside it) atomically: see `table_writes`."""
     write_together(table_writes(path, table, form, pixel_size))
     return Path(path)
+
+
+def tracks_writes(path: str | Path, table: Localizations) -> list[tuple[Path, Callable[[Path], Any]]]:
+    """A linked table as trackpy's functions read it (`pandas.read_csv` and on to
+    `trackpy.imsd`): frame (0-based), x, y (px), particle (the track), then the other fields
+    the table gives, as a (path, write to a temporary path) pair for `write_together`."""
+    others = [c for c in table.given if c not in ("path", "index", "x", "y", "track", "point")]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as stream:
+            writer = csv.writer(stream, lineterminator="\n")
+            writer.writerow([*TRACKS_COLUMNS, *others])
+            locs = table.locs
+            cells = [locs["frame"].tolist(), np.round(locs["x"], DECIMALS).tolist()]
+            cells += [np.round(locs["y"], DECIMALS).tolist(), locs["track"].tolist()]
+            for name in others:
+                values = table[name]
+                cells.append(
+                    values.tolist() if values.dtype.kind == "i" else np.round(values, DECIMALS).tolist()
+                )
+            for row in zip(*cells, strict=True):
+                writer.writerow(["" if isinstance(v, float) and not math.isfinite(v) else v for v in row])
+
+    return [(Path(path), write)]

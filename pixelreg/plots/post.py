@@ -8,9 +8,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from pixelreg.io.locs import Localizations  # noqa: E402
 from pixelreg.post.drift import Drift  # noqa: E402
+from pixelreg.post.motion import Motion, Units  # noqa: E402
 from pixelreg.post.resolution import THRESHOLD, Nena, RingCorrelation  # noqa: E402
 
 
@@ -133,5 +135,47 @@ def before_after_figure(
             xlabel="x (camera px)",
             ylabel="y (camera px)",
         )
+    fig.tight_layout()
+    return fig
+
+
+def tracks_figure(
+    table: Localizations, moved: Motion, units: Units, background: np.ndarray | None = None
+) -> Figure:
+    """Left: every track drawn (on the movie's first frame where given); middle: each track's
+    MSD and the ensemble's by lag; right: the histogram of the tracks' D, in `units`."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    ax = axes[0]
+    if background is not None:
+        ax.imshow(background, cmap="gray")
+    order = np.lexsort((table["frame"], table["track"]))
+    track, x, y = table["track"][order], table["x"][order], table["y"][order]
+    starts = np.flatnonzero(np.diff(track, prepend=-1))
+    colours = plt.get_cmap("tab20")
+    for k, (a, b) in enumerate(zip(starts, [*starts[1:], len(track)], strict=True)):
+        ax.plot(x[a:b], y[a:b], lw=0.8, color=colours(k % 20))
+    if background is None:
+        ax.invert_yaxis()
+        ax.set_aspect("equal")
+    ax.set(title=f"{len(starts):,} tracks", xlabel="x (px)", ylabel="y (px)")
+    ax = axes[1]
+    for row in moved.track_msd[moved.count >= 20][:200]:
+        ax.plot(moved.lags, row * units.area, color="0.75", lw=0.5)
+    ax.plot(moved.lags, moved.msd * units.area, "o-", color="#d62728", ms=3, label="all tracks")
+    ax.set(xscale="log", yscale="log", xlabel="lag (frames)", ylabel=f"MSD ({units.area_name})",
+           title=f"MSD; ensemble D = {moved.ensemble_diffusion * units.diffusion:.4g} {units.diffusion_name}")  # fmt: skip
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    fitted = moved.diffusion[np.isfinite(moved.diffusion) & (moved.diffusion > 0)] * units.diffusion
+    if len(fitted):
+        ax.hist(fitted, bins=np.geomspace(fitted.min(), fitted.max(), 30), color="0.5")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
+    ax.set(
+        xlabel=f"D of a track ({units.diffusion_name})",
+        ylabel="tracks",
+        title=f"D of {len(fitted):,} tracks (4 lags fitted)",
+    )
     fig.tight_layout()
     return fig
