@@ -95,3 +95,18 @@ def test_tables_that_cannot_be_tracked_are_refused(tmp_path, run):
         assert result.exit_code == 1 and message in result.stderr, result.stderr
     with pytest.raises(PixelregError, match="not linked"):
         motion(brownian(particles=2, frames=5)[0])
+
+
+def test_the_true_trajectories_score_every_link_right_and_trackpy_runs_on_the_movie():
+    from pixelreg.bench.tracks import score, table_of, true_particles
+    from pixelreg.simulate.foreign import render_brownian_movie
+
+    movie, which, population = render_brownian_movie(frames=40, size=64, particles=12)
+    truth = table_of(movie.points)
+    truth.locs["track"] = which[np.isfinite(movie.points[..., 0])]
+    truth = truth.with_columns("track")
+    assert np.array_equal(true_particles(truth, movie.points, which), truth["track"])
+    row = score(truth, truth["track"], population, [1.0, 1.0])
+    assert row["correct_links"] == row["links"] > 0 and row["correct_share"] == 1.0
+    visible = np.isfinite(movie.points[..., 0])
+    assert row["links"] <= visible.sum() - len(np.unique(which[visible]))  # a particle's spots less one

@@ -59,6 +59,7 @@ from pixelreg.cli.tables import (
     precision_table,
     psf_bench_table,
     psf_isolated_table,
+    track_table,
 )
 from pixelreg.errors import PixelregError
 from pixelreg.fit.defaults import MIN_BOUND_BLUR
@@ -429,6 +430,32 @@ def post(
     _save(frc_comparison_figure(curves), out / "frc.png")
     _save(before_after_figure(first["tables"], (20.0, 36.0, 14.0, 28.0)), out / "render.png")
     finish(path, results, post_tables(results), quiet, as_json)
+
+
+@bench_command(name="track")
+def track_bench(
+    out: BenchOut = Path("runs/track"),
+    epochs: Epochs = CALIBRATION_EPOCHS,
+    device: Device = "auto",
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Trajectories from a particle-tracking movie (two populations of Brownian particles, D ten
+    times apart, entering, leaving and blinking, on an uneven background): trackpy.locate +
+    trackpy.link against calibrate + train + predict + `track`, each tuned at its best; correct
+    links, tracks and each population's D against the true trajectories'. Writes track.json.
+
+    Example: pixelreg bench track --epochs 10
+    """
+    require_empty_folder(out, "track.json")
+    check_models(("offsets",), epochs, device)
+    from pixelreg.bench.tracks import run_track_bench
+
+    def run() -> dict[str, Any]:
+        return run_track_bench(out, epochs, device, ConsoleReporter(quiet=True), say(quiet))
+
+    path, results = write_results(out, "track.json", run)
+    finish(path, results, [track_table(results)], quiet, as_json)
 
 
 @bench_command()

@@ -589,3 +589,50 @@ def post_tables(result: dict[str, Any], console: Console = CONSOLE) -> list[Tabl
             )
         )  # fmt: skip
     return tables
+
+
+def track_table(result: dict[str, Any], console: Console = CONSOLE) -> Table:
+    """`bench track`: each pipeline's links, tracks and D beside the true trajectories'."""
+    true_d = result["diffusion_true"]
+    cells = [
+        [
+            "true trajectories",
+            f"{result['spots']:,}",
+            f"{result['particles']:,}",
+            f"{result['true_links']:,}",
+            "-",
+            f"{true_d[0]:.4f}",
+            f"{true_d[1]:.4f}",
+            "-",
+        ]
+    ]
+    for name in ("trackpy", "pixelreg"):
+        row = result[name]
+        cells.append(
+            [
+                name,
+                f"{row['localizations']:,}",
+                f"{row['tracks']:,}",
+                f"{row['correct_links']:,} / {row['links']:,}",
+                f"{row['correct_share']:.2%}",
+                f"{row['diffusion_0']:.4f} ({row['diffusion_0_over_true']:.3f})",
+                f"{row['diffusion_1']:.4f} ({row['diffusion_1_over_true']:.3f})",
+                f"{row['search_range_px']:g}",
+            ]
+        )
+    return fitted_table(
+        f"tracks from a {result['frames']}-frame movie (D in px²/frame; ratio to the true trajectories')",
+        [
+            "pipeline",
+            "localizations",
+            "tracks",
+            "correct / links",
+            "correct",
+            "D slow",
+            "D fast",
+            "search px",
+        ],
+        cells,
+        [],
+        console=console,
+    )

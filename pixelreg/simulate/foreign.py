@@ -400,3 +400,50 @@ def render_blinking_movie(
         truth,
         np.full((size, size), background),
     )
+
+
+def render_brownian_movie(
+    frames: int = 300,
+    size: int = 128,
+    seed: int = 0,
+    particles: int = 60,
+    diffusion: tuple[float, float] = (0.05, 0.5),
+    blink: float = 0.03,
+    sigma: float = 1.2,
+    photons: tuple[float, float] = (1500.0, 5000.0),
+    e_per_adu: float = 2.0,
+    baseline: float = 100.0,
+    read_noise: float = 2.0,
+) -> tuple[ForeignMovie, np.ndarray, np.ndarray]:
+    """A particle-tracking movie: `particles` Brownian particles, half at each of two diffusion
+    coefficients (px^2/frame), each present for a span of the movie (some enter after the
+    first frame, some leave before the last, some wander out of the field), missing from a
+    frame with chance `blink`; bright Gaussian spots on an uneven background (a slope and a
+    broad hump) on an sCMOS. Returns the movie (points NaN padded) and, per spot in its
+    points, the particle (T, M; -1 padding) and each particle's population (0 or 1)."""
+    rng = np.random.default_rng(seed)
+    population = np.arange(particles) % 2
+    step = np.sqrt(2 * np.asarray(diffusion))[population]
+    start = rng.integers(-frames // 2, frames // 2, particles)
+    length = rng.integers(frames // 3, 2 * frames, particles)
+    walk = rng.uniform(4, size - 4, (particles, 2))[None] + np.cumsum(
+        rng.normal(size=(frames, particles, 2)) * step[None, :, None], axis=0
+    )
+    t = np.arange(frames)[:, None]
+    shown = (t >= start) & (t < start + length) & (rng.random((frames, particles)) >= blink)
+    shown &= np.all((walk > 1) & (walk < size - 2), axis=-1)
+    light = np.exp(rng.uniform(np.log(photons[0]), np.log(photons[1]), particles))
+    rows = [np.flatnonzero(shown[f]) for f in range(frames)]
+    width = max(1, max(len(r) for r in rows))
+    points = _pad([walk[f, r] for f, r in enumerate(rows)], width)
+    spot_photons = _pad([light[r] for r in rows], width)
+    which = np.full((frames, width), -1)
+    for f, r in enumerate(rows):
+        which[f, : len(r)] = r
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    hump = 40 * np.exp(-((xx - 0.3 * size) ** 2 + (yy - 0.6 * size) ** 2) / (2 * (0.25 * size) ** 2))
+    bg = 15 + 25 * xx / (size - 1) + hump
+    expected = _render_spots(points, spot_photons, size, size, sigma, 5) + bg
+    adu = _camera(rng, expected, 1.0, 0.0, read_noise, e_per_adu, baseline)
+    truth = {"sigma": sigma, "baseline": baseline, "e_per_adu": e_per_adu, "read_noise": read_noise}
+    return ForeignMovie(adu, points, spot_photons, truth, bg), which, population
