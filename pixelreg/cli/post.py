@@ -458,7 +458,11 @@ def track(
     if movie is not None:
         from pixelreg.io.frames import open_frames
 
-        first = next(open_frames(movie).chunks())[1][0]
+        try:  # a camera's counts, else grey levels: only drawn
+            frames = open_frames(movie, counts=True)
+        except PixelregError:
+            frames = open_frames(movie)
+        first = next(frames.chunks())[1][0]
     linked = link_tracks(source.locs, search_range, memory)
     moved = motion(linked)
     units = Units.of(source.pixel_size, frame_time)
