@@ -27,6 +27,7 @@ from pixelreg.fit.bounds import crlb
 from pixelreg.fit.calibrate import Calibration, calibrate, training_spec
 from pixelreg.fit.peers import daofind_available, daofind_detections, trackpy_available, trackpy_detections
 from pixelreg.io.checkpoints import load_model
+from pixelreg.io.locs import Localizations
 from pixelreg.nn.config import TrainConfig
 from pixelreg.nn.inference import counted_points, set_precision
 from pixelreg.nn.train import Reporter, train
@@ -241,6 +242,27 @@ def _train_on(
     started = time.perf_counter()
     checkpoint = train(config, run_dir, reporter).best_path
     return checkpoint, round(time.perf_counter() - started, 1)
+
+
+def localized_movie(
+    movie: ForeignMovie, out: Path, epochs: int, device: str, reporter: Reporter | None
+) -> tuple[Localizations, float]:
+    """A movie run as a user who knows the camera runs it: written to out/movie.tif, calibrated
+    on its first 200 frames (calibrate's default) with the camera's offset and gain given, the README's model trained on the calibration (out/run), and the file localized as
+    `predict` does; the table and the seconds training took."""
+    import tifffile
+
+    from pixelreg.io.frames import open_frames
+    from pixelreg.localize import Localizer, whole_table
+
+    path = out / "movie.tif"
+    tifffile.imwrite(path, movie.frames)
+    calibration = calibrate(
+        movie.frames[:200], baseline=movie.truth["baseline"], e_per_adu=movie.truth["e_per_adu"]
+    )
+    checkpoint, seconds = _train_on(calibration.spec, out / "run", epochs, device, reporter)
+    localizer = Localizer.load(checkpoint, device)
+    return whole_table(localizer, [open_frames(path, counts=True)], lambda count: None), seconds
 
 
 def _localized(

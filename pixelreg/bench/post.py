@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from pixelreg.io.locs import Localizations
+from pixelreg.evaluate.matching import pair_greedy
+from pixelreg.io.locs import COLUMNS, Localizations
 from pixelreg.post.drift import Drift, estimate_drift, rcc_drift, undrift
 from pixelreg.post.merge import merge_events
 from pixelreg.post.resolution import nena, ring_correlation
@@ -52,12 +53,9 @@ def picasso_like(table: Localizations, segment: int) -> np.ndarray:
     return rcc_drift(table, segment, bin_px=1.0)[0]
 
 
-def without_true_drift(experiment: Experiment) -> Localizations:
-    """The experiment's table with its true drift taken away."""
-    truth = experiment.drift
-    return undrift(
-        experiment.table, Drift(truth[:, 0], truth[:, 1], 0, "truth", np.zeros(0), np.zeros((0, 2)))
-    )
+def without_true_drift(table: Localizations, drift: np.ndarray) -> Localizations:
+    """`table` with the true `drift` (frames, 2) taken away."""
+    return undrift(table, Drift(drift[:, 0], drift[:, 1], 0, "truth", np.zeros(0), np.zeros((0, 2))))
 
 
 def score_experiment(experiment: Experiment) -> tuple[dict[str, Any], Drift, dict[str, Any]]:
@@ -67,7 +65,7 @@ def score_experiment(experiment: Experiment) -> tuple[dict[str, Any], Drift, dic
     drift = estimate_drift(table)
     seconds = time.perf_counter() - started
     corrected = undrift(table, drift)
-    truly = without_true_drift(experiment)
+    truly = without_true_drift(table, experiment.drift)
     drift_rows = {
         "pixelreg": {
             "segment_frames": drift.segment,
@@ -164,12 +162,7 @@ def run_movie_stage(
     on an sCMOS (pixelreg's renderer makes none of it), calibrated with the camera's gain and
     offset given (as a user who knows the camera), a model trained on the calibration, the movie
     localized, and its table through drift, merge and resolution, scored against the truth."""
-    import tifffile
-
-    from pixelreg.bench.calibration import _train_on
-    from pixelreg.fit.calibrate import calibrate
-    from pixelreg.io.frames import open_frames
-    from pixelreg.localize import Localizer, whole_table
+    from pixelreg.bench.calibration import localized_movie
     from pixelreg.simulate.foreign import render_blinking_movie
 
     settings = EXPERIMENTS["filaments"]
@@ -179,22 +172,16 @@ def run_movie_stage(
     movie = render_blinking_movie(
         experiment.sites, experiment.molecule, table["frame"], table["photons"], experiment.drift, 64
     )
-    path = out / "movie.tif"
-    tifffile.imwrite(path, movie.frames)
-    say("[bold]movie[/bold]: calibrating and training")
-    calibration = calibrate(
-        movie.frames[:200], baseline=movie.truth["baseline"], e_per_adu=movie.truth["e_per_adu"]
-    )
-    checkpoint, train_seconds = _train_on(calibration.spec, out / "run", epochs, device, reporter)
-    say("[bold]movie[/bold]: localizing and correcting")
-    localizer = Localizer.load(checkpoint, device)
-    found = whole_table(localizer, [open_frames(path, counts=True)], lambda count: None)
-    truth_xy = np.column_stack([experiment.true_x, experiment.true_y])
-    seen = _paired(found, table["frame"], truth_xy + experiment.drift[table["frame"]], table["photons"])
+    say("[bold]movie[/bold]: calibrating, training and localizing")
+    found, train_seconds = localized_movie(movie, out, epochs, device, reporter)
+    say("[bold]movie[/bold]: correcting")
+    frame = table["frame"]
+    seen_where = np.column_stack([experiment.true_x, experiment.true_y]) + experiment.drift[frame]
+    truth = Localizations.from_fields("truth", COLUMNS, frame=frame, x=seen_where[:, 0], y=seen_where[:, 1])
+    seen = _paired(found, truth, table["photons"])
     drift = estimate_drift(found)
     corrected = undrift(found, drift)
-    truth = experiment.drift
-    truly = undrift(found, Drift(truth[:, 0], truth[:, 1], 0, "truth", np.zeros(0), np.zeros((0, 2))))
+    truly = without_true_drift(found, experiment.drift)
     merged = merge_events(corrected)
     frc = {
         name: ring_correlation(t, PIXEL_NM)
@@ -227,36 +214,25 @@ def run_movie_stage(
     return scores, {"frc": frc}
 
 
-def _paired(
-    found: Localizations, frame: np.ndarray, truth: np.ndarray, photons: np.ndarray
-) -> dict[str, float]:
-    """The model's localizations paired with the true ones (`truth` px and `photons` of each
-    true localization, by `frame`) of their frame within half a pixel: recall, precision, the
-    rmse per axis, how far the errors are from the uncertainties the model gave them (the median
-    |error| over the median of a Gaussian's of that sigma: 1 where they are honest), and the
-    median of their photons over the true ones."""
-    from scipy.spatial import cKDTree
-
-    errors, uncertainty, ratio = [], [], []
-    for f in np.unique(frame):
-        mine = np.flatnonzero(found["frame"] == f)
-        theirs = np.flatnonzero(frame == f)
-        if not len(mine):
-            continue
-        where = np.column_stack([found["x"][mine], found["y"][mine]])
-        distance, j = cKDTree(truth[theirs]).query(where, distance_upper_bound=0.5)
-        ok = np.isfinite(distance)
-        errors.append(where[ok] - truth[theirs][j[ok]])
-        uncertainty.append(np.repeat(found["uncertainty"][mine][ok], 2))
-        ratio.append(found["photons"][mine][ok] / photons[theirs][j[ok]])
-    error = np.concatenate(errors)
+def _paired(found: Localizations, truth: Localizations, photons: np.ndarray) -> dict[str, float]:
+    """The model's localizations paired with the true ones (`truth`, and the `photons` of each)
+    within half a pixel (`pair_greedy`): recall, precision, the rmse per axis, how far the errors
+    are from the uncertainties the model gave them (the median |error| over the median of a
+    Gaussian's of that sigma: 1 where they are honest), and the median of their photons over the
+    true ones."""
+    frames = int(max(found["frame"].max(initial=0), truth["frame"].max(initial=0))) + 1
+    ours, our_rows = found.by_frame(frames)
+    theirs, their_rows = truth.by_frame(frames)
+    paired = pair_greedy(ours, theirs, 0.5)
+    frame, spot = np.nonzero(paired >= 0)
+    mine, real = our_rows[frame, paired[frame, spot]], their_rows[frame, spot]
+    error = np.column_stack([found["x"][mine] - truth["x"][real], found["y"][mine] - truth["y"][real]])
+    uncertainty = np.repeat(found["uncertainty"][mine], 2)
     return {
-        "recall": len(error) / len(frame),
+        "recall": len(error) / len(truth),
         "precision": len(error) / max(len(found), 1),
         "rmse_px": float(np.sqrt((error**2).mean())),
         # |error| / uncertainty has a median of 0.674 where the uncertainties are honest
-        "error_over_uncertainty": float(
-            np.nanmedian(np.abs(error).ravel() / np.concatenate(uncertainty)) / 0.6745
-        ),
-        "photons_over_truth": float(np.nanmedian(np.concatenate(ratio))),
+        "error_over_uncertainty": float(np.nanmedian(np.abs(error).ravel() / uncertainty) / 0.6745),
+        "photons_over_truth": float(np.nanmedian(found["photons"][mine] / photons[real])),
     }

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from pixelreg.errors import PixelregError
+from pixelreg.evaluate.matching import pair_greedy
 from pixelreg.io.locs import COLUMNS, Localizations
 from pixelreg.post.motion import motion
 from pixelreg.post.tracking import link_tracks
@@ -39,20 +39,13 @@ def table_of(points: np.ndarray, keep: np.ndarray | None = None) -> Localization
 
 
 def true_particles(table: Localizations, points: np.ndarray, which: np.ndarray) -> np.ndarray:
-    """The true particle of each localization: the nearest true spot of its frame within
-    MATCH_PX, each true spot taken once; -1 where none."""
+    """The true particle of each localization: the true spot of its frame it pairs with within
+    MATCH_PX (`pair_greedy`, as every score of pixelreg pairs); -1 where none."""
+    found, rows = table.by_frame(len(points))
+    paired = pair_greedy(found, points, MATCH_PX)
+    frame, spot = np.nonzero(paired >= 0)
     particle = np.full(len(table), -1)
-    for f in np.unique(table["frame"]):
-        mine = np.flatnonzero(table["frame"] == f)
-        real = np.flatnonzero(np.isfinite(points[f, :, 0]))
-        if not len(real):
-            continue
-        distance, j = cKDTree(points[f, real]).query(np.column_stack([table["x"][mine], table["y"][mine]]))
-        taken: set[int] = set()
-        for k in np.argsort(distance):
-            if distance[k] <= MATCH_PX and j[k] not in taken:
-                taken.add(int(j[k]))
-                particle[mine[k]] = which[f, real[j[k]]]
+    particle[rows[frame, paired[frame, spot]]] = which[frame, spot]
     return particle
 
 
@@ -112,13 +105,9 @@ def run_track_bench(
     out: Path, epochs: int, device: str, reporter: Any, say: Callable[[str], None]
 ) -> dict[str, Any]:
     """Both pipelines on the movie, each tuned at its best, beside the true trajectories."""
-    import tifffile
     import trackpy
 
-    from pixelreg.bench.calibration import _train_on
-    from pixelreg.fit.calibrate import calibrate
-    from pixelreg.io.frames import open_frames
-    from pixelreg.localize import Localizer, whole_table
+    from pixelreg.bench.calibration import localized_movie
 
     say("[bold]track[/bold]: rendering the movie")
     movie, which, population = render_brownian_movie()
@@ -152,15 +141,8 @@ def run_track_bench(
             best = row
     results["trackpy"] = best
     say("[bold]track[/bold]: calibrating, training and localizing")
-    calibration = calibrate(
-        frames[:200], baseline=movie.truth["baseline"], e_per_adu=movie.truth["e_per_adu"]
-    )
     started = time.perf_counter()
-    checkpoint, _ = _train_on(calibration.spec, out / "run", epochs, device, reporter)
-    localizer = Localizer.load(checkpoint, device)
-    path = out / "movie.tif"
-    tifffile.imwrite(path, frames)
-    found = whole_table(localizer, [open_frames(path, counts=True)], lambda count: None)
+    found, _ = localized_movie(movie, out, epochs, device, reporter)
     row = best_linked(found, true_particles(found, movie.points, which), population, true_motion)
     row["seconds"] = round(time.perf_counter() - started, 1)
     results["pixelreg"] = row

@@ -436,9 +436,11 @@ def track(
 
     Example: pixelreg track locs.csv --search-range 4 --memory 1 --frame-time 0.05
     """
+    import json
+
     import numpy as np
 
-    from pixelreg.io.files import write_json, write_together
+    from pixelreg.io.files import write_together
     from pixelreg.io.tables import tracks_writes
     from pixelreg.plots.post import tracks_figure
     from pixelreg.plots.style import figure_write
@@ -488,7 +490,7 @@ def track(
     write_together(
         tracks_writes(out, linked)
         + [
-            (paths[1], lambda tmp: write_json(tmp, result)),
+            (paths[1], lambda tmp: tmp.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")),
             (paths[2], figure_write(tracks_figure(linked, moved, units, first))),
         ]
     )

@@ -87,6 +87,20 @@ class Localizations:
             return None
         return 1.0 / uncertainty**2
 
+    def by_frame(self, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows laid out frame by frame, as `evaluate.matching.pair_greedy` takes points:
+        positions (frames, K, 2), NaN padded, and the row of each (frames, K), -1 padding."""
+        frame = self.locs["frame"]
+        order = np.argsort(frame, kind="stable")
+        sorted_frames = frame[order]
+        slot = np.arange(len(order)) - np.searchsorted(sorted_frames, sorted_frames)  # place in its frame
+        most = max(1, int(slot.max(initial=0)) + 1)
+        points = np.full((frames, most, 2), np.nan)
+        rows = np.full((frames, most), -1, np.int64)
+        points[sorted_frames, slot] = np.column_stack([self.locs["x"], self.locs["y"]])[order]
+        rows[sorted_frames, slot] = order
+        return points, rows
+
     def select(self, keep: np.ndarray) -> Localizations:
         """The rows where `keep` (a mask or indices) says, with the same columns."""
         return replace(self, locs=self.locs[keep])

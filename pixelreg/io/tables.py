@@ -124,7 +124,7 @@ class TableWriter:
 
 def _number(value: Any) -> str:
     """A cell ThunderSTORM parses: integers as such, floats to 0.1 pm, NaN where unknown."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if _unknown(value):
         return "NaN"
     if isinstance(value, int | np.integer):
         return str(int(value))
@@ -351,20 +351,18 @@ def tracks_writes(path: str | Path, table: Localizations) -> list[tuple[Path, Ca
     `trackpy.imsd`): frame (0-based), x, y (px), particle (the track), then the other fields
     the table gives, as a (path, write to a temporary path) pair for `write_together`."""
     others = [c for c in table.given if c not in ("path", "index", "x", "y", "track", "point")]
+    cells = ("index", "x", "y", "track", *others)  # the table's names of TRACKS_COLUMNS, then the rest
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as stream:
             writer = csv.writer(stream, lineterminator="\n")
             writer.writerow([*TRACKS_COLUMNS, *others])
-            locs = table.locs
-            cells = [locs["frame"].tolist(), np.round(locs["x"], DECIMALS).tolist()]
-            cells += [np.round(locs["y"], DECIMALS).tolist(), locs["track"].tolist()]
-            for name in others:
-                values = table[name]
-                cells.append(
-                    values.tolist() if values.dtype.kind == "i" else np.round(values, DECIMALS).tolist()
-                )
-            for row in zip(*cells, strict=True):
-                writer.writerow(["" if isinstance(v, float) and not math.isfinite(v) else v for v in row])
+            for row in table.rows():
+                writer.writerow(["" if _unknown(row[c]) else row[c] for c in cells])
 
     return [(Path(path), write)]
+
+
+def _unknown(value: Any) -> bool:
+    """Whether a table cell has no value: None, or a number that is not finite."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
