@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,8 +33,8 @@ def brownian(
 
 def test_sparse_particles_are_linked_whole_and_d_is_recovered():
     table, truth = brownian()
-    linked = link_tracks(table, search_range=2.0)
-    assert len(np.unique(linked["track"])) == 40
+    linked, cuts = link_tracks(table, search_range=2.0, split=0.0)
+    assert len(np.unique(linked["track"])) == 40 and cuts == 0
     pure = sum(len(np.unique(truth[linked["track"] == k])) == 1 for k in range(40))
     assert pure >= 38  # a swap where two particles meet, at most twice
     moved = motion(linked, blur=0.0)  # instants: no motion blur
@@ -42,7 +44,7 @@ def test_sparse_particles_are_linked_whole_and_d_is_recovered():
 
 def test_the_msd_offset_gives_the_localization_error_back():
     table, _ = brownian(particles=30, diffusion=0.01, sigma=0.1)  # error as large as a step
-    moved = motion(link_tracks(table, search_range=1.5), blur=0.0)
+    moved = motion(link_tracks(table, search_range=1.5)[0], blur=0.0)
     assert moved.ensemble_sigma == pytest.approx(0.1, rel=0.1)
     assert moved.ensemble_diffusion == pytest.approx(0.01, rel=0.1)
 
@@ -51,8 +53,29 @@ def test_a_missed_frame_is_bridged_by_memory():
     table, truth = brownian(particles=5, frames=50)
     gone = (truth == 0) & (table["frame"] == 20)
     table = table.select(~gone)
-    assert len(np.unique(link_tracks(table, 2.0, memory=0)["track"])) == 6  # broken in two
-    assert len(np.unique(link_tracks(table, 2.0, memory=1)["track"])) == 5
+    assert len(np.unique(link_tracks(table, 2.0, memory=0)[0]["track"])) == 6  # broken in two
+    assert len(np.unique(link_tracks(table, 2.0, memory=1)[0]["track"])) == 5
+
+
+def test_a_step_improbable_for_its_track_is_cut_and_nothing_else():
+    table, truth = brownian(particles=20, frames=100)
+    swapped = (truth == 3) & (table["frame"] == 50)
+    table.locs["x"][swapped] += 2.5  # another particle's spot for a frame: 5.5 RMS steps away
+    linked, cuts = link_tracks(table, search_range=3.0)
+    assert cuts == 2
+    track = linked["track"][truth == 3]  # in frame order
+    assert len(np.unique(track[:50])) == len(np.unique(track[51:])) == 1
+    assert len(np.unique(track)) == 3  # before, the swapped frame alone, after
+    same, _ = link_tracks(table, search_range=3.0, split=0.0)
+    assert len(np.unique(same["track"][truth == 3])) == 1  # trackpy's link kept it
+
+
+def test_cutting_barely_touches_unswapped_brownian_tracks():
+    table, truth = brownian(particles=40, frames=300, seed=1)
+    linked, cuts = link_tracks(table, search_range=2.0)
+    assert cuts <= 5  # expected steps * exp(-9) = 1.4, plus a swap where two particles meet
+    moved = motion(linked, blur=0.0)
+    assert moved.ensemble_diffusion == pytest.approx(0.05, rel=0.05)
 
 
 def test_the_tracks_table_is_what_trackpy_reads(tmp_path, run):
@@ -65,8 +88,11 @@ def test_the_tracks_table_is_what_trackpy_reads(tmp_path, run):
     assert list(frame.columns[:4]) == ["frame", "x", "y", "particle"]
     msd = trackpy.emsd(frame, mpp=0.1, fps=10, max_lagtime=4)  # trackpy's own analysis, unchanged
     assert msd.iloc[0] == pytest.approx(4 * 0.05 * 0.01 + 4 * 0.03**2 * 0.01, rel=0.2)  # µm²
+    report = json.loads((tmp_path / "locs_tracks.json").read_text())
+    assert report["tracks"] == len(np.unique(frame["particle"])) and report["steps_cut"] <= 2
     back = read_table(tmp_path / "locs_tracks.csv")
-    assert np.array_equal(np.sort(np.unique(back["track"])), np.arange(10))
+    tracks = 10 + report["steps_cut"]  # each cut step starts a track
+    assert np.array_equal(np.sort(np.unique(back["track"])), np.arange(tracks))
 
 
 @pytest.mark.parametrize(
@@ -75,6 +101,7 @@ def test_the_tracks_table_is_what_trackpy_reads(tmp_path, run):
         (["--search-range", "0"], "--search-range must be above 0"),
         (["--search-range", "5000"], "larger than the field"),
         (["--memory", "-1"], "--memory must be 0 or more"),
+        (["--split", "-1"], "--split must be 0"),
         (["--frame-time", "0"], "--frame-time must be above 0"),
         (["--out", "{tmp}/t.txt"], "give a .csv file"),
     ],

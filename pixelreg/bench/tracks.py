@@ -1,13 +1,16 @@
-"""`bench track`: trajectories from a particle-tracking movie, pixelreg's against trackpy's.
+"""`bench track`: trajectories from particle-tracking movies, pixelreg's against trackpy's.
 
-The movie (`simulate.foreign.render_brownian_movie`) holds Brownian particles of two diffusion
+Each movie (`simulate.foreign.render_brownian_movie`) holds Brownian particles of two diffusion
 coefficients a factor of ten apart, entering, leaving and missing from single frames, bright
-spots on an uneven background. Both pipelines link with trackpy's `link` at the same memory,
-each at the search range (and trackpy.locate at the minmass) that gives it the most correct
-links less wrong ones: trackpy.locate + link, and calibrate + train + predict + `track`. A link is two
-consecutive localizations of a track; it is correct when both lie within 1 px of the same true
-particle in their frames. D of each population is the ensemble D of the tracks whose
-localizations are mostly of that population's particles, beside D of the true trajectories.
+spots on an uneven background: a sparse one, large enough that the true trajectories give
+each D within 2% of the truth, and a dense one, whose particles lie closer to their nearest
+neighbour than the search range. Both pipelines link with trackpy's `link` at the same memory,
+each at the search range that gives it the most correct links less wrong ones:
+trackpy.locate (its minmass chosen for the best detection) + link, and calibrate + train +
+predict + `track` (which cuts improbable steps). A link is two consecutive localizations of a
+track; it is correct when both lie within 1 px of the same true particle in their frames. D of
+each population is the ensemble D of the tracks whose localizations are mostly of that
+population's particles, beside D of the true trajectories.
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ from pixelreg.simulate.foreign import render_brownian_movie
 
 SEARCH_RANGES = (2.0, 3.0, 4.0, 5.0, 6.0)  # px: the grid both pipelines are tuned over
 MEMORY = 1
+DIFFUSION = (0.05, 0.5)  # px^2/frame: the two populations'
 MATCH_PX = 1.0
+EXPERIMENTS = {  # name: the movie's size (px) and particles
+    "sparse": (256, 400),
+    "dense": (128, 400),
+}
+MINMASS_QUANTILES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 def table_of(points: np.ndarray, keep: np.ndarray | None = None) -> Localizations:
@@ -85,15 +94,18 @@ def merit(row: dict[str, Any]) -> int:
 
 
 def best_linked(
-    table: Localizations, particle: np.ndarray, population: np.ndarray, true_d: list[float]
+    table: Localizations, particle: np.ndarray, population: np.ndarray, true_d: list[float], split: float
 ) -> dict[str, Any]:
-    """The table linked at each search range of the grid; the row of the most merit."""
+    """The table linked at each search range of the grid (cut at `split`, 0 for none); the row
+    of the most merit."""
     best: dict[str, Any] | None = None
     for search in SEARCH_RANGES:
         try:
-            row = score(link_tracks(table, search, MEMORY), particle, population, true_d)
-        except PixelregError:
+            linked, cuts = link_tracks(table, search, MEMORY, split)
+        except PixelregError:  # trackpy gives up on too large a subnetwork
             continue
+        row = score(linked, particle, population, true_d)
+        row["steps_cut"] = cuts
         row["search_range_px"] = search
         if best is None or merit(row) > merit(best):
             best = row
@@ -101,17 +113,55 @@ def best_linked(
     return best
 
 
-def run_track_bench(
-    out: Path, epochs: int, device: str, reporter: Any, say: Callable[[str], None]
-) -> dict[str, Any]:
-    """Both pipelines on the movie, each tuned at its best, beside the true trajectories."""
+def nearest_neighbour(points: np.ndarray) -> float:
+    """The median distance (px) from a true particle to its nearest neighbour in its frame."""
+    distances = []
+    for xy in points:
+        xy = xy[np.isfinite(xy[:, 0])]
+        if len(xy) > 1:
+            d = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
+            np.fill_diagonal(d, np.inf)
+            distances.append(d.min(axis=1))
+    return float(np.median(np.concatenate(distances)))
+
+
+def trackpy_located(frames: np.ndarray, sigma: float, points: np.ndarray) -> Localizations:
+    """trackpy.locate's spots (diameter from the PSF) at the minmass of the best Jaccard index
+    against the true spots, as a user tunes it by eye on a few frames."""
     import trackpy
 
-    from pixelreg.bench.calibration import localized_movie
+    trackpy.quiet()
+    diameter = 2 * int(np.ceil(2 * sigma)) + 1
+    located = trackpy.batch(list(frames.astype(np.float64)), diameter, minmass=0, processes=1)
+    every = Localizations.from_fields(
+        "movie",
+        COLUMNS,
+        frame=located["frame"].to_numpy(),
+        x=located["x"].to_numpy(),
+        y=located["y"].to_numpy(),
+    ).with_columns()
+    mass = located["mass"].to_numpy()
+    best, best_jaccard = every, -1.0
+    for minmass in np.quantile(mass, MINMASS_QUANTILES):
+        kept = every.select(mass >= minmass)
+        found, _ = kept.by_frame(len(points))
+        paired = int((pair_greedy(found, points, MATCH_PX) >= 0).sum())
+        jaccard = paired / (len(kept) + int(np.isfinite(points[..., 0]).sum()) - paired)
+        if jaccard > best_jaccard:
+            best, best_jaccard = kept, jaccard
+    return best
 
-    say("[bold]track[/bold]: rendering the movie")
-    movie, which, population = render_brownian_movie()
-    frames = movie.frames
+
+def run_experiment(
+    name: str, out: Path, epochs: int, device: str, reporter: Any, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """One movie: the true trajectories, then both pipelines, each tuned at its best."""
+    from pixelreg.bench.calibration import localized_movie
+    from pixelreg.post.tracking import SPLIT
+
+    size, particles = EXPERIMENTS[name]
+    say(f"[bold]track[/bold] {name}: rendering {particles} particles in {size} × {size} px")
+    movie, which, population = render_brownian_movie(size=size, particles=particles, diffusion=DIFFUSION)
     truth = table_of(movie.points)
     truth.locs["track"] = which[np.isfinite(movie.points[..., 0])]
     truth = truth.with_columns("track")
@@ -119,31 +169,34 @@ def run_track_bench(
         motion(truth.select(population[truth["track"]] == kind)).ensemble_diffusion for kind in (0, 1)
     ]
     results: dict[str, Any] = {
-        "frames": len(frames),
+        "frames": len(movie.frames),
+        "size_px": size,
         "spots": len(truth),
         "particles": int(len(np.unique(truth["track"]))),
+        "nearest_neighbour_px": round(nearest_neighbour(movie.points), 2),
         "true_links": score(truth, truth["track"], population, true_motion)["links"],
+        "diffusion_given": list(DIFFUSION),
         "diffusion_true": [round(d, 5) for d in true_motion],
+        "diffusion_true_over_given": [round(d / g, 4) for d, g in zip(true_motion, DIFFUSION, strict=True)],
     }
-    say("[bold]track[/bold]: trackpy.locate at each minmass")
-    trackpy.quiet()
-    diameter = 2 * int(np.ceil(2 * movie.truth["sigma"])) + 1
-    located = trackpy.batch(list(frames.astype(np.float64)), diameter, minmass=0, processes=1)
-    best = None
-    for minmass in np.quantile(located["mass"], (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8)):
-        kept = located[located["mass"] >= minmass]
-        theirs = Localizations.from_fields(
-            "movie", COLUMNS, frame=kept["frame"].to_numpy(), x=kept["x"].to_numpy(), y=kept["y"].to_numpy()
-        ).with_columns()
-        row = best_linked(theirs, true_particles(theirs, movie.points, which), population, true_motion)
-        row["minmass"] = round(float(minmass), 1)
-        if best is None or merit(row) > merit(best):
-            best = row
-    results["trackpy"] = best
-    say("[bold]track[/bold]: calibrating, training and localizing")
+    say(f"[bold]track[/bold] {name}: trackpy.locate + link")
+    theirs = trackpy_located(movie.frames, movie.truth["sigma"], movie.points)
+    particle = true_particles(theirs, movie.points, which)
+    results["trackpy"] = best_linked(theirs, particle, population, true_motion, 0.0)
+    say(f"[bold]track[/bold] {name}: calibrating, training and localizing")
     started = time.perf_counter()
-    found, _ = localized_movie(movie, out, epochs, device, reporter)
-    row = best_linked(found, true_particles(found, movie.points, which), population, true_motion)
+    place = out / name
+    place.mkdir(parents=True, exist_ok=True)
+    found, _ = localized_movie(movie, place, epochs, device, reporter)
+    particle = true_particles(found, movie.points, which)
+    row = best_linked(found, particle, population, true_motion, SPLIT)
     row["seconds"] = round(time.perf_counter() - started, 1)
     results["pixelreg"] = row
     return results
+
+
+def run_track_bench(
+    out: Path, epochs: int, device: str, reporter: Any, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Every experiment of EXPERIMENTS (see the module's docstring)."""
+    return {name: run_experiment(name, out, epochs, device, reporter, say) for name in EXPERIMENTS}

@@ -25,6 +25,7 @@ from pixelreg.cli.options import (
 from pixelreg.errors import PixelregError
 from pixelreg.evaluate.matching import PIXEL_SIZE_NM
 from pixelreg.post.merge import DEFAULT_GAP, MOST_RADIUS, SIGMAS
+from pixelreg.post.tracking import SPLIT
 
 
 @dataclass
@@ -415,6 +416,13 @@ def track(
         float, typer.Option(help="px: the farthest a particle moves from one frame to the next.")
     ] = 5.0,
     memory: Annotated[int, typer.Option(help="Frames a particle may be missed and its track go on.")] = 1,
+    split: Annotated[
+        float,
+        typer.Option(
+            help="Cut a track at each step longer than this many of its own RMS steps (a swap where "
+            "particles meet; chance exp(-split²) per Brownian step); 0 keeps every link trackpy made."
+        ),
+    ] = SPLIT,
     frame_time: Annotated[
         float | None,
         typer.Option(
@@ -465,7 +473,7 @@ def track(
         except PixelregError:
             frames = open_frames(movie)
         first = next(frames.chunks())[1][0]
-    linked = link_tracks(source.locs, search_range, memory)
+    linked, cuts = link_tracks(source.locs, search_range, memory, split)
     moved = motion(linked)
     units = Units.of(source.pixel_size, frame_time)
     result = {
@@ -473,6 +481,8 @@ def track(
         "localizations": len(linked),
         "search_range_px": search_range,
         "memory_frames": memory,
+        "split": split,
+        "steps_cut": cuts,
         "diffusion_unit": units.diffusion_name,
         "ensemble_diffusion": _finite(moved.ensemble_diffusion * units.diffusion),
         "ensemble_sigma_nm": _finite(moved.ensemble_sigma * source.pixel_size),
@@ -500,7 +510,8 @@ def track(
         quiet,
         as_json,
         f"{len(linked):,} localizations linked into {len(moved.track):,} tracks (median length "
-        f"{int(np.median(lengths))} frames, --search-range {search_range:g} px, --memory {memory}); "
+        f"{int(np.median(lengths))} frames, --search-range {search_range:g} px, --memory {memory}, "
+        f"{cuts:,} improbable steps cut); "
         f"ensemble D = {moved.ensemble_diffusion * units.diffusion:.4g} {units.diffusion_name}, "
         f"localization error {moved.ensemble_sigma * source.pixel_size:.1f} nm; written to {out}",
         {key: value for key, value in result.items() if key != "per_track"},

@@ -591,39 +591,43 @@ def post_tables(result: dict[str, Any], console: Console = CONSOLE) -> list[Tabl
     return tables
 
 
-def track_table(result: dict[str, Any], console: Console = CONSOLE) -> Table:
-    """`bench track`: each pipeline's links, tracks and D beside the true trajectories'."""
-    true_d = result["diffusion_true"]
-    cells = [
-        [
-            "true trajectories",
-            f"{result['spots']:,}",
-            f"{result['particles']:,}",
-            f"{result['true_links']:,}",
-            "-",
-            f"{true_d[0]:.4f}",
-            f"{true_d[1]:.4f}",
-            "-",
-        ]
-    ]
-    for name in ("trackpy", "pixelreg"):
-        row = result[name]
+def track_table(results: dict[str, Any], console: Console = CONSOLE) -> Table:
+    """`bench track`: each experiment's pipelines (links, tracks, D) beside the true
+    trajectories'."""
+    cells = []
+    for name, result in results.items():
+        true_d = result["diffusion_true"]
+        given = result["diffusion_true_over_given"]
         cells.append(
             [
-                name,
-                f"{row['localizations']:,}",
-                f"{row['tracks']:,}",
-                f"{row['correct_links']:,} / {row['links']:,}",
-                f"{row['correct_share']:.2%}",
-                f"{row['diffusion_0']:.4f} ({row['diffusion_0_over_true']:.3f})",
-                f"{row['diffusion_1']:.4f} ({row['diffusion_1_over_true']:.3f})",
-                f"{row['search_range_px']:g}",
+                f"{name}: true trajectories",
+                f"{result['spots']:,}",
+                f"{result['particles']:,}",
+                f"{result['true_links']:,}",
+                "-",
+                f"{true_d[0]:.4f} ({given[0]:.3f} of given)",
+                f"{true_d[1]:.4f} ({given[1]:.3f} of given)",
+                f"NN {result['nearest_neighbour_px']:g}",
             ]
         )
+        for pipeline in ("trackpy", "pixelreg"):
+            row = result[pipeline]
+            cells.append(
+                [
+                    f"{name}: {pipeline}",
+                    f"{row['localizations']:,}",
+                    f"{row['tracks']:,}",
+                    f"{row['correct_links']:,} / {row['links']:,}",
+                    f"{row['correct_share']:.2%}",
+                    f"{row['diffusion_0']:.4f} ({row['diffusion_0_over_true']:.3f})",
+                    f"{row['diffusion_1']:.4f} ({row['diffusion_1_over_true']:.3f})",
+                    f"{row['search_range_px']:g}",
+                ]
+            )
     return fitted_table(
-        f"tracks from a {result['frames']}-frame movie (D in px²/frame; ratio to the true trajectories')",
+        "tracks (D in px²/frame; ratio to the true trajectories'; NN: median nearest neighbour, px)",
         [
-            "pipeline",
+            "movie: pipeline",
             "localizations",
             "tracks",
             "correct / links",
