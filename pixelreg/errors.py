@@ -12,6 +12,8 @@ class PixelregError(Exception):
     lists them in `options`; the command line names them by their flags instead.
     """
 
+    code = 1  # the command's exit status
+
     def __init__(self, message: str, options: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.options = options
@@ -23,3 +25,9 @@ class PixelregError(Exception):
             flag = "--" + name.replace("_", "-")
             message = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", flag, message)
         return message
+
+
+class Interrupted(PixelregError):
+    """Ctrl-C (or SIGTERM) where work is left to resume: the line says how, the exit is 130."""
+
+    code = 130

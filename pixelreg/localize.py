@@ -14,7 +14,8 @@ or ThunderSTORM's.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -39,9 +40,6 @@ from pixelreg.nn.inference import (
     set_precision,
 )
 from pixelreg.simulate.spec import DataSpec
-
-# frames localized at once (4 of 512x512): their spots' windows stay in the CPU's caches
-LOCALIZE_PIXELS = 2**20
 
 
 @dataclass
@@ -100,28 +98,38 @@ class Localizer:
         return COLUMNS_3D if getattr(self.model, "z_range", None) else COLUMNS
 
     def localize(
-        self, frames: Frames, done: Callable[[int], None] = lambda count: None
+        self,
+        frames: Frames,
+        done: Callable[[int], None] = lambda count: None,
+        seconds: dict[str, float] | None = None,
     ) -> Iterator[Localizations]:
         """The localizations of a file's frames, a batch of frames at a time; `done(count)` is
-        told of each batch finished."""
+        told of each batch finished, and `seconds` (where given) of the time each stage took."""
         model, counting = self.model, can_count(self.model)
         camera_spec = photometry_spec(model, self.spec)
         check_frames(model, frames)
-        for first, images in frames.batches(LOCALIZE_PIXELS):
+        clock = stage_clock({} if seconds is None else seconds)
+        for first, images in frames.batches():
+            clock("read")
             confidence = None
             if counting:
                 found, confidence = detect_images(model, images, self.device)
+                clock("detect")
                 points, confidence = kept_detections(model, images, found, confidence)
+                clock("refine")
             else:
                 points = predict_images(model, images, self.device)
+                clock("detect")
             depth = points[..., 2] if points.shape[-1] > 2 else None  # a 3D model's, nm
             worth = (
                 None
                 if camera_spec is None
                 else measured(camera_spec.camera.photons(images), points[..., :2], camera_spec, depth)
             )
+            clock("photometry")
             yield table(str(frames.path), first, points, confidence, worth, self.columns)
             done(len(images))
+            clock("rest")  # the caller's, between batches: writing, progress
 
     def rows(
         self, frames: Frames, done: Callable[[int], None] = lambda count: None
@@ -137,29 +145,40 @@ class Localizer:
         table_format: str = "csv",
         pixel_size: float = 100.0,
         done: Callable[[int], None] = lambda count: None,
+        source: Callable[[int, Frames], Iterable[Localizations]] | None = None,
     ) -> int:
-        """Every localization of `movies` written to `stream`; how many there were."""
+        """Every localization of `movies` written to `stream`; how many there were. `source(i,
+        movie)` gives the i-th movie's localizations where they were found elsewhere (chunks
+        localized by workers); by default they are localized here."""
         camera = self.model.camera
         sigma = self.spec.equivalent_sigma if self.spec is not None and self.spec.mean_blur > 0 else None
         noise_of = None if camera is None else camera.background_std
         writer = TableWriter(stream, table_format, pixel_size, self.columns, sigma, noise_of)
         self.check(movies)
-        for movie in movies:
+        for index, movie in enumerate(movies):
             writer.start_file(str(movie.path), movie.count)
-            for localizations in self.localize(movie, done):
+            found = self.localize(movie, done) if source is None else source(index, movie)
+            for localizations in found:
                 writer.write(localizations)
                 stream.flush()  # a reader that stops early (`| head`) stops the work early
         writer.finish()
         return writer.count
 
 
-def whole_table(localizer: Localizer, movies: list[Frames], done: Callable[[int], None]) -> Localizations:
+def whole_table(
+    localizer: Localizer,
+    movies: list[Frames],
+    done: Callable[[int], None],
+    source: Callable[[int, Frames], Iterable[Localizations]] | None = None,
+) -> Localizations:
     """Every localization of `movies` in one table, their frames numbered on as one movie (for a
-    file format that is written whole, Picasso's), with the PSF's sigma where the model knows it."""
+    file format that is written whole, Picasso's), with the PSF's sigma where the model knows it;
+    `source` as `Localizer.write_table` takes it."""
     parts, first = [], 0
     given: tuple[str, ...] = ("path",)
-    for movie in movies:
-        for localizations in localizer.localize(movie, done):
+    for index, movie in enumerate(movies):
+        found = localizer.localize(movie, done) if source is None else source(index, movie)
+        for localizations in found:
             localizations.locs["frame"] += first
             parts.append(localizations.locs)
             given = localizations.given  # the same for every batch: what the model outputs
@@ -198,3 +217,17 @@ def table(
         for key in ("photons", "background", "uncertainty"):
             values[key] = worth[key][frame, point]
     return Localizations.from_fields(path, columns, **values)
+
+
+def stage_clock(seconds: dict[str, float]) -> Callable[[str], None]:
+    """`clock(stage)`: the time since the clock's last call (or its making) added to
+    `seconds[stage]`."""
+    last = time.perf_counter()
+
+    def clock(stage: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        seconds[stage] = seconds.get(stage, 0.0) + now - last
+        last = now
+
+    return clock

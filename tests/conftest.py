@@ -76,3 +76,14 @@ def run() -> Callable[..., Any]:
         return runner.invoke(app, [str(a) for a in args])
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def counting_run(run: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A counting model trained for a few epochs on 16x16 images of 0 to 3 blurred spots."""
+    out = tmp_path_factory.mktemp("counting")
+    options = ["--size", 16, "--points", "0:3", "--blur", 1, "--noise", 3, "--background", 20]
+    options += ["--brightness", 400, "--subpixel", "--n", 1200, "--seed", 4, "--epochs", 5]
+    result = run("train", *options, "--batch-size", 32, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    return out / "train"

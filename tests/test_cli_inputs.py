@@ -370,7 +370,7 @@ def test_refusals_of_options_paths_and_headers_never_import_torch(small_run, mov
 def test_rows_are_flushed_batch_by_batch(camera_model, movies, monkeypatch):
     import io
 
-    import pixelreg.localize
+    import pixelreg.io.frames
     from pixelreg.localize import Localizer
 
     class Counting(io.StringIO):
@@ -379,7 +379,7 @@ def test_rows_are_flushed_batch_by_batch(camera_model, movies, monkeypatch):
         def flush(self) -> None:
             Counting.flushes += 1
 
-    monkeypatch.setattr(pixelreg.localize, "LOCALIZE_PIXELS", 16 * 16 * 10)  # 10 frames a batch
+    monkeypatch.setattr(pixelreg.io.frames, "LOCALIZE_PIXELS", 16 * 16 * 10)  # 10 frames a batch
     localizer = Localizer.load(camera_model, device="cpu")
     stream = Counting()
     localizer.write_table(localizer.open([movies["counts"]]), stream)

@@ -35,17 +35,6 @@ def spots_frame(spots: list[tuple[int, int]], height: int = 40, width: int = 56)
     return frame
 
 
-@pytest.fixture(scope="module")
-def counting_run(run, tmp_path_factory: pytest.TempPathFactory):
-    """A counting model trained for a few epochs on 16x16 images of 0 to 3 blurred spots."""
-    out = tmp_path_factory.mktemp("counting")
-    options = ["--size", 16, "--points", "0:3", "--blur", 1, "--noise", 3, "--background", 20]
-    options += ["--brightness", 400, "--subpixel", "--n", 1200, "--seed", 4, "--epochs", 5]
-    result = run("train", *options, "--batch-size", 32, "--out", out, "--quiet")
-    assert result.exit_code == 0, result.stderr
-    return out / "train"
-
-
 def test_frames_stream_in_chunks_that_make_the_whole_movie(tmp_path):
     stack = (np.random.default_rng(0).random((40, 30, 20)) * 60000).astype(np.uint16)
     tifffile.imwrite(tmp_path / "movie.tif", stack)

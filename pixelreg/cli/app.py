@@ -200,7 +200,7 @@ def guarded(function: F) -> F:
         try:
             return function(*args, **kwargs)
         except PixelregError as exc:
-            raise fail(exc.for_command_line()) from None
+            raise fail(exc.for_command_line(), exc.code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
         except BrokenPipeError:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pixelreg.archive.work import CHUNK_FRAMES
 from pixelreg.cli.app import command, console, emit, reader_gone
 from pixelreg.cli.options import (
     AsJson,
@@ -23,9 +25,13 @@ from pixelreg.cli.progress import FrameProgress
 from pixelreg.errors import PixelregError
 from pixelreg.evaluate.matching import PIXEL_SIZE_NM
 from pixelreg.io.checkpoint_header import ModelHeader, check_values
-from pixelreg.io.frames import IMAGE_FORMATS, open_frames
+from pixelreg.io.frames import IMAGE_FORMATS, Frames, open_frames
 from pixelreg.io.runs import resolve_checkpoint
 from pixelreg.io.tables import FILE_FORMATS, chosen_format
+
+if TYPE_CHECKING:
+    from pixelreg.io.locs import Localizations
+    from pixelreg.localize import Localizer
 
 FORMAT_HELP = (
     "csv: pixelreg's table, one row per localization (path,index,x,y,confidence,photons,"
@@ -37,6 +43,29 @@ FORMAT_HELP = (
 )
 
 
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        help="Localize on a local Dask cluster of this many worker processes, each loading the model "
+        "once: chunks of frames go to OUT.parts, then the table to --out.",
+        show_default=False,
+    ),
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        help="Localize on the running Dask cluster of this scheduler (tcp://HOST:PORT; workers on "
+        "other machines, or started by dask-jobqueue), which must read the checkpoint and movies at "
+        "the same absolute paths.",
+        show_default=False,
+    ),
+]
+Resume = Annotated[
+    bool, typer.Option(help="Go on from the chunks an interrupted run left in OUT.parts, redoing none.")
+]
+ChunkFrames = Annotated[
+    int, typer.Option(help="With --workers, --scheduler or --resume: frames a chunk (whole reads).")
+]
 Output = Annotated[
     Path | None,
     typer.Option(help="Write the table to this file (atomically) instead of stdout.", show_default=False),
@@ -88,12 +117,21 @@ def predict(
     mirror: Mirror = None,
     precision: Precision = "auto",
     device: Device = "auto",
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    resume: Resume = False,
+    chunk_frames: ChunkFrames = CHUNK_FRAMES,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
     """Locate the points in image files and movies, one row per localization: CSV on stdout or
     in --out, or JSON. Frames are read a chunk at a time and large frames in tiles, so memory
     stays flat in the movie's length.
+
+    With --workers N (a local Dask cluster) or --scheduler ADDRESS (a running one), the movies
+    are cut into chunks of frames that workers localize into OUT.parts beside --out; the table
+    is assembled when every chunk is in, the same as one process writes it. --resume goes on
+    from the chunks an interrupted run left.
 
     Example: pixelreg predict runs/train movie.tif --out locs.csv
     """
@@ -108,6 +146,17 @@ def predict(
         if out is None:
             raise PixelregError("--format picasso writes an HDF5 file and its YAML; give --out NAME.hdf5")
         chosen_format(out, table_format, "csv")
+    chunked = workers is not None or scheduler is not None or resume
+    if chunked and out is None:
+        raise PixelregError("--workers, --scheduler and --resume write the table to --out; give --out")
+    if workers is not None and scheduler is not None:
+        raise PixelregError("--workers starts a cluster here and --scheduler uses a running one; give one")
+    if workers is not None and workers < 1:
+        raise PixelregError(f"--workers must be 1 or more, got {workers}")
+    if chunk_frames < 1:
+        raise PixelregError(f"--chunk-frames must be 1 or more, got {chunk_frames}")
+    if given_on_command_line(ctx, "chunk_frames") and not chunked:
+        raise PixelregError("--chunk-frames applies with --workers, --scheduler or --resume only")
     camera = {
         k: v
         for k, v in (("baseline", baseline), ("e_per_adu", e_per_adu), ("em_gain", em_gain))
@@ -121,41 +170,57 @@ def predict(
         refuse_overwriting(out, [resolve_checkpoint(checkpoint), *images])
     movies = [open_frames(path, counts=header.camera is not None) for path in images]
 
-    from pixelreg.io.files import atomic_path
     from pixelreg.localize import Localizer
 
     localizer = Localizer.load(resolve_checkpoint(checkpoint), device, threshold, mirror, precision, camera)
     localizer.check(movies)
     frames = sum(movie.count for movie in movies)
-    with FrameProgress(frames, quiet) as progress:
+    if chunked:
+        assert out is not None
+        from pixelreg.archive.predict import localize_archive
+        from pixelreg.archive.work import Settings, plan_chunks
+        from pixelreg.cli.tables import archive_table
 
-        def done(count: int) -> None:  # after each batch of frames
-            progress(count)
-            if out is None and reader_gone():  # `| head`: stop now, even if no row is due
-                raise BrokenPipeError
+        settings = Settings(
+            str(resolve_checkpoint(checkpoint).resolve()),
+            device,
+            threshold,
+            mirror,
+            precision,
+            tuple(sorted(camera.items())),
+        )
+        chunks = plan_chunks(movies, chunk_frames)
+        with FrameProgress(len(chunks), quiet, unit="chunks") as progress:
+            count, report = localize_archive(
+                localizer,
+                settings,
+                movies,
+                chunks,
+                out,
+                lambda source: write_out(localizer, movies, out, table_format, pixel_size, source=source),
+                progress,
+                resume,
+                workers,
+                scheduler,
+            )
+        if not quiet:
+            console.print(archive_table(report.as_dict()))
+    else:
+        with FrameProgress(frames, quiet) as progress:
 
-        if as_json:
-            rows = [row for movie in movies for row in localizer.rows(movie, done)]
-            emit(rows, True)
-            return
-        if out is None:
-            localizer.write_table(movies, sys.stdout, table_format, pixel_size, done)
-            return
-        if table_format == "picasso":
-            from pixelreg.io.files import write_together
-            from pixelreg.io.tables import table_writes
-            from pixelreg.localize import whole_table
+            def done(count: int) -> None:  # after each batch of frames
+                progress(count)
+                if out is None and reader_gone():  # `| head`: stop now, even if no row is due
+                    raise BrokenPipeError
 
-            whole = whole_table(localizer, movies, progress)
-            shape = (max(m.height for m in movies), max(m.width for m in movies))
-            write_together(table_writes(out, whole, "picasso", pixel_size, shape))
-            count = len(whole)
-        else:  # surrogateescape: a file name that is not UTF-8 goes into the table as its bytes
-            with (
-                atomic_path(out) as tmp,
-                open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream,
-            ):
-                count = localizer.write_table(movies, stream, table_format, pixel_size, progress)
+            if as_json:
+                rows = [row for movie in movies for row in localizer.rows(movie, done)]
+                emit(rows, True)
+                return
+            if out is None:
+                localizer.write_table(movies, sys.stdout, table_format, pixel_size, done)
+                return
+            count = write_out(localizer, movies, out, table_format, pixel_size, progress)
     if not quiet:
         plural = "s" * (count != 1), "s" * (frames != 1)
         console.print(f"{count:,} localization{plural[0]} in {frames:,} frame{plural[1]} written to {out}")
@@ -164,3 +229,33 @@ def predict(
         from pixelreg.io.picasso import yaml_path
 
         emit(str(yaml_path(out)), False)
+
+
+def write_out(
+    localizer: Localizer,
+    movies: list[Frames],
+    out: Path,
+    table_format: str,
+    pixel_size: float,
+    done: Callable[[int], None] = lambda count: None,
+    source: Callable[[int, Frames], Iterable[Localizations]] | None = None,
+) -> int:
+    """The table of `movies` written to `out` in `table_format` (atomically: Picasso's HDF5 and
+    YAML together); `source` as `Localizer.write_table` takes it. The rows written."""
+    from pixelreg.io.files import atomic_path
+
+    if table_format == "picasso":
+        from pixelreg.io.files import write_together
+        from pixelreg.io.tables import table_writes
+        from pixelreg.localize import whole_table
+
+        whole = whole_table(localizer, movies, done, source)
+        shape = (max(m.height for m in movies), max(m.width for m in movies))
+        write_together(table_writes(out, whole, "picasso", pixel_size, shape))
+        return len(whole)
+    # surrogateescape: a file name that is not UTF-8 goes into the table as its bytes
+    with (
+        atomic_path(out) as tmp,
+        open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream,
+    ):
+        return localizer.write_table(movies, stream, table_format, pixel_size, done, source)

@@ -70,25 +70,25 @@ class FrameProgress:
 
     LINE_SECONDS = 5.0
 
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet, self.done, self.shown = total, quiet, 0, 0
+    def __init__(self, total: int, quiet: bool, unit: str = "frames") -> None:
+        self.total, self.quiet, self.done, self.shown, self.unit = total, quiet, 0, 0, unit
         self.started = self.last_line = time.perf_counter()
         self.progress: Progress | None = None
 
     def __enter__(self) -> FrameProgress:
         if not self.quiet and console.is_terminal:
             self.progress = Progress(
-                TextColumn("frames"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn(self.unit), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TextColumn("{task.fields[rate]}"), console=console, transient=True,
                 redirect_stdout=False, redirect_stderr=False,  # stdout carries the table, never the bar's
             )  # fmt: skip
-            self.task = self.progress.add_task("frames", total=self.total, rate="")
+            self.task = self.progress.add_task(self.unit, total=self.total, rate="")
             self.progress.start()
         return self
 
     def __call__(self, count: int) -> None:
         self.done += count
-        rate = f"{self.done / max(time.perf_counter() - self.started, 1e-9):.1f} frames/s"
+        rate = f"{self.done / max(time.perf_counter() - self.started, 1e-9):.1f} {self.unit}/s"
         if self.progress is not None:
             self.progress.update(self.task, completed=self.done, rate=rate)
         elif not self.quiet:
@@ -96,7 +96,7 @@ class FrameProgress:
             due = self.done - self.shown >= self.total / 10 and now - self.last_line >= self.LINE_SECONDS
             if due or (self.done == self.total and self.shown > 0):
                 self.shown, self.last_line = self.done, now
-                console.print(f"frames {self.done:,}/{self.total:,} ({rate})")
+                console.print(f"{self.unit} {self.done:,}/{self.total:,} ({rate})")
 
     def __exit__(self, *exc: Any) -> None:
         if self.progress is not None:

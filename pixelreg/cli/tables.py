@@ -640,3 +640,34 @@ def track_table(results: dict[str, Any], console: Console = CONSOLE) -> Table:
         [],
         console=console,
     )
+
+
+def archive_table(report: dict[str, Any], console: Console = CONSOLE) -> Table:
+    """`predict --workers/--scheduler/--resume`: frames/s per worker and in all, and where the
+    workers' time went."""
+    cells = [
+        [who, f"{row['frames']:,}", f"{row['busy_seconds']:.1f}", f"{row['frames_per_second'] or 0:.2f}"]
+        for who, row in report["workers"].items()
+    ]
+    cells.append(
+        [
+            "all (wall time)",
+            f"{report['frames']:,}",
+            f"{report['seconds']:.1f}",
+            f"{report['frames_per_second'] or 0:.2f}",
+        ]
+    )
+    stages = report["stage_seconds"]
+    total = max(sum(stages.values()), 1e-9)
+    where = ", ".join(
+        f"{stage} {seconds:.1f} s ({seconds / total:.0%})" for stage, seconds in stages.items() if seconds
+    )
+    table = fitted_table(
+        "chunks localized (frames/s per worker over its busy time; in all over the wall time)",
+        ["worker", "frames", "seconds", "frames/s"],
+        cells,
+        [],
+        console=console,
+    )
+    table.caption = f"where the workers' time went: {where}"
+    return table

@@ -3,6 +3,7 @@ grey levels (N, H, W), or as a camera's uint16 counts."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ images (--photons) reads integer counts 0..65535 (floats are rounded)."""
 
 
 CHUNK_PIXELS = 2**23  # frames read at once: 8 Mpx, 16 MiB of uint16 (32 frames of 512x512)
+# frames localized at once (4 of 512x512): their spots' windows stay in the CPU's caches
+LOCALIZE_PIXELS = 2**20
 
 
 @dataclass
@@ -40,20 +43,41 @@ class Frames:
     counts: bool  # a camera's uint16 ADU rather than uint8 grey levels
     whole: bool = False  # a file read whole (not a TIFF)
     _float_scaled: bool = False  # float TIFF pixels are intensities in [0, 1] (from a first pass)
+    first: int = 0  # the frames read: from `first` up to `last` (None: to the file's end)
+    last: int | None = None
 
-    def batches(self, most_pixels: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(index of the first frame, frames) in batches of at most `most_pixels` (one frame at
+    def part(self, first: int, last: int) -> Frames:
+        """These frames from `first` up to `last` only: a chunk of a long movie for one worker.
+        A part that begins and ends where batches do (`batch_starts`) is read and localized in
+        the same batches as the whole file is."""
+        if not 0 <= first < last <= self.count:
+            raise PixelregError(f"{self.path}: frames {first} to {last} are not among its {self.count}")
+        return dataclasses.replace(self, first=first, last=last)
+
+    def batches(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(index of the first frame, frames) in batches of at most LOCALIZE_PIXELS (one frame at
         the least), from the chunks read at once."""
-        step = max(1, most_pixels // (self.height * self.width))
+        step = self._batch_frames()
         for first, chunk in self.chunks():
             for start in range(0, len(chunk), step):
                 yield first + start, chunk[start : start + step]
 
+    def batch_starts(self) -> list[int]:
+        """The first frame of every batch `batches` gives, and the frame after the last: where a
+        part of these frames may begin and end and still be read in the same batches."""
+        step = self._batch_frames()
+        starts = [first for start, stop in self.spans() for first in range(start, stop, step)]
+        return [*starts, self.count if self.last is None else self.last]
+
+    def _batch_frames(self) -> int:
+        return max(1, LOCALIZE_PIXELS // (self.height * self.width))
+
     def spans(self, most_pixels: int = CHUNK_PIXELS) -> Iterator[tuple[int, int]]:
         """(first frame, frame after the last) of consecutive chunks of at most `most_pixels`."""
         per_chunk = max(1, most_pixels // (self.height * self.width))
-        for start in range(0, self.count, per_chunk):
-            yield start, min(self.count, start + per_chunk)
+        last = self.count if self.last is None else self.last
+        for start in range(self.first - self.first % per_chunk, last, per_chunk):  # the whole file's
+            yield max(start, self.first), min(last, start + per_chunk)
 
     def chunks(self, most_pixels: int = CHUNK_PIXELS) -> Iterator[tuple[int, np.ndarray]]:
         """(index of the first frame, frames (B, H, W)) for consecutive chunks of the file."""
