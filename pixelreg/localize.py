@@ -25,6 +25,7 @@ import numpy as np
 from pixelreg.evaluate.photometry import measured
 from pixelreg.io.checkpoint_header import ModelHeader, check_data_kind
 from pixelreg.io.checkpoints import load_model
+from pixelreg.io.files import atomic_path
 from pixelreg.io.frames import Frames, open_frames
 from pixelreg.io.locs import COLUMNS, COLUMNS_3D, LOCS_DTYPE, Localizations
 from pixelreg.io.tables import TableWriter
@@ -231,3 +232,31 @@ def stage_clock(seconds: dict[str, float]) -> Callable[[str], None]:
         last = now
 
     return clock
+
+
+def write_file(
+    localizer: Localizer,
+    movies: list[Frames],
+    out: Path,
+    table_format: str,
+    pixel_size: float,
+    done: Callable[[int], None] = lambda count: None,
+    source: Callable[[int, Frames], Iterable[Localizations]] | None = None,
+) -> int:
+    """The table of `movies` written to `out` in `table_format` (atomically: Picasso's HDF5 and
+    YAML together); `source` as `Localizer.write_table` takes it. The rows written."""
+
+    if table_format == "picasso":
+        from pixelreg.io.files import write_together
+        from pixelreg.io.tables import table_writes
+
+        whole = whole_table(localizer, movies, done, source)
+        shape = (max(m.height for m in movies), max(m.width for m in movies))
+        write_together(table_writes(out, whole, "picasso", pixel_size, shape))
+        return len(whole)
+    # surrogateescape: a file name that is not UTF-8 goes into the table as its bytes
+    with (
+        atomic_path(out) as tmp,
+        open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream,
+    ):
+        return localizer.write_table(movies, stream, table_format, pixel_size, done, source)

@@ -9,6 +9,7 @@ retries); each task reports who did it and how long each stage took, for the clo
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,9 +110,9 @@ def run_chunks(
 
 
 class _client:
-    """A Dask client of a new local cluster (`workers` single-threaded processes: torch uses
-    the cores within each) or of the scheduler at `scheduler`; closed, with its cluster, on
-    leaving."""
+    """A Dask client of a new local cluster (`workers` processes that take one chunk at a time,
+    torch using this machine's cores shared out among them) or of the scheduler at
+    `scheduler`; closed, with its cluster, on leaving."""
 
     def __init__(self, workers: int | None, scheduler: str | None) -> None:
         self.workers, self.scheduler = workers, scheduler
@@ -134,8 +135,13 @@ class _client:
             return self.client
         if self.workers is not None and self.workers < 1:
             raise PixelregError(f"--workers must be 1 or more, got {self.workers}")
+        cores = os.cpu_count() or 1
         self.cluster = LocalCluster(
-            n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=self.workers,
+            threads_per_worker=1,  # one chunk at a time ...
+            processes=True,
+            dashboard_address=None,
+            env={"OMP_NUM_THREADS": str(max(1, cores // (self.workers or 1)))},  # ... on its cores
         )
         self.client = Client(self.cluster)
         return self.client

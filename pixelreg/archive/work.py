@@ -95,6 +95,7 @@ def localize_chunk(settings: Settings, chunk: Chunk, folder: str) -> dict[str, A
     started = time.perf_counter()
     localizer = _LOADED.get(settings)
     if localizer is None:
+        roomy_heap()
         localizer = Localizer.load(
             Path(settings.checkpoint),
             settings.device,
@@ -120,6 +121,27 @@ def localize_chunk(settings: Settings, chunk: Chunk, folder: str) -> dict[str, A
         "seconds": seconds,
         "task_seconds": time.perf_counter() - started,
     }
+
+
+def roomy_heap() -> None:
+    """Let glibc keep the network's activations' memory between batches. Dask's nanny starts
+    workers with MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's mmap threshold at
+    128 KiB: every activation tensor is then mapped and unmapped afresh, page fault by page
+    fault, and the network runs 2.3 times slower (6.7 against 15.3 frames/s of 512x512 on one
+    thread). Raising both thresholds (mmap for blocks over 32 MiB only, trimming past 256 MiB)
+    undoes that. Not glibc (macOS, musl): nothing to do."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        mallopt = None
+    if mallopt is not None:
+        mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
+        mallopt(-1, 256 * 2**20)  # M_TRIM_THRESHOLD
 
 
 class WorkFolder:

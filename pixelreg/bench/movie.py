@@ -132,6 +132,10 @@ def run_movie(
     truth = movie.points
     model_spec = DataSpec.from_dict(payload["data_spec"])
     precision, rows, stages = _pixelreg_rows(model, path, movie.images, truth, torch_device, model_spec, say)
+    network = network_profile(model, movie.images[0], torch_device)
+    if torch_device.type == "cpu":
+        say(f"Localizing again, to a CSV: in one process, then on {CLUSTER_WORKERS} Dask workers")
+        rows.update(_file_rows(checkpoint, path, truth, say))
     if trackpy_available():
         rows["trackpy"] = _trackpy_row(movie.images, truth, spec, say)
     results = {
@@ -143,6 +147,7 @@ def run_movie(
         "movie_bytes": path.stat().st_size,
         "precision": precision,
         "stages_ms_per_frame": stages,
+        "network": network,
         "methods": rows,
         "speedup_goal": MOVIE_SPEEDUP,
     }
@@ -247,6 +252,90 @@ def _against_trackpy(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, 
 
 
 PROFILE_FRAMES = 20  # `predict`'s stages are timed apart on this many frames
+CLUSTER_WORKERS = 2  # `predict --workers`: this machine's cores, one single-threaded worker each
+MATMUL_SIDE = 2048  # the matrix product that measures what the device's arithmetic can do
+
+
+def network_profile(model: PointModel, frame: np.ndarray, device: torch.device) -> dict[str, float]:
+    """The network's work on one frame as `predict` runs it (FLOPs counted by torch's
+    FlopCounterMode), the rate it achieves, and the rate of a large float32 matrix product on
+    the same device: how near the network runs to what the arithmetic can do."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if not isinstance(model, OffsetLocalizer):
+        raise TypeError("the network profile is that of a counting (offsets) model")
+    frames = images_to_tensor(frame[None], device, model.camera)
+    level = background_map(frames)
+    with torch.inference_mode():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model.output_maps(frames, level)
+        flops = counter.get_total_flops()
+        network = _best_seconds(lambda: model.output_maps(frames, level), device)
+        a = torch.randn(MATMUL_SIDE, MATMUL_SIDE, device=device)
+        matmul = _best_seconds(lambda: a @ a, device)
+    return {
+        "gflop_per_frame": round(flops / 1e9, 3),
+        "ms_per_frame": round(1000 * network, 2),
+        "gflops": round(flops / network / 1e9, 1),
+        "matmul_gflops": round(2 * MATMUL_SIDE**3 / matmul / 1e9, 1),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _best_seconds(work: Callable[[], object], device: torch.device, repeats: int = 5) -> float:
+    """The least time of `repeats` runs of `work`, after one to warm up."""
+    work()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        _synchronized(device)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _file_rows(checkpoint: Path, path: Path, truth: np.ndarray, say: Callable[[str], None]) -> dict[str, Any]:
+    """`predict --out` on the movie in one process and with `--workers` (a local Dask cluster;
+    its start included): frames/s over the wall time, and each worker's over its busy time."""
+    from pixelreg.archive.predict import localize_archive
+    from pixelreg.archive.work import Settings, plan_chunks
+    from pixelreg.localize import write_file
+
+    localizer = Localizer.load(checkpoint, "cpu")
+    movies = [open_frames(path, counts=True)]
+    one, cluster = path.with_name("one.csv"), path.with_name("cluster.csv")
+    size = movies[0].width
+    started = time.perf_counter()
+    write_file(localizer, movies, one, "csv", 100.0)
+    rows = {"pixelreg --out, one process": _scored_file(one, truth, time.perf_counter() - started, size)}
+    settings = Settings(str(checkpoint.resolve()), "cpu")
+    chunks = plan_chunks(movies, max(1, movies[0].count // (4 * CLUSTER_WORKERS)))  # 4 chunks a worker
+    started = time.perf_counter()
+    _, report = localize_archive(
+        localizer,
+        settings,
+        movies,
+        chunks,
+        cluster,
+        lambda source: write_file(localizer, movies, cluster, "csv", 100.0, source=source),
+        lambda count: None,
+        workers=CLUSTER_WORKERS,
+    )
+    row = _scored_file(cluster, truth, time.perf_counter() - started, size)
+    row.update({key: report.as_dict()[key] for key in ("workers", "stage_seconds")})
+    rows[f"pixelreg --out --workers {CLUSTER_WORKERS}"] = row
+    return rows
+
+
+def _scored_file(table: Path, truth: np.ndarray, seconds: float, size: int) -> dict[str, Any]:
+    """The row of a table of frames size x size written in `seconds` (`_row`); the file removed."""
+    from pixelreg.io.tables import read_table
+
+    frames = truth.shape[0]
+    found, _ = read_table(table).by_frame(frames)
+    table.unlink()
+    return _row(found, truth, seconds, frames, size)
 
 
 def stage_times(

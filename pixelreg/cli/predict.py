@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -25,13 +24,9 @@ from pixelreg.cli.progress import FrameProgress
 from pixelreg.errors import PixelregError
 from pixelreg.evaluate.matching import PIXEL_SIZE_NM
 from pixelreg.io.checkpoint_header import ModelHeader, check_values
-from pixelreg.io.frames import IMAGE_FORMATS, Frames, open_frames
+from pixelreg.io.frames import IMAGE_FORMATS, open_frames
 from pixelreg.io.runs import resolve_checkpoint
 from pixelreg.io.tables import FILE_FORMATS, chosen_format
-
-if TYPE_CHECKING:
-    from pixelreg.io.locs import Localizations
-    from pixelreg.localize import Localizer
 
 FORMAT_HELP = (
     "csv: pixelreg's table, one row per localization (path,index,x,y,confidence,photons,"
@@ -170,7 +165,7 @@ def predict(
         refuse_overwriting(out, [resolve_checkpoint(checkpoint), *images])
     movies = [open_frames(path, counts=header.camera is not None) for path in images]
 
-    from pixelreg.localize import Localizer
+    from pixelreg.localize import Localizer, write_file
 
     localizer = Localizer.load(resolve_checkpoint(checkpoint), device, threshold, mirror, precision, camera)
     localizer.check(movies)
@@ -197,7 +192,7 @@ def predict(
                 movies,
                 chunks,
                 out,
-                lambda source: write_out(localizer, movies, out, table_format, pixel_size, source=source),
+                lambda source: write_file(localizer, movies, out, table_format, pixel_size, source=source),
                 progress,
                 resume,
                 workers,
@@ -220,7 +215,7 @@ def predict(
             if out is None:
                 localizer.write_table(movies, sys.stdout, table_format, pixel_size, done)
                 return
-            count = write_out(localizer, movies, out, table_format, pixel_size, progress)
+            count = write_file(localizer, movies, out, table_format, pixel_size, progress)
     if not quiet:
         plural = "s" * (count != 1), "s" * (frames != 1)
         console.print(f"{count:,} localization{plural[0]} in {frames:,} frame{plural[1]} written to {out}")
@@ -229,33 +224,3 @@ def predict(
         from pixelreg.io.picasso import yaml_path
 
         emit(str(yaml_path(out)), False)
-
-
-def write_out(
-    localizer: Localizer,
-    movies: list[Frames],
-    out: Path,
-    table_format: str,
-    pixel_size: float,
-    done: Callable[[int], None] = lambda count: None,
-    source: Callable[[int, Frames], Iterable[Localizations]] | None = None,
-) -> int:
-    """The table of `movies` written to `out` in `table_format` (atomically: Picasso's HDF5 and
-    YAML together); `source` as `Localizer.write_table` takes it. The rows written."""
-    from pixelreg.io.files import atomic_path
-
-    if table_format == "picasso":
-        from pixelreg.io.files import write_together
-        from pixelreg.io.tables import table_writes
-        from pixelreg.localize import whole_table
-
-        whole = whole_table(localizer, movies, done, source)
-        shape = (max(m.height for m in movies), max(m.width for m in movies))
-        write_together(table_writes(out, whole, "picasso", pixel_size, shape))
-        return len(whole)
-    # surrogateescape: a file name that is not UTF-8 goes into the table as its bytes
-    with (
-        atomic_path(out) as tmp,
-        open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream,
-    ):
-        return localizer.write_table(movies, stream, table_format, pixel_size, done, source)

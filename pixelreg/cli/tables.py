@@ -303,6 +303,16 @@ def movie_table(results: dict[str, Any], console: Console = CONSOLE) -> Table:
     stages = results.get("stages_ms_per_frame")
     if stages:
         legend += "\npixelreg's time per frame: " + ", ".join(f"{k} {v:.1f} ms" for k, v in stages.items())
+    network = results.get("network")
+    if network:
+        legend += (
+            f"\nthe network: {network['gflop_per_frame']:.2f} GFLOP a frame in {network['ms_per_frame']:.1f} ms, "
+            f"{network['gflops']:.1f} GFLOP/s against {network['matmul_gflops']:.1f} for a float32 "
+            f"matrix product ({network['threads']} threads)"
+        )
+    for name, row in results["methods"].items():
+        for worker, rate in row.get("workers", {}).items():
+            legend += f"\n{name}: worker {worker} {rate['frames_per_second']:.2f} frames/s busy"
     table.caption = legend
     return table
 
