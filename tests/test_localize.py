@@ -222,6 +222,13 @@ def test_bench_movie_times_and_scores_predict(run, tmp_path):
     stages = results["stages_ms_per_frame"]  # the profile behind the frames per second
     assert list(stages) == ["background map", "network", "readout", "photometry"] and min(stages.values()) > 0
     assert not (tmp_path / "movie" / "movie.tif").exists()  # the movie is made again on demand
+    one, cluster = (results["methods"][f"pixelreg --out{k}"] for k in (", one process", " --workers 2"))
+    assert one["jaccard"] == cluster["jaccard"] == ours["jaccard"] and one["rmse_px"] == cluster["rmse_px"]
+    assert (
+        sum(w["frames"] for w in cluster["workers"].values()) == 3 and cluster["stage_seconds"]["detect"] > 0
+    )
+    network = results["network"]  # the network's FLOPs and rate against a matrix product's
+    assert network["gflop_per_frame"] > 0 and 0 < network["gflops"] < 10 * network["matmul_gflops"]
     missing = run(*args[:3], tmp_path / "nothing.pt", *args[4:])
     assert missing.exit_code == 1 and missing.stderr.startswith("Error: checkpoint not found")
     for extra, code, message in (

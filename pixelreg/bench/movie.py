@@ -300,8 +300,10 @@ def _file_rows(checkpoint: Path, path: Path, truth: np.ndarray, say: Callable[[s
     its start included): frames/s over the wall time, and each worker's over its busy time."""
     from pixelreg.archive.predict import localize_archive
     from pixelreg.archive.work import Settings, plan_chunks
+    from pixelreg.io.runs import resolve_checkpoint
     from pixelreg.localize import write_file
 
+    checkpoint = resolve_checkpoint(checkpoint)
     localizer = Localizer.load(checkpoint, "cpu")
     movies = [open_frames(path, counts=True)]
     one, cluster = path.with_name("one.csv"), path.with_name("cluster.csv")
