@@ -10,8 +10,11 @@ retries); each task reports who did it and how long each stage took, for the clo
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,19 +133,28 @@ class _client:
                 self.client = Client(self.scheduler, timeout=CONNECT_SECONDS)
             except (OSError, ValueError, TimeoutError) as exc:
                 raise PixelregError(f"cannot reach the Dask scheduler at {self.scheduler}: {exc}") from None
-            if not self.client.scheduler_info()["workers"]:
+            try:
                 self.client.wait_for_workers(1, timeout=CONNECT_SECONDS)
+            except TimeoutError:
+                self.client.close()
+                raise PixelregError(
+                    f"the Dask scheduler at {self.scheduler} has no worker (none joined in {CONNECT_SECONDS} s)"
+                ) from None
             return self.client
         if self.workers is not None and self.workers < 1:
             raise PixelregError(f"--workers must be 1 or more, got {self.workers}")
         cores = os.cpu_count() or 1
-        self.cluster = LocalCluster(
-            n_workers=self.workers,
-            threads_per_worker=1,  # one chunk at a time ...
-            processes=True,
-            dashboard_address=None,
-            env={"OMP_NUM_THREADS": str(max(1, cores // (self.workers or 1)))},  # ... on its cores
-        )
+        with _sigint_ignored():  # inherited by the workers: Ctrl-C is for this process to handle
+            self.cluster = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=1,  # one chunk at a time ...
+                processes=True,
+                dashboard_address=None,
+                env={
+                    "OMP_NUM_THREADS": str(max(1, cores // (self.workers or 1))),  # ... on its cores
+                    "DASK_LOGGING__DISTRIBUTED": "error",  # a restarted worker is no news
+                },
+            )
         self.client = Client(self.cluster)
         return self.client
 
@@ -151,3 +163,18 @@ class _client:
             self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while worker processes are started (they inherit it): a terminal's Ctrl-C
+    reaches the whole foreground process group, and each worker would print its own
+    KeyboardInterrupt; this process stops them in order instead."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -36,8 +36,14 @@ def localize_archive(
     todo = [chunk for chunk in chunks if chunk.name not in finished]
     try:
         report = run_chunks(settings, todo, str(work.path), lambda chunk: chunks_done(1), workers, scheduler)
-    except KeyboardInterrupt:
+    except BaseException as exc:
         done = sum((work.path / chunk.name).exists() for chunk in chunks)
+        if not done:  # nothing to resume: leave nothing behind
+            work.remove()
+        if not isinstance(exc, KeyboardInterrupt):
+            raise
+        if not done:
+            raise Interrupted("interrupted before any chunk was finished") from None
         raise Interrupted(
             f"interrupted: {done} of {len(chunks)} chunks are finished in {work.path}; the same "
             "command with --resume goes on from them"
