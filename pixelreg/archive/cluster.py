@@ -45,7 +45,7 @@ class Report:
             self.stages[stage] = self.stages.get(stage, 0.0) + seconds
 
     def as_dict(self) -> dict[str, Any]:
-        """The report as `--json` and the closing table give it: frames/s per worker (over its
+        """The report as `predict`'s closing table and `bench movie` give it: frames/s per worker (over its
         busy time) and in all (over the wall time), and where the workers' time went; `waiting`
         is the workers' time outside any task (start-up, scheduling, the network)."""
         total = sum(self.frames.values())
@@ -85,6 +85,8 @@ def run_chunks(
     chunks in place."""
     started = time.perf_counter()
     report = Report()
+    if not chunks:  # all finished before: no cluster to start
+        return report
     if workers is None and scheduler is None:
         for chunk in chunks:
             report.add(localize_chunk(settings, chunk, folder))

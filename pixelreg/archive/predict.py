@@ -27,9 +27,12 @@ def localize_archive(
     workers: int | None = None,
     scheduler: str | None = None,
 ) -> tuple[int, Report]:
-    """Localize `movies` by their `chunks` (`plan_chunks`) into OUT.parts, then `write(source)` the table from the parts (`source(i, movie)`: the i-th movie's localizations) and remove the folder: the rows written and the
-    run's report. `chunks_done(count)` is told of chunks finished (those found at the start
-    too). Ctrl-C leaves the finished chunks and raises `Interrupted` saying how to go on."""
+    """Localize `movies` by their `chunks` (`plan_chunks`) into OUT.parts, then `write(source)`
+    the table from the parts (`source(i, movie)`: the i-th movie's localizations) and remove
+    the folder: the rows written and the run's report. `chunks_done(count)` is told of chunks
+    finished (those found at the start too). Ctrl-C leaves the finished chunks and raises
+    `Interrupted` saying how to go on; a run that stops before any chunk is finished leaves
+    no folder."""
     work = WorkFolder(out)
     finished = work.start(settings, movies, chunks, resume)
     chunks_done(len(finished))

@@ -56,10 +56,13 @@ Scheduler = Annotated[
     ),
 ]
 Resume = Annotated[
-    bool, typer.Option(help="Go on from the chunks an interrupted run left in OUT.parts, redoing none.")
+    bool,
+    typer.Option(
+        "--resume", help="Go on from the chunks an interrupted run left in OUT.parts, redoing none."
+    ),
 ]
 ChunkFrames = Annotated[
-    int, typer.Option(help="With --workers, --scheduler or --resume: frames a chunk (whole reads).")
+    int, typer.Option(help="With --workers, --scheduler or --resume: frames a chunk (whole batches).")
 ]
 Output = Annotated[
     Path | None,
