@@ -268,3 +268,37 @@ def test_workers_started_apart_against_a_loopback_scheduler_give_the_same_table(
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+
+
+def test_a_damaged_part_is_one_error_line(run, counting_run, small, tmp_path, monkeypatch):
+    monkeypatch.setattr(pixelreg.io.frames, "LOCALIZE_PIXELS", SMALL_BATCH)
+    out = tmp_path / "t.csv"
+    real = pixelreg.archive.cluster.localize_chunk
+
+    def interrupted_after_one(settings, chunk, folder):
+        if chunk.first:
+            raise KeyboardInterrupt
+        return real(settings, chunk, folder)
+
+    monkeypatch.setattr(pixelreg.archive.cluster, "localize_chunk", interrupted_after_one)
+    assert (
+        run("predict", counting_run, small, "--out", out, "--resume", "--chunk-frames", 10).exit_code == 130
+    )
+    monkeypatch.setattr(pixelreg.archive.cluster, "localize_chunk", real)
+    part = tmp_path / "t.csv.parts" / "00000-0000000000.npz"
+    for damage, message in ((part.read_bytes()[:300], "is damaged"), (b"", "is damaged")):
+        part.write_bytes(damage)
+        result = run("predict", counting_run, small, "--out", out, "--resume", "--chunk-frames", 10)
+        assert result.exit_code == 1 and result.stderr.startswith("Error: ") and message in result.stderr
+        assert not out.exists()
+    with part.open("wb") as stream:  # another layout: plain floats, not localizations
+        np.savez(stream, locs=np.zeros(3), given=np.array([], dtype=str))
+    result = run("predict", counting_run, small, "--out", out, "--resume", "--chunk-frames", 10)
+    assert result.exit_code == 1 and "another layout" in result.stderr and not out.exists()
+
+
+def test_a_file_in_the_work_folder_s_place_is_refused(run, counting_run, small, tmp_path):
+    (tmp_path / "t.csv.parts").write_text("not a folder")
+    for extra in ([], ["--resume"]):
+        result = run("predict", counting_run, small, "--out", tmp_path / "t.csv", "--workers", 1, *extra)
+        assert result.exit_code == 1 and "is a file, not a work folder" in result.stderr, result.stderr

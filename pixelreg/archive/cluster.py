@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -95,9 +96,10 @@ def run_chunks(
         return report
     with _client(workers, scheduler) as client:
         report.workers = max(1, len(client.scheduler_info()["workers"]))
+        run = uuid.uuid4().hex[:12]  # task names of their own: other runs may share the cluster
         futures = {
             client.submit(
-                localize_chunk, settings, chunk, folder, key=f"pixelreg-{chunk.name}", retries=RETRIES
+                localize_chunk, settings, chunk, folder, key=f"pixelreg-{run}-{chunk.name}", retries=RETRIES
             ): chunk
             for chunk in chunks
         }
@@ -146,18 +148,22 @@ class _client:
         if self.workers is not None and self.workers < 1:
             raise PixelregError(f"--workers must be 1 or more, got {self.workers}")
         cores = os.cpu_count() or 1
-        with _sigint_ignored():  # inherited by the workers: Ctrl-C is for this process to handle
-            self.cluster = LocalCluster(
-                n_workers=self.workers,
-                threads_per_worker=1,  # one chunk at a time ...
-                processes=True,
-                dashboard_address=None,
-                env={
-                    "OMP_NUM_THREADS": str(max(1, cores // (self.workers or 1))),  # ... on its cores
-                    "DASK_LOGGING__DISTRIBUTED": "error",  # a restarted worker is no news
-                },
-            )
-        self.client = Client(self.cluster)
+        try:
+            with _sigint_held():  # the workers inherit it blocked: Ctrl-C is this process's to handle
+                self.cluster = LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,  # one chunk at a time ...
+                    processes=True,
+                    dashboard_address=None,
+                    env={
+                        "OMP_NUM_THREADS": str(max(1, cores // (self.workers or 1))),  # ... on its cores
+                        "DASK_LOGGING__DISTRIBUTED": "error",  # a restarted worker is no news
+                    },
+                )
+            self.client = Client(self.cluster)
+        except BaseException:  # Ctrl-C while the cluster started: close what there is
+            self.__exit__()
+            raise
         return self.client
 
     def __exit__(self, *exc: Any) -> None:
@@ -168,15 +174,16 @@ class _client:
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored while worker processes are started (they inherit it): a terminal's Ctrl-C
-    reaches the whole foreground process group, and each worker would print its own
-    KeyboardInterrupt; this process stops them in order instead."""
-    if threading.current_thread() is not threading.main_thread():
+def _sigint_held() -> Iterator[None]:
+    """SIGINT blocked while worker processes are started, which inherit the mask: a terminal's
+    Ctrl-C reaches the whole foreground process group, and each worker would print its own
+    KeyboardInterrupt; this process stops them in order instead. A Ctrl-C meanwhile waits, and
+    arrives here when the block ends."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -38,11 +38,12 @@ def localize_archive(
     chunks_done(len(finished))
     todo = [chunk for chunk in chunks if chunk.name not in finished]
     try:
-        report = run_chunks(settings, todo, str(work.path), lambda chunk: chunks_done(1), workers, scheduler)
+        folder = str(work.path.absolute())  # as workers in other folders and machines find it
+        report = run_chunks(settings, todo, folder, lambda chunk: chunks_done(1), workers, scheduler)
     except BaseException as exc:
         done = sum((work.path / chunk.name).exists() for chunk in chunks)
         if not done:  # nothing to resume: leave nothing behind
-            work.remove()
+            work.discard()
         if not isinstance(exc, KeyboardInterrupt):
             raise
         if not done:

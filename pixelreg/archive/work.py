@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pixelreg.errors import PixelregError
-from pixelreg.io.files import atomic_path
+from pixelreg.io.files import atomic_path, make_folders, remove_folders
 from pixelreg.io.frames import Frames, open_frames
 from pixelreg.io.locs import LOCS_DTYPE, Localizations
 
@@ -150,6 +151,7 @@ class WorkFolder:
     def __init__(self, out: Path) -> None:
         self.path = out.with_name(out.name + ".parts")
         self.plan = self.path / "plan.json"
+        self.created: Path | None = None  # the topmost folder this run made, the folder or above
 
     def start(self, settings: Settings, movies: list[Frames], chunks: list[Chunk], resume: bool) -> set[str]:
         """The folder made for this work, or (with `resume`) the one of the same work found:
@@ -161,7 +163,9 @@ class WorkFolder:
             "chunks": [[c.movie, c.first, c.last] for c in chunks],
         }
         plan = json.loads(json.dumps(plan))  # as it reads back: tuples become lists
-        if self.path.exists():
+        if self.path.exists() and not self.path.is_dir():
+            raise PixelregError(f"{self.path} is a file, not a work folder; move it away")
+        if self.path.is_dir():
             if not resume:
                 raise PixelregError(
                     f"{self.path} holds the chunks of an earlier run: give --resume to go on from "
@@ -180,7 +184,9 @@ class WorkFolder:
                 )
             names = {chunk.name for chunk in chunks}
             return {path.name for path in self.path.iterdir() if path.name in names}
-        self.path.mkdir(parents=True)
+        if self.path.is_symlink() or self.path.exists():
+            raise PixelregError(f"{self.path} is in the way of the work folder; move it away")
+        self.created = make_folders(self.path, f"cannot make {self.path}")
         with atomic_path(self.plan) as tmp:
             tmp.write_text(json.dumps(plan, indent=1) + "\n")
         return set()
@@ -192,18 +198,30 @@ class WorkFolder:
         for chunk in chunks:
             if chunk.movie != movie:
                 continue
+            where = self.path / chunk.name
             try:
-                with np.load(self.path / chunk.name, allow_pickle=False) as part:
+                with np.load(where, allow_pickle=False) as part:
                     locs, given = part["locs"], tuple(str(g) for g in part["given"])
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 raise PixelregError(
-                    f"{self.path / chunk.name} cannot be read ({exc}); remove it and --resume to redo it"
+                    f"{where} is damaged; remove it and --resume to redo that chunk"
                 ) from None
+            if locs.dtype != LOCS_DTYPE or not set(given) <= set(columns):
+                raise PixelregError(
+                    f"{where} holds another layout of localizations (another pixelreg version?); "
+                    "remove it and --resume to redo that chunk"
+                )
             yield Localizations(path, locs, columns, given)
 
     def remove(self) -> None:
         """The folder gone, once the table it made is in place."""
         shutil.rmtree(self.path, ignore_errors=True)
+
+    def discard(self) -> None:
+        """The folder gone, and the folders above it that this run made (a run that finished
+        no chunk leaves nothing)."""
+        self.remove()
+        remove_folders(self.created if self.created is not None and self.created != self.path else None)
 
 
 def _stamp(path: Path) -> dict[str, Any]:
