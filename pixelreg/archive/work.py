@@ -110,12 +110,12 @@ def localize_chunk(settings: Settings, chunk: Chunk, folder: str) -> dict[str, A
     frames = open_frames(chunk.path, chunk.counts).part(chunk.first, chunk.last)
     stages: dict[str, float] = {}
     batches = list(localizer.localize(frames, seconds=stages))
-    written = time.perf_counter()
+    localized = time.perf_counter()
     locs = np.concatenate([batch.locs for batch in batches]) if batches else np.zeros(0, LOCS_DTYPE)
     given = batches[0].given if batches else ()
     with atomic_path(Path(folder) / chunk.name) as tmp, open(tmp, "wb") as stream:
         np.savez(stream, locs=locs, given=np.array(given, dtype=str))
-    seconds = {**stages, "load": loaded - started, "write": time.perf_counter() - written}
+    seconds = {**stages, "load": loaded - started, "write": time.perf_counter() - localized}
     return {
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "frames": chunk.frames,

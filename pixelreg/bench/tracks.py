@@ -24,6 +24,7 @@ import numpy as np
 
 from pixelreg.errors import PixelregError
 from pixelreg.evaluate.matching import pair_greedy
+from pixelreg.evaluate.metrics import best_threshold, threshold_sweep
 from pixelreg.io.locs import COLUMNS, Localizations
 from pixelreg.post.motion import motion
 from pixelreg.post.tracking import link_tracks
@@ -126,8 +127,8 @@ def nearest_neighbour(points: np.ndarray) -> float:
 
 
 def trackpy_located(frames: np.ndarray, sigma: float, points: np.ndarray) -> Localizations:
-    """trackpy.locate's spots (diameter from the PSF) at the minmass of the best Jaccard index
-    against the true spots, as a user tunes it by eye on a few frames."""
+    """trackpy.locate's spots (diameter from the PSF) at the minmass, of MINMASS_QUANTILES of
+    their masses, with the best Jaccard index against the true spots (`threshold_sweep`)."""
     import trackpy
 
     trackpy.quiet()
@@ -141,15 +142,12 @@ def trackpy_located(frames: np.ndarray, sigma: float, points: np.ndarray) -> Loc
         y=located["y"].to_numpy(),
     ).with_columns()
     mass = located["mass"].to_numpy()
-    best, best_jaccard = every, -1.0
-    for minmass in np.quantile(mass, MINMASS_QUANTILES):
-        kept = every.select(mass >= minmass)
-        found, _ = kept.by_frame(len(points))
-        paired = int((pair_greedy(found, points, MATCH_PX) >= 0).sum())
-        jaccard = paired / (len(kept) + int(np.isfinite(points[..., 0]).sum()) - paired)
-        if jaccard > best_jaccard:
-            best, best_jaccard = kept, jaccard
-    return best
+    found, rows = every.by_frame(len(points))
+    scores = np.where(rows >= 0, mass[np.maximum(rows, 0)], -np.inf)
+    levels = np.quantile(mass, MINMASS_QUANTILES)
+    chosen = best_threshold(threshold_sweep(found, scores, points, levels, MATCH_PX))
+    minmass = levels[np.argmin(np.abs(levels - chosen))]  # the level itself: the sweep rounds it
+    return every.select(mass >= minmass)
 
 
 def run_experiment(

@@ -440,10 +440,11 @@ def track_bench(
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Trajectories from a particle-tracking movie (two populations of Brownian particles, D ten
-    times apart, entering, leaving and blinking, on an uneven background): trackpy.locate +
-    trackpy.link against calibrate + train + predict + `track`, each tuned at its best; correct
-    links, tracks and each population's D against the true trajectories'. Writes track.json.
+    """Trajectories from two particle-tracking movies, sparse and dense (two populations of
+    Brownian particles, D ten times apart, entering, leaving and blinking, on an uneven
+    background): trackpy.locate + trackpy.link against calibrate + train + predict + `track`,
+    each tuned at its best; correct links, tracks and each population's D against the true
+    trajectories'. Writes track.json.
 
     Example: pixelreg bench track --epochs 10
     """
